@@ -1,0 +1,72 @@
+"""isvserver: the server an ISV runs so that a cloud marketplace can sell its SaaS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from isvserver import db
+from isvserver.provisioning import Provisioner
+from isvserver.settings import Settings, load_settings
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("isvserver")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def create_app(
+    settings: Settings | None = None,
+    provisioner: Provisioner | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Flask:
+    """Build the WSGI app; opens no database connection (each request opens its own)."""
+    from isvserver.marketplaces.koogallery.views import bp as koogallery_bp
+    from isvserver.marketplaces.koogallery.views import envelope
+    from isvserver.provisioning.template import TemplateProvisioner
+    from isvserver.results import INTERNAL_ERROR, INVALID_PARAMETERS
+    from isvserver.runtime import Runtime, wall_clock_ms
+
+    settings = settings or load_settings()
+    _configure_logging(settings.log_level)
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    provisioner = provisioner or TemplateProvisioner(
+        settings.frontend_url_template, settings.admin_url_template
+    )
+    app.extensions["isvserver"] = Runtime(settings, provisioner, clock or wall_clock_ms)
+    db.bind(settings.database_url)
+    app.register_blueprint(koogallery_bp, url_prefix=settings.produce_path)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """The process is up (no database needed)."""
+        return jsonify(status="ok")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        """405, 413, 404…: the signed JSON envelope, with the HTTP status the error calls for."""
+        status = exc.code or 500
+        code = INTERNAL_ERROR if status >= 500 else INVALID_PARAMETERS
+        response = envelope(status, code, (exc.name or "error").lower())
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        """Anything unhandled still answers a signed 000005 with HTTP 200, never a stack trace."""
+        logging.getLogger("isvserver").exception("unhandled error")
+        return envelope(200, INTERNAL_ERROR, "internal error; the call can be retried")
+
+    return app

@@ -1,0 +1,53 @@
+"""The callback log: one row per marketplace call, with ids, verdict, result and latency; no secrets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from peewee import PeeweeException
+
+from isvserver.db import connected
+from isvserver.models import CallbackLog
+
+log = logging.getLogger("isvserver.calls")
+
+
+@dataclass
+class CallRecord:
+    """What is known about a call; only ids, never keys, signatures, nonces, passwords or buyer data."""
+
+    request_id: str
+    interface: str
+    activity: str | None = None
+    test_flag: bool = False
+    instance_id: str | None = None
+    order_id: str | None = None
+    order_line_id: str | None = None
+    business_id: str | None = None
+    verdict: str = "unverified"
+    reason: str | None = None
+    result_code: str = ""
+    result_msg: str | None = None
+    latency_ms: float = 0.0
+
+
+def record(call: CallRecord) -> None:
+    """Write the call to the log line and the callback_log table (a failed write is logged, not raised)."""
+    log.info(
+        "call request_id=%s activity=%s test=%s verdict=%s code=%s ms=%.1f instance=%s order=%s/%s",
+        call.request_id,
+        call.activity,
+        int(call.test_flag),
+        call.verdict,
+        call.result_code,
+        call.latency_ms,
+        (call.instance_id or "-")[:200],
+        call.order_id or "-",
+        call.order_line_id or "-",
+    )
+    try:
+        with connected():
+            CallbackLog.create(**asdict(call))
+    except PeeweeException as exc:
+        log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)

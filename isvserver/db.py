@@ -1,0 +1,64 @@
+"""The peewee database: SQLite (default) or PostgreSQL chosen by URL, one connection per request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from peewee import Database, DatabaseProxy, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+
+database = DatabaseProxy()
+
+SQLITE_BUSY_TIMEOUT_S = 3.0  # well under the marketplace's 5 s; a busy writer waits instead of failing
+
+
+def make_database(url: str) -> Database:
+    """A peewee database for `url`, not yet connected (nothing may be open across gunicorn's fork)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        path = unquote(url[len("sqlite:///") :])
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
+            timeout=SQLITE_BUSY_TIMEOUT_S,
+            lock_type="IMMEDIATE",
+            autoconnect=False,
+        )
+    return connect_url(
+        url.replace("postgres://", "postgresql://", 1).replace("postgresql://", "postgresql+pool://", 1),
+        max_connections=16,
+        stale_timeout=300,
+        timeout=5,
+        autoconnect=False,
+    )
+
+
+def bind(url: str) -> Database:
+    """Point the shared proxy (and so every model) at the database of `url`."""
+    db = make_database(url)
+    database.initialize(db)
+    return db
+
+
+def is_postgres(db: Database | DatabaseProxy = database) -> bool:
+    """Whether `db` speaks PostgreSQL."""
+    target = db.obj if isinstance(db, DatabaseProxy) else db
+    return not isinstance(target, SqliteDatabase)
+
+
+@contextmanager
+def connected(db: Database | DatabaseProxy = database) -> Iterator[None]:
+    """Hold a connection for the block, opening (and then closing) one only if none is open."""
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        yield
+    finally:
+        if opened and not db.is_closed():
+            db.close()

@@ -1,0 +1,337 @@
+"""The marketplace-agnostic instance lifecycle: an explicit transition table over the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from isvserver.db import database
+from isvserver.models import Instance, InstanceEvent, utcnow
+from isvserver.provisioning import AppInfo, InstanceView, Provisioner
+from isvserver.sealing import seal, unseal
+
+
+class State(StrEnum):
+    """Where an instance is in its life."""
+
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    FROZEN = "frozen"
+    RELEASED = "released"
+
+
+class Action(StrEnum):
+    """A change a marketplace can ask for; each accepted one becomes an instance_event row of that kind."""
+
+    PROVISIONED = "provisioned"
+    RENEW = "renewed"
+    CONVERT_TRIAL = "trial_converted"
+    UNSUBSCRIBE_RENEWAL = "renewal_unsubscribed"
+    CHANGE_RENEWAL = "renewal_changed"
+    FREEZE = "frozen"
+    UNFREEZE = "unfrozen"
+    UPGRADE = "upgraded"
+    RELEASE = "released"
+
+
+class LifecycleError(Exception):
+    """A request the lifecycle cannot accept in the instance's current state."""
+
+
+class InstanceNotFound(LifecycleError):
+    """No instance has this id."""
+
+
+class InstanceReleased(LifecycleError):
+    """The instance was released; it cannot be renewed, upgraded or unfrozen."""
+
+
+class StillProvisioning(LifecycleError):
+    """The instance is still being provisioned; ask again later."""
+
+
+class ChangeRejected(LifecycleError):
+    """The product cannot take the requested change."""
+
+
+CREATED = "created"  # the event kind of a new instance
+SAME = "same"  # accepted, nothing to record
+RECORD = "record"  # accepted, state unchanged, the change is recorded (expiry, spec)
+EXPIRY_ACTIONS = (Action.RENEW, Action.CONVERT_TRIAL, Action.UNSUBSCRIBE_RENEWAL, Action.CHANGE_RENEWAL)
+
+P, A, F, R = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED
+_WAIT, _GONE = StillProvisioning, InstanceReleased
+
+# What each action does in each state: a next state, SAME, RECORD, or the error to raise.
+TRANSITIONS: dict[Action, dict[State, State | str | type[LifecycleError]]] = {
+    Action.PROVISIONED: {P: A, A: SAME, F: SAME, R: SAME},
+    **{action: {P: RECORD, A: RECORD, F: RECORD, R: _GONE} for action in EXPIRY_ACTIONS},
+    Action.FREEZE: {P: _WAIT, A: F, F: SAME, R: SAME},
+    Action.UNFREEZE: {P: _WAIT, A: SAME, F: A, R: _GONE},
+    Action.UPGRADE: {P: _WAIT, A: RECORD, F: RECORD, R: _GONE},
+    Action.RELEASE: {P: R, A: R, F: R, R: SAME},
+}
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def view(instance: Instance) -> InstanceView:
+    """The provisioner's view of an instance row."""
+    return InstanceView(
+        instance_id=instance.instance_id,
+        marketplace=instance.marketplace,
+        order_id=instance.order_id,
+        order_line_id=instance.order_line_id,
+        product_id=instance.product_id,
+        expire_at=instance.expire_at,
+        is_trial=instance.is_trial,
+    )
+
+
+def _select_for_update(condition: Any) -> Instance | None:
+    """The first matching row, locked for this transaction (a PostgreSQL row lock; SQLite's IMMEDIATE
+    transaction already holds the database's write lock)."""
+    query = Instance.select().where(condition)
+    return (query.for_update() if database.for_update else query).first()
+
+
+def _locked(instance_id: str) -> Instance:
+    """The instance with this id, locked for this transaction."""
+    instance = _select_for_update(Instance.instance_id == instance_id)
+    if instance is None:
+        raise InstanceNotFound(instance_id)
+    return instance
+
+
+def _record(
+    instance: Instance,
+    kind: str,
+    to_state: State,
+    order: tuple[str, str] | None = None,
+    idempotency_key: str | None = None,
+    **detail: Any,
+) -> None:
+    InstanceEvent.create(
+        instance=instance,
+        kind=kind,
+        from_state=instance.state,
+        to_state=to_state.value,
+        order_id=order[0] if order else None,
+        order_line_id=order[1] if order else None,
+        idempotency_key=idempotency_key,
+        detail=json.dumps(detail, default=str, sort_keys=True) if detail else None,
+    )
+
+
+def _apply(
+    instance: Instance,
+    action: Action,
+    order: tuple[str, str] | None = None,
+    idempotency_key: str | None = None,
+    **detail: Any,
+) -> bool:
+    """Apply `action` per TRANSITIONS inside the caller's transaction; True when something changed."""
+    outcome = TRANSITIONS[action][State(instance.state)]
+    if isinstance(outcome, type):
+        raise outcome(instance.instance_id)
+    if outcome == SAME:
+        return False
+    if idempotency_key is not None and (
+        InstanceEvent.select()
+        .where((InstanceEvent.instance == instance) & (InstanceEvent.idempotency_key == idempotency_key))
+        .exists()
+    ):
+        return False
+    to_state = State(instance.state) if outcome == RECORD else State(outcome)
+    _record(instance, action.value, to_state, order, idempotency_key, **detail)
+    instance.state = to_state.value
+    instance.updated_at = utcnow()
+    if to_state == State.RELEASED:
+        instance.released_at = instance.updated_at
+    return True
+
+
+def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> None:
+    instance.front_end_url = app_info.front_end_url
+    instance.admin_url = app_info.admin_url
+    instance.user_name = app_info.user_name
+    instance.password_encrypted = seal(data_key, app_info.password) if app_info.password else None
+    instance.memo = app_info.memo
+
+
+def _new_instance_id(business_id: str) -> str:
+    """The marketplace's recommended id (the first businessId) when it is usable and free, else a UUID."""
+    if _INSTANCE_ID.fullmatch(business_id) and not (
+        Instance.select().where(Instance.instance_id == business_id).exists()
+    ):
+        return business_id
+    return str(uuid.uuid4())
+
+
+def create_instance(
+    marketplace: str,
+    order_id: str,
+    order_line_id: str,
+    business_id: str,
+    provisioner: Provisioner,
+    data_key: bytes,
+) -> Instance:
+    """The instance of this order line: created and provisioned once, the same one on every resend."""
+    by_order = (
+        (Instance.marketplace == marketplace)
+        & (Instance.order_id == order_id)
+        & (Instance.order_line_id == order_line_id)
+    )
+    with database.atomic():
+        instance = _select_for_update(by_order)
+        if instance is not None:
+            return instance
+        instance_id = _new_instance_id(business_id)
+        for candidate in (instance_id, str(uuid.uuid4())):
+            now = utcnow()
+            inserted = (
+                Instance.insert(
+                    instance_id=candidate,
+                    marketplace=marketplace,
+                    order_id=order_id,
+                    order_line_id=order_line_id,
+                    business_id=business_id,
+                    state=State.PROVISIONING.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_ignore()
+                .execute()
+            )
+            instance = _select_for_update(by_order)
+            if instance is not None:
+                break
+            # ignored on the instance_id constraint alone (another order took that id): take a UUID
+        if instance is None or inserted is None or inserted != instance.id:
+            return instance  # a concurrent call created it first
+        _record(instance, CREATED, State.PROVISIONING, (order_id, order_line_id), business_id=business_id)
+        app_info = provisioner.provision(view(instance))
+        if app_info is not None:
+            _store_app_info(instance, app_info, data_key)
+            _apply(instance, Action.PROVISIONED)
+        instance.save()
+        return instance
+
+
+def complete_provisioning(instance_id: str, app_info: AppInfo, data_key: bytes) -> bool:
+    """Finish a pending provisioning with the product's AppInfo; True when the instance became active."""
+    with database.atomic():
+        instance = _locked(instance_id)
+        if instance.state != State.PROVISIONING:
+            return False
+        _store_app_info(instance, app_info, data_key)
+        changed = _apply(instance, Action.PROVISIONED)
+        instance.save()
+        return changed
+
+
+def change_expiry(
+    instance_id: str,
+    action: Action,
+    order_id: str,
+    order_line_id: str,
+    expire_at: datetime,
+    product_id: str | None = None,
+) -> bool:
+    """Renew, convert a trial, unsubscribe a renewal period or change a renewal; once per order line."""
+    if action not in EXPIRY_ACTIONS:
+        raise ValueError(f"{action} does not change the expiry")
+    with database.atomic():
+        instance = _locked(instance_id)
+        changed = _apply(
+            instance,
+            action,
+            (order_id, order_line_id),
+            f"order:{order_id}:{order_line_id}",
+            expire_at=expire_at,
+            product_id=product_id,
+        )
+        if changed:
+            instance.expire_at = expire_at
+            if product_id:
+                instance.product_id = product_id
+            if action == Action.CONVERT_TRIAL:
+                instance.is_trial = False
+            instance.save()
+        return changed
+
+
+def set_frozen(instance_id: str, frozen: bool) -> bool:
+    """Freeze (keep data) or unfreeze; repeating the current status succeeds and changes nothing."""
+    with database.atomic():
+        instance = _locked(instance_id)
+        changed = _apply(instance, Action.FREEZE if frozen else Action.UNFREEZE)
+        if changed:
+            instance.save()
+        return changed
+
+
+def upgrade(instance_id: str, order_id: str, order_line_id: str) -> bool:
+    """Record an upgrade order for the instance; once per order line."""
+    with database.atomic():
+        instance = _locked(instance_id)
+        changed = _apply(
+            instance, Action.UPGRADE, (order_id, order_line_id), f"order:{order_id}:{order_line_id}"
+        )
+        if changed:
+            instance.save()
+        return changed
+
+
+def release(instance_id: str, order_id: str | None = None, order_line_id: str | None = None) -> bool:
+    """Mark the instance released (never deleted); a repeated release succeeds."""
+    with database.atomic():
+        instance = _locked(instance_id)
+        order = (order_id, order_line_id) if order_id and order_line_id else None
+        changed = _apply(instance, Action.RELEASE, order)
+        if changed:
+            instance.save()
+        return changed
+
+
+def check_change(instance_id: str, product_info: dict[str, Any], provisioner: Provisioner) -> None:
+    """Raise unless the product can take this renewal change."""
+    instance = Instance.select().where(Instance.instance_id == instance_id).first()
+    if instance is None:
+        raise InstanceNotFound(instance_id)
+    if instance.state == State.RELEASED:
+        raise InstanceReleased(instance_id)
+    if instance.state == State.PROVISIONING:
+        raise StillProvisioning(instance_id)
+    reason = provisioner.check_change(view(instance), product_info)
+    if reason:
+        raise ChangeRejected(reason)
+
+
+def find_instances(instance_ids: Sequence[str]) -> dict[str, Instance]:
+    """The instances with these ids, in one query."""
+    rows = Instance.select().where(Instance.instance_id.in_(list(instance_ids)))
+    return {row.instance_id: row for row in rows}
+
+
+def app_info(instance: Instance, data_key: bytes) -> AppInfo | None:
+    """The stored AppInfo with the password decrypted, or None while there is none."""
+    if instance.front_end_url is None:
+        return None
+    return AppInfo(
+        front_end_url=instance.front_end_url,
+        admin_url=instance.admin_url,
+        user_name=instance.user_name,
+        password=unseal(data_key, instance.password_encrypted) if instance.password_encrypted else None,
+        memo=instance.memo,
+    )
+
+
+def history(instance: Instance) -> list[InstanceEvent]:
+    """The instance's events, oldest first."""
+    return list(InstanceEvent.select().where(InstanceEvent.instance == instance).order_by(InstanceEvent.id))

@@ -1,0 +1,1 @@
+"""Adapters: one package per marketplace wire protocol, all over the same lifecycle core."""

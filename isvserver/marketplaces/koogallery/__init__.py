@@ -1,0 +1,1 @@
+"""Huawei Cloud KooGallery (云商店) SaaS produce interface, generation V2 basic."""

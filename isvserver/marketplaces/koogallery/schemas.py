@@ -1,0 +1,183 @@
+"""marshmallow schemas of every V2 basic request and reply (spec §5): fields, lengths, rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, validate, validates
+
+MAX_QUERY_IDS = 100
+SCENES = ("TRIAL_TO_FORMAL", "RENEWAL", "UNSUBSCRIBE_RENEWAL_PERIOD", "RENEWAL_CHANGE")
+STATUSES = ("FREEZE", "UNFREEZE")
+ACTIVITIES = (
+    "newInstance",
+    "queryInstance",
+    "refreshInstance",
+    "updateInstanceStatus",
+    "releaseInstance",
+    "upgradeInstance",
+    "changeInstanceCheck",
+    "orderNotify",
+)
+
+
+def text(max_length: int, required: bool = True, **kwargs: Any) -> fields.String:
+    """A string field of at most `max_length` characters; a mandatory one may not be empty."""
+    return fields.String(
+        required=required, validate=validate.Length(min=1 if required else 0, max=max_length), **kwargs
+    )
+
+
+class ExpireTime(fields.Field):
+    """`yyyyMMddHHmmss` (documented) or `yyyyMMddHHmmssSSS` (what the example sends), UTC."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if (
+            not isinstance(value, str)
+            or not value.isascii()
+            or not value.isdigit()
+            or len(value) not in (14, 17)
+        ):
+            raise ValidationError("must be yyyyMMddHHmmss or yyyyMMddHHmmssSSS")
+        try:
+            moment = datetime.strptime(value[:14], "%Y%m%d%H%M%S")
+        except ValueError:
+            raise ValidationError("is not a real date and time") from None
+        return moment.replace(microsecond=int(value[14:] or 0) * 1000)
+
+
+class ProductInfo(fields.Field):
+    """A JSON object, or a string holding one (both forms are seen from marketplaces)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationError("must be a JSON object") from None
+        if not isinstance(value, dict):
+            raise ValidationError("must be a JSON object")
+        return value
+
+
+class RequestIn(Schema):
+    """Fields every activity carries; unknown fields are ignored (the marketplace adds fields over time)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    activity = fields.String(required=True, validate=validate.OneOf(ACTIVITIES))
+    testFlag = fields.String(load_default="0", validate=validate.OneOf(("0", "1")))
+
+
+class NewInstanceIn(RequestIn):
+    orderId = text(64)
+    orderLineId = text(64)
+    businessId = text(64)
+
+
+class QueryInstanceIn(RequestIn):
+    instanceId = fields.String(required=True)
+
+    @validates("instanceId")
+    def _ids(self, value: str, data_key: str) -> None:
+        ids = split_ids(value)
+        if not ids:
+            raise ValidationError("lists no instance id")
+        if len(ids) > MAX_QUERY_IDS:
+            raise ValidationError(f"lists more than {MAX_QUERY_IDS} instance ids")
+        if any(len(i) > 64 for i in ids):
+            raise ValidationError("holds an id longer than 64 characters")
+
+
+def split_ids(value: str) -> list[str]:
+    """The distinct ids of a comma-separated list, in order, blanks dropped."""
+    return list(dict.fromkeys(i.strip() for i in value.split(",") if i.strip()))
+
+
+class RefreshInstanceIn(RequestIn):
+    instanceId = text(64)
+    orderId = text(64)
+    orderLineId = text(64)
+    scene = fields.String(required=True, validate=validate.OneOf(SCENES))
+    expireTime = ExpireTime(required=True)
+    productId = text(64, required=False)
+
+
+class UpdateInstanceStatusIn(RequestIn):
+    instanceId = text(64)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+
+
+class ReleaseInstanceIn(RequestIn):
+    instanceId = text(64)
+    orderId = text(64, required=False)
+    orderLineId = text(64, required=False)
+
+
+class UpgradeInstanceIn(RequestIn):
+    instanceId = text(64)
+    orderId = text(64)
+    orderLineId = text(64)
+
+
+class ChangeInstanceCheckIn(RequestIn):
+    instanceId = text(64)
+    productInfo = ProductInfo(required=True)
+
+
+class OrderNotifyIn(RequestIn):
+    orderId = text(64)
+    orderLineId = text(64)
+
+
+REQUESTS: dict[str, Schema] = {
+    "newInstance": NewInstanceIn(),
+    "queryInstance": QueryInstanceIn(),
+    "refreshInstance": RefreshInstanceIn(),
+    "updateInstanceStatus": UpdateInstanceStatusIn(),
+    "releaseInstance": ReleaseInstanceIn(),
+    "upgradeInstance": UpgradeInstanceIn(),
+    "changeInstanceCheck": ChangeInstanceCheckIn(),
+    "orderNotify": OrderNotifyIn(),
+}
+
+
+class OutSchema(Schema):
+    """Replies leave out optional fields that have no value."""
+
+    @post_dump
+    def _drop_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class ResultOut(OutSchema):
+    resultCode = fields.String(required=True, validate=validate.Length(equal=6))
+    resultMsg = fields.String(validate=validate.Length(max=255))
+
+
+class NewInstanceOut(ResultOut):
+    instanceId = text(64)
+
+
+class AppInfoOut(OutSchema):
+    frontEndUrl = text(512)
+    adminUrl = text(512, required=False)
+    userName = text(128, required=False)
+    password = text(128, required=False)
+    memo = text(1024, required=False)
+
+
+class InstanceInfoOut(OutSchema):
+    instanceId = text(64)
+    appInfo = fields.Nested(AppInfoOut)
+
+
+class QueryInstanceOut(ResultOut):
+    info = fields.List(fields.Nested(InstanceInfoOut))
+
+
+RESULT_OUT = ResultOut()
+REPLIES: dict[str, Schema] = {"newInstance": NewInstanceOut(), "queryInstance": QueryInstanceOut()}

@@ -1,0 +1,358 @@
+"""The V2 basic produce endpoint: wire → verify → validate → lifecycle → signed reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, request
+from marshmallow import ValidationError
+
+from isvserver import lifecycle, replay
+from isvserver.callbacks import CallRecord, record
+from isvserver.db import connected
+from isvserver.lifecycle import Action
+from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, split_ids
+from isvserver.marketplaces.koogallery.signing import body_sign
+from isvserver.marketplaces.koogallery.verify import Verdict, verify
+from isvserver.models import OrderNotification, utcnow
+from isvserver.provisioning import AppInfo, ProvisioningError
+from isvserver.provisioning.template import render_url
+from isvserver.results import (
+    AUTH_FAILED,
+    IN_PROGRESS,
+    INSTANCE_NOT_FOUND,
+    INTERNAL_ERROR,
+    INVALID_PARAMETERS,
+    SUCCESS,
+)
+from isvserver.runtime import Runtime, runtime
+
+MARKETPLACE = "koogallery"
+INTERFACE = "koogallery.v2"
+NOTIFY_ACTIVITY = "orderNotify"
+SCENE_ACTIONS = {
+    "TRIAL_TO_FORMAL": Action.CONVERT_TRIAL,
+    "RENEWAL": Action.RENEW,
+    "UNSUBSCRIBE_RENEWAL_PERIOD": Action.UNSUBSCRIBE_RENEWAL,
+    "RENEWAL_CHANGE": Action.CHANGE_RENEWAL,
+}
+LIFECYCLE_ANSWERS: dict[type[lifecycle.LifecycleError], tuple[str, str]] = {
+    lifecycle.InstanceNotFound: (INSTANCE_NOT_FOUND, "instance does not exist"),
+    lifecycle.InstanceReleased: (INSTANCE_NOT_FOUND, "instance has been released"),
+    lifecycle.StillProvisioning: (IN_PROGRESS, "instance is still being provisioned; try again later"),
+}
+
+log = logging.getLogger("isvserver.koogallery")
+bp = Blueprint("koogallery", __name__)
+
+Reply = dict[str, Any]
+
+
+def reply(code: str, message: str, **fields: Any) -> Reply:
+    """A reply body: resultCode, resultMsg, then the activity's own fields."""
+    return {"resultCode": code, "resultMsg": message, **fields}
+
+
+def signed_response(body: Reply, key: str, status: int = 200, activity: str | None = None) -> Response:
+    """Serialise once, sign exactly those bytes, send them untouched."""
+    schema = (
+        REPLIES.get(activity or "", RESULT_OUT)
+        if body["resultCode"] in (SUCCESS, IN_PROGRESS)
+        else RESULT_OUT
+    )
+    data = json.dumps(schema.dump(body), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    response = Response(data, status=status, content_type="application/json")
+    response.headers["Body-Sign"] = body_sign(key, data)
+    return response
+
+
+def envelope(status: int, code: str, message: str) -> Response:
+    """A signed resultCode/resultMsg reply outside the produce flow, keyed with the first key."""
+    return signed_response(reply(code, message), runtime().settings.access_keys[0], status=status)
+
+
+def _parse_json(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one."""
+
+    def no_constants(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ids_for_log(call: CallRecord, body: dict[str, Any]) -> None:
+    """Copy the business ids of the body into the call record (strings only, truncated)."""
+
+    def pick(name: str, limit: int = 64) -> str | None:
+        value = body.get(name)
+        return value[:limit] if isinstance(value, str) else None
+
+    call.activity = pick("activity", 32)
+    call.test_flag = body.get("testFlag") == "1"
+    call.instance_id = pick("instanceId", 6500)
+    call.order_id = pick("orderId")
+    call.order_line_id = pick("orderLineId")
+    call.business_id = pick("businessId")
+
+
+@bp.route("", methods=["POST"], strict_slashes=False)
+def produce() -> Response:
+    """Every V2 basic call: authenticate, validate, dispatch on `activity`, answer signed."""
+    rt = runtime()
+    started = time.perf_counter()
+    call = CallRecord(request_id=uuid.uuid4().hex, interface=INTERFACE)
+    raw = request.get_data(cache=False)
+    body = _parse_json(raw)
+    if body is not None:
+        _ids_for_log(call, body)
+    is_notify = call.activity == NOTIFY_ACTIVITY
+    keys = rt.settings.notify_keys if is_notify else rt.settings.access_keys
+    sign_key = keys[0] if keys else rt.settings.access_keys[0]
+    params = {name: request.args.get(name, "") for name in ("signature", "timestamp", "nonce")}
+    try:
+        answer, sign_key = _answer(rt, call, params, raw, body, keys, sign_key)
+    except Exception:
+        log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
+        answer = reply(INTERNAL_ERROR, "internal error; the call can be retried")
+    call.result_code = answer["resultCode"]
+    call.result_msg = answer["resultMsg"]
+    response = signed_response(answer, sign_key, activity=call.activity)
+    call.latency_ms = (time.perf_counter() - started) * 1000
+    record(call)
+    response.headers["X-Request-Id"] = call.request_id
+    return response
+
+
+def _answer(
+    rt: Runtime,
+    call: CallRecord,
+    params: dict[str, str],
+    raw: bytes,
+    body: dict[str, Any] | None,
+    keys: tuple[str, ...],
+    sign_key: str,
+) -> tuple[Reply, str]:
+    now_ms = rt.clock()
+    verification = verify(params, raw, body, keys, now_ms, rt.settings.signature_tolerance)
+    call.verdict = verification.verdict.value
+    if not verification.ok:
+        call.reason = verification.message
+        return reply(verification.code, verification.message), sign_key
+    sign_key = verification.key or sign_key
+    with connected():
+        keep_ms = 2 * rt.settings.signature_tolerance * 1000
+        if not replay.first_use(INTERFACE, params["nonce"], int(now_ms), keep_ms):
+            call.verdict = Verdict.REPLAYED_NONCE.value
+            call.reason = "nonce was already used"
+            return reply(AUTH_FAILED, "authentication failed: nonce was already used"), sign_key
+        if body is None:
+            call.reason = "body is not a JSON object"
+            return reply(INVALID_PARAMETERS, "body must be a JSON object"), sign_key
+        activity = body.get("activity")
+        schema = REQUESTS.get(activity) if isinstance(activity, str) else None
+        if schema is None:
+            call.reason = "unknown activity"
+            return reply(INVALID_PARAMETERS, "activity is missing or unknown"), sign_key
+        try:
+            data = schema.load(body)
+        except ValidationError as exc:
+            call.reason = _describe(exc.messages)
+            return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}"), sign_key
+        handler = TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]
+        try:
+            return handler(rt, data), sign_key
+        except lifecycle.LifecycleError as exc:
+            if isinstance(exc, lifecycle.ChangeRejected):
+                return reply(INVALID_PARAMETERS, f"change not acceptable: {exc}"[:255]), sign_key
+            code, message = LIFECYCLE_ANSWERS[type(exc)]
+            return reply(code, message), sign_key
+        except ProvisioningError as exc:
+            log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
+            return reply(INTERNAL_ERROR, f"provisioning failed: {exc}"[:255]), sign_key
+
+
+def _describe(messages: Any) -> str:
+    """`field: problem; …` from marshmallow's messages (field names and rules only, no values)."""
+    if isinstance(messages, dict):
+        parts = []
+        for name, problems in messages.items():
+            first = problems[0] if isinstance(problems, list) and problems else problems
+            parts.append(f"{name}: {first if isinstance(first, str) else 'invalid'}")
+        return "; ".join(parts)[:200]
+    return "invalid"
+
+
+def _app_info_out(info: AppInfo) -> dict[str, str | None]:
+    return {
+        "frontEndUrl": info.front_end_url,
+        "adminUrl": info.admin_url,
+        "userName": info.user_name,
+        "password": info.password,
+        "memo": info.memo,
+    }
+
+
+# --- real calls ---------------------------------------------------------------------------------
+
+
+def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Create (once per order line) and provision the instance."""
+    instance = lifecycle.create_instance(
+        MARKETPLACE,
+        data["orderId"],
+        data["orderLineId"],
+        data["businessId"],
+        rt.provisioner,
+        rt.settings.data_key,
+    )
+    if instance.state == lifecycle.State.PROVISIONING:
+        return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance.instance_id)
+    return reply(SUCCESS, "success", instanceId=instance.instance_id)
+
+
+def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """AppInfo of up to 100 instances, read in one query."""
+    ids = split_ids(data["instanceId"])
+    found = lifecycle.find_instances(ids)
+    info, waiting = [], False
+    for instance_id in ids:
+        instance = found.get(instance_id)
+        if instance is None or instance.state == lifecycle.State.RELEASED:
+            continue
+        app_info = lifecycle.app_info(instance, rt.settings.data_key)
+        if instance.state == lifecycle.State.PROVISIONING or app_info is None:
+            waiting = True
+            info.append({"instanceId": instance_id})
+        else:
+            info.append({"instanceId": instance_id, "appInfo": _app_info_out(app_info)})
+    if not info:
+        return reply(INSTANCE_NOT_FOUND, "instance does not exist")
+    if waiting:
+        return reply(IN_PROGRESS, "an instance is still being provisioned", info=info)
+    return reply(SUCCESS, "success", info=info)
+
+
+def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Renewal, trial to formal, unsubscribed renewal period or renewal change: a new expiry."""
+    lifecycle.change_expiry(
+        data["instanceId"],
+        SCENE_ACTIONS[data["scene"]],
+        data["orderId"],
+        data["orderLineId"],
+        data["expireTime"],
+        data.get("productId"),
+    )
+    return reply(SUCCESS, "success")
+
+
+def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Freeze (keep data) or unfreeze."""
+    lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE")
+    return reply(SUCCESS, "success")
+
+
+def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Mark released; a repeated release succeeds."""
+    lifecycle.release(data["instanceId"], data.get("orderId"), data.get("orderLineId"))
+    return reply(SUCCESS, "success")
+
+
+def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Record the upgrade order (the new spec is read from the order-query API)."""
+    lifecycle.upgrade(data["instanceId"], data["orderId"], data["orderLineId"])
+    return reply(SUCCESS, "success")
+
+
+def change_instance_check(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Whether the product accepts the renewal change."""
+    lifecycle.check_change(data["instanceId"], data["productInfo"], rt.provisioner)
+    return reply(SUCCESS, "success")
+
+
+def order_notify(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Remember the notified order line (one row per line, counted)."""
+    now = utcnow()
+    OrderNotification.insert(
+        marketplace=MARKETPLACE,
+        order_id=data["orderId"],
+        order_line_id=data["orderLineId"],
+        times_received=1,
+        first_received_at=now,
+        last_received_at=now,
+    ).on_conflict(
+        conflict_target=[
+            OrderNotification.marketplace,
+            OrderNotification.order_id,
+            OrderNotification.order_line_id,
+        ],
+        update={
+            OrderNotification.times_received: OrderNotification.times_received + 1,
+            OrderNotification.last_received_at: now,
+        },
+    ).execute()
+    return reply(SUCCESS, "success")
+
+
+HANDLERS: dict[str, Callable[[Runtime, dict[str, Any]], Reply]] = {
+    "newInstance": new_instance,
+    "queryInstance": query_instance,
+    "refreshInstance": refresh_instance,
+    "updateInstanceStatus": update_instance_status,
+    "releaseInstance": release_instance,
+    "upgradeInstance": upgrade_instance,
+    "changeInstanceCheck": change_instance_check,
+    "orderNotify": order_notify,
+}
+
+
+# --- testFlag=1: verified and logged, never touching a real instance (spec §5 decision) -------------
+
+
+def test_instance_id(order_id: str, order_line_id: str) -> str:
+    """The deterministic instanceId answered to a debug newInstance of this order line."""
+    return "test-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"koogallery:{order_id}\n{order_line_id}"))
+
+
+def test_new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """A deterministic id, nothing created."""
+    return reply(
+        SUCCESS, "success (debug request)", instanceId=test_instance_id(data["orderId"], data["orderLineId"])
+    )
+
+
+def test_query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """The configured test appInfo for every id."""
+    info = []
+    for instance_id in split_ids(data["instanceId"]):
+        if rt.settings.test_app_info is not None:
+            app_info = dict(rt.settings.test_app_info)
+        else:
+            ids = lifecycle.InstanceView(instance_id, MARKETPLACE, "", "", None, None, False)
+            settings = rt.settings
+            app_info = {"frontEndUrl": render_url(settings.frontend_url_template, ids)}
+            if settings.admin_url_template:
+                app_info["adminUrl"] = render_url(settings.admin_url_template, ids)
+            app_info["memo"] = "debug request (testFlag=1): no real instance"
+        info.append({"instanceId": instance_id, "appInfo": app_info})
+    return reply(SUCCESS, "success (debug request)", info=info)
+
+
+def test_success(rt: Runtime, data: dict[str, Any]) -> Reply:
+    """Success, nothing touched."""
+    return reply(SUCCESS, "success (debug request)")
+
+
+TEST_HANDLERS: dict[str, Callable[[Runtime, dict[str, Any]], Reply]] = {
+    **dict.fromkeys(HANDLERS, test_success),
+    "newInstance": test_new_instance,
+    "queryInstance": test_query_instance,
+}

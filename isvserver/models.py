@@ -1,0 +1,118 @@
+"""Tables, with the UNIQUE constraints that carry idempotency (schema in isvserver/migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from isvserver.db import database
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the form every timestamp column holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Instance(BaseModel):
+    """A tenant sold through a marketplace; never deleted, release only marks it."""
+
+    instance_id = CharField(max_length=64, unique=True)
+    marketplace = CharField(max_length=32)
+    order_id = CharField(max_length=64)
+    order_line_id = CharField(max_length=64)
+    business_id = CharField(max_length=64)
+    state = CharField(max_length=16)
+    is_trial = BooleanField(default=False)
+    product_id = CharField(max_length=64, null=True)
+    expire_at = DateTimeField(null=True)
+    front_end_url = CharField(max_length=512, null=True)
+    admin_url = CharField(max_length=512, null=True)
+    user_name = CharField(max_length=128, null=True)
+    password_encrypted = TextField(null=True)
+    memo = CharField(max_length=1024, null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    released_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("marketplace", "order_id", "order_line_id"), True),)
+
+
+class InstanceEvent(BaseModel):
+    """One accepted lifecycle change; (instance, idempotency_key) is unique."""
+
+    instance = ForeignKeyField(Instance, column_name="instance_ref", backref="events")
+    kind = CharField(max_length=32)
+    from_state = CharField(max_length=16, null=True)
+    to_state = CharField(max_length=16, null=True)
+    order_id = CharField(max_length=64, null=True)
+    order_line_id = CharField(max_length=64, null=True)
+    idempotency_key = CharField(max_length=200, null=True)
+    detail = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "instance_event"
+
+
+class Nonce(BaseModel):
+    """A nonce already accepted (stored as a SHA-256 digest), kept for at least twice the window."""
+
+    digest = CharField(max_length=64, primary_key=True)
+    seen_at = BigIntegerField()
+
+
+class CallbackLog(BaseModel):
+    """Every call the marketplace made, with its verdict and answer; secrets and PII never stored."""
+
+    request_id = CharField(max_length=32)
+    received_at = DateTimeField(default=utcnow)
+    interface = CharField(max_length=32)
+    activity = CharField(max_length=32, null=True)
+    test_flag = BooleanField(default=False)
+    instance_id = TextField(null=True)
+    order_id = CharField(max_length=64, null=True)
+    order_line_id = CharField(max_length=64, null=True)
+    business_id = CharField(max_length=64, null=True)
+    verdict = CharField(max_length=32)
+    reason = CharField(max_length=255, null=True)
+    result_code = CharField(max_length=6)
+    result_msg = CharField(max_length=255, null=True)
+    latency_ms = FloatField()
+
+    class Meta:
+        table_name = "callback_log"
+
+
+class OrderNotification(BaseModel):
+    """An order line the marketplace told us about (orderNotify); one row per line."""
+
+    marketplace = CharField(max_length=32)
+    order_id = CharField(max_length=64)
+    order_line_id = CharField(max_length=64)
+    times_received = IntegerField()
+    first_received_at = DateTimeField(default=utcnow)
+    last_received_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "order_notification"
+
+
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, OrderNotification)

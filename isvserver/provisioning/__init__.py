@@ -1,0 +1,50 @@
+"""The provisioning boundary: how an instance reaches the seller's product."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What a buyer needs to use the tenant: where to log in and with which account."""
+
+    front_end_url: str
+    admin_url: str | None = None
+    user_name: str | None = None
+    password: str | None = field(default=None, repr=False)
+    memo: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """What a provisioner is told about an instance."""
+
+    instance_id: str
+    marketplace: str
+    order_id: str
+    order_line_id: str
+    product_id: str | None
+    expire_at: datetime | None
+    is_trial: bool
+
+
+class ProvisioningError(Exception):
+    """The product could not provision the instance; the message is safe to show the marketplace."""
+
+
+class Provisioner(Protocol):
+    """Creates tenants in the seller's product and judges renewal changes; must return quickly."""
+
+    def provision(self, instance: InstanceView) -> AppInfo | None:
+        """AppInfo when the tenant is ready now; None when provisioning goes on elsewhere.
+
+        An instance left pending is finished by `lifecycle.complete_provisioning`.
+        """
+        ...
+
+    def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
+        """None when the product can take the renewal change to `product_info`, else the reason."""
+        ...

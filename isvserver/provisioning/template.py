@@ -1,0 +1,67 @@
+"""The built-in provisioner: URLs from configured templates, a generated admin account."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+from urllib.parse import quote
+
+from isvserver.provisioning import AppInfo, InstanceView, ProvisioningError
+
+PASSWORD_LENGTH = 20
+PASSWORD_SYMBOLS = "!@#%^*-_=+"  # noqa: S105 (an alphabet, not a password)
+USER_NAME_SUFFIX = 8
+
+
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """A random password with upper, lower, digit and symbol characters."""
+    alphabet = string.ascii_letters + string.digits + PASSWORD_SYMBOLS
+    while True:
+        password = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in password)
+            and any(c.isupper() for c in password)
+            and any(c.isdigit() for c in password)
+            and any(c in PASSWORD_SYMBOLS for c in password)
+        ):
+            return password
+
+
+def generate_user_name() -> str:
+    """An admin user name such as `admin_k3f9x2ab`."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "admin_" + "".join(secrets.choice(alphabet) for _ in range(USER_NAME_SUFFIX))
+
+
+def render_url(template: str, instance: InstanceView) -> str:
+    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, URL-quoted."""
+    url = template.format(
+        instance_id=quote(instance.instance_id, safe=""),
+        order_id=quote(instance.order_id, safe=""),
+        order_line_id=quote(instance.order_line_id, safe=""),
+    )
+    if len(url) > 512:
+        raise ProvisioningError("the rendered URL is longer than the marketplace's 512 characters")
+    return url
+
+
+class TemplateProvisioner:
+    """Answers at once: URLs rendered from templates and a fresh admin user name and password."""
+
+    def __init__(self, frontend_url_template: str, admin_url_template: str = "") -> None:
+        self.frontend_url_template = frontend_url_template
+        self.admin_url_template = admin_url_template
+
+    def provision(self, instance: InstanceView) -> AppInfo:
+        """Render the URLs and generate the admin account."""
+        return AppInfo(
+            front_end_url=render_url(self.frontend_url_template, instance),
+            admin_url=render_url(self.admin_url_template, instance) if self.admin_url_template else None,
+            user_name=generate_user_name(),
+            password=generate_password(),
+        )
+
+    def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
+        """A template tenant has no capacity limits: every renewal change is acceptable."""
+        return None

@@ -1,0 +1,242 @@
+"""Typed settings from ISV_* environment variables (each also readable from a file via ISV_*_FILE)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Formatter
+from typing import Any
+from urllib.parse import urlsplit
+
+ENVIRONMENTS = ("development", "production")
+TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
+DEV_KEYS_FILE = "development-keys.json"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message says which and why, never its value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything isvserver reads from its environment, validated."""
+
+    env: str
+    access_keys: tuple[str, ...]
+    notify_keys: tuple[str, ...]
+    database_url: str
+    data_key: bytes = field(repr=False)
+    signature_tolerance: int
+    produce_path: str
+    frontend_url_template: str
+    admin_url_template: str
+    max_body_bytes: int
+    test_app_info: dict[str, str] | None
+    instance_dir: Path
+    log_level: str
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(env={self.env!r}, database={redacted_url(self.database_url)!r}, "
+            f"access_keys={len(self.access_keys)}, notify_keys={len(self.notify_keys)})"
+        )
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced, safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    """The value of `name`, from the variable itself or from the file named by `name`_FILE."""
+    path = env.get(f"{name}_FILE")
+    if path:
+        if name in env:
+            raise SettingsError(f"{name} and {name}_FILE are both set; set only one")
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    value = env.get(name)
+    return value.strip() if value is not None else None
+
+
+def _keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = _raw(env, name) or ""
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for key in keys:
+        if len(key) < 8 or not key.isascii() or not key.isprintable():
+            raise SettingsError(f"{name}: every key must be at least 8 printable ASCII characters")
+    if len(set(keys)) != len(keys):
+        raise SettingsError(f"{name}: a key is listed twice")
+    return keys
+
+
+def _data_key(raw: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(raw.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise SettingsError("ISV_DATA_KEY must be 32 random bytes in url-safe base64 (44 characters)")
+    return raw.encode("ascii")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _raw(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _template(env: Mapping[str, str], name: str, default: str | None, required: bool) -> str:
+    raw = _raw(env, name) or default
+    if not raw:
+        if required:
+            raise SettingsError(f"{name} is required in production")
+        return ""
+    try:
+        names = {f for _, f, _, _ in Formatter().parse(raw) if f is not None}
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid template: {exc}") from None
+    unknown = names - TEMPLATE_PLACEHOLDERS
+    if unknown:
+        allowed = ", ".join(f"{{{p}}}" for p in sorted(TEMPLATE_PLACEHOLDERS))
+        raise SettingsError(f"{name}: unknown placeholder {sorted(unknown)[0]!r}; use {allowed}")
+    if urlsplit(raw.format(instance_id="x", order_id="x", order_line_id="x")).scheme not in ("http", "https"):
+        raise SettingsError(f"{name} must be an http(s) URL")
+    return raw
+
+
+def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
+    raw = _raw(env, "ISV_DATABASE_URL") or f"sqlite:///{instance_dir / 'isvserver.sqlite3'}"
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise SettingsError("ISV_DATABASE_URL must start with sqlite:/// or postgresql://")
+    if scheme == "sqlite" and not raw.startswith("sqlite:///"):
+        raise SettingsError(
+            "ISV_DATABASE_URL: a SQLite URL is sqlite:///relative/path or sqlite:////abs/path"
+        )
+    return raw
+
+
+def _test_app_info(env: Mapping[str, str]) -> dict[str, str] | None:
+    raw = _raw(env, "ISV_TEST_APP_INFO")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingsError("ISV_TEST_APP_INFO must be a JSON object") from None
+    limits = {"frontEndUrl": 512, "adminUrl": 512, "userName": 128, "password": 128, "memo": 1024}
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("frontEndUrl"), str)
+        or any(k not in limits or not isinstance(v, str) or len(v) > limits[k] for k, v in value.items())
+    ):
+        raise SettingsError(
+            "ISV_TEST_APP_INFO must be a JSON object with a frontEndUrl and only the string fields "
+            "frontEndUrl, adminUrl, userName, password, memo within their lengths"
+        )
+    return value
+
+
+def development_secrets(instance_dir: Path) -> dict[str, str]:
+    """The development keys kept in the instance folder, generated on first use (race-free across workers)."""
+    path = instance_dir / DEV_KEYS_FILE
+    if not path.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        generated = {
+            "ISV_ACCESS_KEYS": str(uuid.uuid4()),
+            "ISV_NOTIFY_KEYS": str(uuid.uuid4()),
+            "ISV_DATA_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii"),
+        }
+        fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".keys-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(generated, handle, indent=2)
+        try:
+            os.link(tmp, path)  # fails if another process won the race: theirs is kept
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise SettingsError with a clear message on the first problem."""
+    env = dict(os.environ if env is None else env)
+    mode = _raw(env, "ISV_ENV") or "development"
+    if mode not in ENVIRONMENTS:
+        raise SettingsError(f"ISV_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    production = mode == "production"
+    instance_dir = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve()
+
+    if not production:
+        missing = [n for n in ("ISV_ACCESS_KEYS", "ISV_DATA_KEY") if not _raw(env, n)]
+        if missing:
+            generated = development_secrets(instance_dir)
+            for name in ("ISV_ACCESS_KEYS", "ISV_NOTIFY_KEYS", "ISV_DATA_KEY"):
+                if not _raw(env, name):
+                    env[name] = generated[name]
+
+    access_keys = _keys(env, "ISV_ACCESS_KEYS")
+    if not access_keys:
+        raise SettingsError("ISV_ACCESS_KEYS is required in production (the keys of the basic interface)")
+    notify_keys = _keys(env, "ISV_NOTIFY_KEYS")
+    if set(access_keys) & set(notify_keys):
+        raise SettingsError("ISV_NOTIFY_KEYS must differ from ISV_ACCESS_KEYS: each interface has its key")
+    raw_data_key = _raw(env, "ISV_DATA_KEY")
+    if not raw_data_key:
+        raise SettingsError("ISV_DATA_KEY is required in production (encrypts stored passwords)")
+
+    produce_path = _raw(env, "ISV_PRODUCE_PATH") or "/saasproduce"
+    if not produce_path.startswith("/") or "?" in produce_path or "#" in produce_path:
+        raise SettingsError("ISV_PRODUCE_PATH must be a path starting with /")
+    log_level = (_raw(env, "ISV_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError("ISV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+
+    dev_url = "http://localhost:8000/tenants/{instance_id}"
+    return Settings(
+        env=mode,
+        access_keys=access_keys,
+        notify_keys=notify_keys,
+        database_url=_database_url(env, instance_dir),
+        data_key=_data_key(raw_data_key),
+        signature_tolerance=_int(env, "ISV_SIGNATURE_TOLERANCE", 60, 1, 3600),
+        produce_path=produce_path,
+        frontend_url_template=_template(
+            env, "ISV_FRONTEND_URL_TEMPLATE", None if production else dev_url, required=True
+        ),
+        admin_url_template=_template(
+            env, "ISV_ADMIN_URL_TEMPLATE", None if production else dev_url + "/admin", required=False
+        ),
+        max_body_bytes=_int(env, "ISV_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024),
+        test_app_info=_test_app_info(env),
+        instance_dir=instance_dir,
+        log_level=log_level,
+    )
+
+
+def settings_from(overrides: Mapping[str, Any]) -> Settings:
+    """Settings from the process environment with some variables replaced (for tests and the CLI)."""
+    return load_settings({**os.environ, **{k: str(v) for k, v in overrides.items()}})
