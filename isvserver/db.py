@@ -62,3 +62,14 @@ def connected(db: Database | DatabaseProxy = database) -> Iterator[None]:
     finally:
         if opened and not db.is_closed():
             db.close()
+
+
+def close_all(db: Database | DatabaseProxy = database) -> None:
+    """Close every connection, pooled ones included (at shutdown and between tests)."""
+    target = db.obj if isinstance(db, DatabaseProxy) else db
+    if target is None:
+        return
+    if hasattr(target, "close_all"):
+        target.close_all()
+    elif not target.is_closed():
+        target.close()

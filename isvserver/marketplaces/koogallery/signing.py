@@ -44,7 +44,10 @@ def matching_key(
     received = signature.lower().encode("ascii")
     payloads = [raw_body]
     if parsed_body is not None:
-        canonical = canonical_payload(parsed_body)
+        try:
+            canonical = canonical_payload(parsed_body)
+        except UnicodeEncodeError:  # a lone surrogate (\ud800) has no UTF-8 form: nobody signed one
+            canonical = raw_body
         if canonical != raw_body:
             payloads.append(canonical)
     for payload in payloads:

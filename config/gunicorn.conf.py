@@ -1,0 +1,35 @@
+"""gunicorn settings for isvserver (used by `isvserver serve`; command-line flags override them)."""
+
+import os
+
+# Where to listen. TLS terminates in front (nginx or a cloud load balancer): keep this on loopback
+# or a private address.
+bind = os.environ.get("ISV_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("ISV_WORKERS", "3"))
+worker_class = "sync"
+
+# The marketplace waits 5 s; a worker stuck far longer than that is killed and replaced.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+
+# Never load the app in the master: each worker opens its own database connections after the fork.
+preload_app = False
+
+# Request limits (the body limit itself is ISV_MAX_BODY_BYTES, enforced by the app with a 413).
+limit_request_line = 8190
+limit_request_fields = 100
+
+# Which proxies may set X-Forwarded-* (the nginx in front, on the same host by default).
+forwarded_allow_ips = os.environ.get("ISV_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Logs to stderr. The access log format leaves out the query string (%(U)s is the path alone):
+# the query carries signature, timestamp and nonce, which must never reach a log line.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("ISV_LOG_LEVEL", "info").lower()
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)sB %(M)sms request_id=%({x-request-id}o)s'
+
+# gunicorn >= 25 opens a control socket at one fixed path per user; two servers on one host would
+# fight over it. isvserver does not use it.
+control_socket_disable = True

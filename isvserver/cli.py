@@ -1,0 +1,346 @@
+"""The `isvserver` command: migrate, serve, sign, simulate."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+APP_TARGET = "isvserver:create_app()"
+SECRET_FIELDS = ("password",)
+
+
+def _settings() -> Settings:
+    """Load the settings or stop with the message (exit 2)."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+
+
+def _announce(settings: Settings, keys_existed: bool) -> None:
+    """Tell a developer where the development keys are (printing them only when just generated)."""
+    if settings.env != "development":
+        return
+    path = settings.instance_dir / DEV_KEYS_FILE
+    if not path.exists():
+        return
+    if keys_existed:
+        click.echo(f"development mode: keys from {path}", err=True)
+        return
+    keys = json.loads(path.read_text(encoding="utf-8"))
+    click.echo(f"development mode: generated keys, saved in {path}", err=True)
+    click.echo(f"  basic interface key (ISV_ACCESS_KEYS): {keys['ISV_ACCESS_KEYS']}", err=True)
+    click.echo(f"  orderNotify key     (ISV_NOTIFY_KEYS): {keys['ISV_NOTIFY_KEYS']}", err=True)
+
+
+def _migrate(settings: Settings) -> None:
+    from isvserver.db import make_database
+    from isvserver.migrations import migrate
+
+    try:
+        applied = migrate(make_database(settings.database_url))
+    except Exception as exc:
+        raise click.ClickException(
+            f"migration failed on {redacted_url(settings.database_url)}: {type(exc).__name__}: {exc}"
+        ) from None
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (schema is current)"
+    click.echo(f"migrations applied: {names}", err=True)
+
+
+@click.group()
+def main() -> None:
+    """isvserver: the server a SaaS seller runs for Huawei Cloud KooGallery."""
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending schema migrations (run before the workers start)."""
+    keys_existed = (Path(os.environ.get("ISV_INSTANCE_DIR", "instance")) / DEV_KEYS_FILE).exists()
+    settings = _settings()
+    _announce(settings, keys_existed)
+    _migrate(settings)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=3, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers.")
+@click.option(
+    "--config",
+    "config_path",
+    default=str(CONFIG_DIR / "gunicorn.conf.py"),
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="gunicorn configuration file.",
+)
+@click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Migrate before starting.")
+def serve(bind: str, workers: int, config_path: str, run_migrations: bool) -> None:
+    """Migrate, then run the produce endpoint under gunicorn."""
+    keys_existed = (Path(os.environ.get("ISV_INSTANCE_DIR", "instance")) / DEV_KEYS_FILE).exists()
+    settings = _settings()
+    _announce(settings, keys_existed)
+    if run_migrations:
+        _migrate(settings)
+    click.echo(
+        f"isvserver ({settings.env}) on http://{bind}{settings.produce_path} with {workers} workers, "
+        f"database {redacted_url(settings.database_url)}",
+        err=True,
+    )
+    argv = [sys.executable, "-m", "gunicorn", "-c", config_path, "--bind", bind, "--workers", str(workers)]
+    os.execv(sys.executable, [*argv, APP_TARGET])  # noqa: S606 (replaces this process with gunicorn)
+
+
+def _read_body(body: str) -> bytes:
+    """BODY as given, `@file` for a file's bytes, or `-` for standard input."""
+    if body == "-":
+        return sys.stdin.buffer.read()
+    if body.startswith("@"):
+        return Path(body[1:]).read_bytes()
+    return body.encode("utf-8")
+
+
+@main.command()
+@click.option("--key", envvar="ISV_SIGN_KEY", prompt=True, hide_input=True, help="Access key [ISV_SIGN_KEY].")
+@click.option("--body", required=True, help="The exact body: text, @file or - for stdin.")
+@click.option("--timestamp", help="As sent in the query string (default: now, in ms).")
+@click.option("--nonce", help="As sent in the query string (default: a fresh one).")
+def sign(key: str, body: str, timestamp: str | None, nonce: str | None) -> None:
+    """Print the request signature and the Body-Sign of a body, to debug a rejected call."""
+    from isvserver.marketplaces.koogallery.signing import body_sign, request_signature
+
+    payload = _read_body(body)
+    timestamp = timestamp or str(int(time.time() * 1000))
+    nonce = nonce or secrets.token_hex(32).upper()
+    click.echo(f"timestamp:  {timestamp}")
+    click.echo(f"nonce:      {nonce}")
+    click.echo(f"signature:  {request_signature(key, payload, nonce, timestamp)}")
+    click.echo(
+        f"query:      ?signature={request_signature(key, payload, nonce, timestamp)}"
+        f"&timestamp={timestamp}&nonce={nonce}"
+    )
+    click.echo(f"Body-Sign (if this body were a reply): {body_sign(key, payload)}")
+
+
+def _key_for(activity: str, key: str | None) -> str:
+    """The key given, else the configured one of the interface this activity belongs to."""
+    if key:
+        return key
+    settings = _settings()
+    keys = settings.notify_keys if activity == "orderNotify" else settings.access_keys
+    if not keys:
+        raise click.ClickException("no key: pass --key or set ISV_SIGN_KEY")
+    return keys[0]
+
+
+def _masked(value: Any) -> Any:
+    """The reply with secret fields replaced, for printing."""
+    if isinstance(value, dict):
+        return {k: ("***" if k in SECRET_FIELDS and v else _masked(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _order_id() -> str:
+    return "SIM" + datetime.now(UTC).strftime("%y%m%d%H%M%S") + secrets.token_hex(3).upper()
+
+
+def _expire_time(days: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).strftime("%Y%m%d%H%M%S")
+
+
+def _defaults(activity: str, fields: dict[str, str]) -> dict[str, str]:
+    """Fill in what a plausible marketplace call of `activity` carries, where not given."""
+    order_id = fields.get("orderId") or _order_id()
+    defaults: dict[str, dict[str, str]] = {
+        "newInstance": {
+            "orderId": order_id,
+            "orderLineId": f"{order_id}-000001",
+            "businessId": str(uuid.uuid4()),
+        },
+        "refreshInstance": {
+            "orderId": order_id,
+            "orderLineId": f"{order_id}-000001",
+            "scene": "RENEWAL",
+            "expireTime": _expire_time(365),
+        },
+        "upgradeInstance": {"orderId": order_id, "orderLineId": f"{order_id}-000001"},
+        "orderNotify": {"orderId": order_id, "orderLineId": f"{order_id}-000001"},
+        "updateInstanceStatus": {"status": "FREEZE"},
+        "changeInstanceCheck": {"productInfo": "{}"},
+    }
+    return {**defaults.get(activity, {}), **fields}
+
+
+def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
+    shown = answer.json if show_secrets else _masked(answer.json)
+    sign_state = "valid" if answer.body_sign_ok else "INVALID"
+    click.echo(
+        f"{label}: HTTP {answer.status}, Body-Sign {sign_state}, {json.dumps(shown, ensure_ascii=False)}"
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("activity")
+@click.argument("url")
+@click.argument("fields", nargs=-1)
+@click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
+@click.option("--key", envvar="ISV_SIGN_KEY", help="Key to sign with [ISV_SIGN_KEY; default: configured].")
+@click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
+def simulate(
+    activity: str, url: str, fields: tuple[str, ...], test_flag: bool, key: str | None, show_secrets: bool
+) -> None:
+    """Act as the marketplace: send one signed ACTIVITY to URL with FIELDS (name=value), or run `flow`.
+
+    `isvserver simulate flow URL` runs new → query → refresh → freeze → unfreeze → upgrade → release
+    and exits non-zero on any wrong answer.
+    """
+    from isvserver.marketplaces.koogallery.client import call
+
+    if activity == "flow":
+        ok = run_flow(
+            url, _key_for("newInstance", key), test_flag, lambda *a: _print_answer(*a, show_secrets)
+        )
+        raise SystemExit(0 if ok else 1)
+    given = {}
+    for item in fields:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not name=value", param_hint="FIELDS")
+        given[name] = value
+    body: dict[str, Any] = {"activity": activity, **_defaults(activity, given)}
+    if "productInfo" in body:
+        body["productInfo"] = json.loads(body["productInfo"])
+    if test_flag:
+        body["testFlag"] = "1"
+    answer = call(url, _key_for(activity, key), body)
+    _print_answer(activity, answer, show_secrets)
+    raise SystemExit(0 if answer.body_sign_ok and answer.code in ("000000", "000004") else 1)
+
+
+def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], None]) -> bool:
+    """The whole life of one instance against `url`; True when every answer is the right one."""
+    from isvserver.marketplaces.koogallery.client import call, encode_body, signed_query
+
+    extra = {"testFlag": "1"} if test_flag else {}
+    order_id = _order_id()
+    line = f"{order_id}-000001"
+    failures = []
+
+    def step(
+        label: str,
+        body: dict[str, Any],
+        expect: tuple[str, ...],
+        check: Callable[[dict], str | None] | None = None,
+        query: str | None = None,
+    ) -> dict[str, Any]:
+        answer = call(url, key, {**body, **extra}, query=query)
+        report(label, answer)
+        problem = None
+        if not answer.body_sign_ok:
+            problem = "Body-Sign missing or invalid"
+        elif answer.status != 200:
+            problem = f"HTTP {answer.status}"
+        elif answer.code not in expect:
+            problem = f"resultCode {answer.code}, expected {' or '.join(expect)}"
+        elif check is not None:
+            problem = check(answer.json or {})
+        if problem:
+            failures.append(f"{label}: {problem}")
+            click.echo(f"  FAIL {label}: {problem}", err=True)
+        return answer.json or {}
+
+    new = {
+        "activity": "newInstance",
+        "orderId": order_id,
+        "orderLineId": line,
+        "businessId": str(uuid.uuid4()),
+    }
+    first = step(
+        "newInstance", new, ("000000", "000004"), lambda j: None if j.get("instanceId") else "no instanceId"
+    )
+    instance_id = first.get("instanceId")
+    if not instance_id:
+        return False
+    step(
+        "newInstance (resend)",
+        {**new, "businessId": str(uuid.uuid4())},
+        ("000000", "000004"),
+        lambda j: None if j.get("instanceId") == instance_id else "a different instanceId on resend",
+    )
+    replayed = {**new, **extra}
+    query = signed_query(key, encode_body(replayed))
+    step("newInstance (signed)", new, ("000000", "000004"), query=query)
+    step("newInstance (replayed)", new, ("000001",), query=query)
+
+    def has_app_info(j: dict) -> str | None:
+        info = j.get("info") or []
+        ok = (
+            info
+            and info[0].get("instanceId") == instance_id
+            and info[0].get("appInfo", {}).get("frontEndUrl")
+        )
+        return None if ok else "no appInfo.frontEndUrl for the instance"
+
+    query_body = {"activity": "queryInstance", "instanceId": instance_id}
+    deadline = time.monotonic() + 20  # an asynchronous provisioner answers 000004 for a while
+    while call(url, key, {**query_body, **extra}).code == "000004" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    step("queryInstance", query_body, ("000000",), has_app_info)
+    renewal = _order_id()
+    step(
+        "refreshInstance",
+        {
+            "activity": "refreshInstance",
+            "instanceId": instance_id,
+            "orderId": renewal,
+            "orderLineId": f"{renewal}-000001",
+            "scene": "RENEWAL",
+            "expireTime": _expire_time(400),
+        },
+        ("000000",),
+    )
+    step(
+        "updateInstanceStatus FREEZE",
+        {"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "FREEZE"},
+        ("000000",),
+    )
+    step(
+        "updateInstanceStatus UNFREEZE",
+        {"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "UNFREEZE"},
+        ("000000",),
+    )
+    upgrade = _order_id()
+    step(
+        "upgradeInstance",
+        {
+            "activity": "upgradeInstance",
+            "instanceId": instance_id,
+            "orderId": upgrade,
+            "orderLineId": f"{upgrade}-000001",
+        },
+        ("000000",),
+    )
+    release = {
+        "activity": "releaseInstance",
+        "instanceId": instance_id,
+        "orderId": order_id,
+        "orderLineId": line,
+    }
+    step("releaseInstance", release, ("000000",))
+    step("releaseInstance (repeat)", release, ("000000",))
+    step("queryInstance (released)", query_body, ("000000",) if test_flag else ("000003",))
+    click.echo(f"flow: {'FAILED: ' + '; '.join(failures) if failures else 'all answers right'}", err=True)
+    return not failures
