@@ -30,20 +30,21 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid settings: {exc}") from None
 
 
-def _announce(settings: Settings, keys_existed: bool) -> None:
-    """Tell a developer where the development keys are (printing them only when just generated)."""
-    if settings.env != "development":
-        return
-    path = settings.instance_dir / DEV_KEYS_FILE
-    if not path.exists():
-        return
-    if keys_existed:
-        click.echo(f"development mode: keys from {path}", err=True)
-        return
-    keys = json.loads(path.read_text(encoding="utf-8"))
-    click.echo(f"development mode: generated keys, saved in {path}", err=True)
+def _settings_announced() -> Settings:
+    """Load the settings; in development, say where the keys are (printing them only when just made)."""
+    keys_path = Path(os.environ.get("ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
+    existed = keys_path.exists()
+    settings = _settings()
+    if settings.env != "development" or not keys_path.exists():
+        return settings
+    if existed:
+        click.echo(f"development mode: keys from {keys_path}", err=True)
+        return settings
+    keys = json.loads(keys_path.read_text(encoding="utf-8"))
+    click.echo(f"development mode: generated keys, saved in {keys_path}", err=True)
     click.echo(f"  basic interface key (ISV_ACCESS_KEYS): {keys['ISV_ACCESS_KEYS']}", err=True)
     click.echo(f"  orderNotify key     (ISV_NOTIFY_KEYS): {keys['ISV_NOTIFY_KEYS']}", err=True)
+    return settings
 
 
 def _migrate(settings: Settings) -> None:
@@ -68,15 +69,21 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Apply pending schema migrations (run before the workers start)."""
-    keys_existed = (Path(os.environ.get("ISV_INSTANCE_DIR", "instance")) / DEV_KEYS_FILE).exists()
-    settings = _settings()
-    _announce(settings, keys_existed)
-    _migrate(settings)
+    _migrate(_settings_announced())
 
 
 @main.command()
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
-@click.option("--workers", default=3, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers.")
+@click.option(
+    "--bind", envvar="ISV_BIND", default="127.0.0.1:8000", show_default=True, help="HOST:PORT [ISV_BIND]."
+)
+@click.option(
+    "--workers",
+    envvar="ISV_WORKERS",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn workers [ISV_WORKERS].",
+)
 @click.option(
     "--config",
     "config_path",
@@ -88,9 +95,7 @@ def migrate() -> None:
 @click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Migrate before starting.")
 def serve(bind: str, workers: int, config_path: str, run_migrations: bool) -> None:
     """Migrate, then run the produce endpoint under gunicorn."""
-    keys_existed = (Path(os.environ.get("ISV_INSTANCE_DIR", "instance")) / DEV_KEYS_FILE).exists()
-    settings = _settings()
-    _announce(settings, keys_existed)
+    settings = _settings_announced()
     if run_migrations:
         _migrate(settings)
     click.echo(

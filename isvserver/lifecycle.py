@@ -330,8 +330,3 @@ def app_info(instance: Instance, data_key: bytes) -> AppInfo | None:
         password=unseal(data_key, instance.password_encrypted) if instance.password_encrypted else None,
         memo=instance.memo,
     )
-
-
-def history(instance: Instance) -> list[InstanceEvent]:
-    """The instance's events, oldest first."""
-    return list(InstanceEvent.select().where(InstanceEvent.instance == instance).order_by(InstanceEvent.id))

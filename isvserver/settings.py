@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Formatter
-from typing import Any
 from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "production")
@@ -235,8 +234,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         instance_dir=instance_dir,
         log_level=log_level,
     )
-
-
-def settings_from(overrides: Mapping[str, Any]) -> Settings:
-    """Settings from the process environment with some variables replaced (for tests and the CLI)."""
-    return load_settings({**os.environ, **{k: str(v) for k, v in overrides.items()}})

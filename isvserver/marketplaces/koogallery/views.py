@@ -20,7 +20,7 @@ from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_
 from isvserver.marketplaces.koogallery.signing import body_sign
 from isvserver.marketplaces.koogallery.verify import Verdict, verify
 from isvserver.models import OrderNotification, utcnow
-from isvserver.provisioning import AppInfo, ProvisioningError
+from isvserver.provisioning import AppInfo, InstanceView, ProvisioningError
 from isvserver.provisioning.template import render_url
 from isvserver.results import (
     AUTH_FAILED,
@@ -336,7 +336,7 @@ def test_query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         if rt.settings.test_app_info is not None:
             app_info = dict(rt.settings.test_app_info)
         else:
-            ids = lifecycle.InstanceView(instance_id, MARKETPLACE, "", "", None, None, False)
+            ids = InstanceView(instance_id, MARKETPLACE, "", "", None, None, False)
             settings = rt.settings
             app_info = {"frontEndUrl": render_url(settings.frontend_url_template, ids)}
             if settings.admin_url_template:
