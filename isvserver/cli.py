@@ -54,8 +54,9 @@ def _migrate(settings: Settings) -> None:
     try:
         applied = migrate(make_database(settings.database_url))
     except Exception as exc:
+        reason = " ".join(str(exc).split())  # one line: drivers' messages span several
         raise click.ClickException(
-            f"migration failed on {redacted_url(settings.database_url)}: {type(exc).__name__}: {exc}"
+            f"migration failed on {redacted_url(settings.database_url)}: {type(exc).__name__}: {reason}"
         ) from None
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (schema is current)"
     click.echo(f"migrations applied: {names}", err=True)

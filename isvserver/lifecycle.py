@@ -112,7 +112,7 @@ def _record(
     instance: Instance,
     kind: str,
     to_state: State,
-    order: tuple[str, str] | None = None,
+    order: tuple[str | None, str | None] = (None, None),
     idempotency_key: str | None = None,
     **detail: Any,
 ) -> None:
@@ -121,8 +121,8 @@ def _record(
         kind=kind,
         from_state=instance.state,
         to_state=to_state.value,
-        order_id=order[0] if order else None,
-        order_line_id=order[1] if order else None,
+        order_id=order[0],
+        order_line_id=order[1],
         idempotency_key=idempotency_key,
         detail=json.dumps(detail, default=str, sort_keys=True) if detail else None,
     )
@@ -131,21 +131,25 @@ def _record(
 def _apply(
     instance: Instance,
     action: Action,
-    order: tuple[str, str] | None = None,
+    order: tuple[str | None, str | None] = (None, None),
     idempotency_key: str | None = None,
     **detail: Any,
 ) -> bool:
-    """Apply `action` per TRANSITIONS inside the caller's transaction; True when something changed."""
-    outcome = TRANSITIONS[action][State(instance.state)]
-    if isinstance(outcome, type):
-        raise outcome(instance.instance_id)
-    if outcome == SAME:
-        return False
+    """Apply `action` per TRANSITIONS inside the caller's transaction; True when something changed.
+
+    A change already recorded under `idempotency_key` is a retry of a success: it changes nothing and
+    succeeds whatever the state is now.
+    """
     if idempotency_key is not None and (
         InstanceEvent.select()
         .where((InstanceEvent.instance == instance) & (InstanceEvent.idempotency_key == idempotency_key))
         .exists()
     ):
+        return False
+    outcome = TRANSITIONS[action][State(instance.state)]
+    if isinstance(outcome, type):
+        raise outcome(instance.instance_id)
+    if outcome == SAME:
         return False
     to_state = State(instance.state) if outcome == RECORD else State(outcome)
     _record(instance, action.value, to_state, order, idempotency_key, **detail)
@@ -156,7 +160,13 @@ def _apply(
     return True
 
 
+def order_key(order_id: str, order_line_id: str) -> str:
+    """The idempotency key of an order line (length-prefixed: ids may contain the separator)."""
+    return f"order:{len(order_id)}:{order_id}:{order_line_id}"
+
+
 def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> None:
+    app_info.check()
     instance.front_end_url = app_info.front_end_url
     instance.admin_url = app_info.admin_url
     instance.user_name = app_info.user_name
@@ -252,7 +262,7 @@ def change_expiry(
             instance,
             action,
             (order_id, order_line_id),
-            f"order:{order_id}:{order_line_id}",
+            order_key(order_id, order_line_id),
             expire_at=expire_at,
             product_id=product_id,
         )
@@ -281,7 +291,7 @@ def upgrade(instance_id: str, order_id: str, order_line_id: str) -> bool:
     with database.atomic():
         instance = _locked(instance_id)
         changed = _apply(
-            instance, Action.UPGRADE, (order_id, order_line_id), f"order:{order_id}:{order_line_id}"
+            instance, Action.UPGRADE, (order_id, order_line_id), order_key(order_id, order_line_id)
         )
         if changed:
             instance.save()
@@ -292,8 +302,7 @@ def release(instance_id: str, order_id: str | None = None, order_line_id: str | 
     """Mark the instance released (never deleted); a repeated release succeeds."""
     with database.atomic():
         instance = _locked(instance_id)
-        order = (order_id, order_line_id) if order_id and order_line_id else None
-        changed = _apply(instance, Action.RELEASE, order)
+        changed = _apply(instance, Action.RELEASE, (order_id, order_line_id))
         if changed:
             instance.save()
         return changed

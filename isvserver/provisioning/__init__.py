@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+APP_INFO_LIMITS = {"front_end_url": 512, "admin_url": 512, "user_name": 128, "password": 128, "memo": 1024}
+
 
 @dataclass(frozen=True)
 class AppInfo:
@@ -16,6 +18,16 @@ class AppInfo:
     user_name: str | None = None
     password: str | None = field(default=None, repr=False)
     memo: str | None = None
+
+    def check(self) -> None:
+        """Raise ProvisioningError unless every field is within what marketplaces accept."""
+        if not self.front_end_url:
+            raise ProvisioningError("the product gave no frontEndUrl")
+        for name, value in vars(self).items():
+            if value is not None and len(value) > APP_INFO_LIMITS[name]:
+                raise ProvisioningError(
+                    f"the product's {name} is longer than {APP_INFO_LIMITS[name]} characters"
+                )
 
 
 @dataclass(frozen=True)

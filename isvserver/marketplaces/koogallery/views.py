@@ -163,7 +163,7 @@ def _answer(
             call.reason = "unknown activity"
             return reply(INVALID_PARAMETERS, "activity is missing or unknown"), sign_key
         try:
-            data = schema.load(body)
+            data = schema.load({k: v for k, v in body.items() if v is not None})  # null means absent
         except ValidationError as exc:
             call.reason = _describe(exc.messages)
             return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}"), sign_key

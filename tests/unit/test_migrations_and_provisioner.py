@@ -1,0 +1,317 @@
+"""Schema migrations (SQLite and PostgreSQL), the template provisioner and secret sealing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import string
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from peewee import Database, IntegrityError
+
+from isvserver import db, migrations
+from isvserver.migrations import available, migrate, pending
+from isvserver.models import ALL_MODELS, Instance, InstanceEvent, OrderNotification, utcnow
+from isvserver.provisioning import InstanceView, ProvisioningError
+from isvserver.provisioning.template import (
+    PASSWORD_SYMBOLS,
+    TemplateProvisioner,
+    generate_password,
+    generate_user_name,
+    render_url,
+)
+from isvserver.sealing import UnsealError, seal, unseal
+
+TABLES = {"instance", "instance_event", "nonce", "callback_log", "order_notification"}
+
+
+# --- migrations ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database that has never been migrated."""
+    if request.param == "sqlite":
+        database = db.make_database(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
+        yield database
+        db.close_all(database)
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    database = db.make_database(server.create_database(name))
+    yield database
+    db.close_all(database)
+    server.drop_database(name)
+
+
+def versions(database: Database) -> list[tuple[int, str]]:
+    with db.connected(database):
+        cursor = database.execute_sql("SELECT version, name, applied_at FROM schema_version ORDER BY version")
+        rows = cursor.fetchall()
+    assert all(applied_at is not None for _, _, applied_at in rows)
+    return [(version, name) for version, name, _ in rows]
+
+
+def tables(database: Database) -> set[str]:
+    with db.connected(database):
+        return {name for name in database.get_tables() if not name.startswith("sqlite_")}
+
+
+def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) -> None:
+    assert tables(fresh_db) == set()
+    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1]
+
+    applied = migrate(fresh_db)
+
+    assert [(m.version, m.name) for m in applied] == [(1, "initial")]
+    assert tables(fresh_db) == {*TABLES, "schema_version"}
+    assert versions(fresh_db) == [(1, "initial")]
+    assert pending(fresh_db) == []
+
+
+def test_second_migrate_applies_nothing(fresh_db: Database) -> None:
+    migrate(fresh_db)
+
+    again = migrate(fresh_db)
+
+    assert again == []
+    assert versions(fresh_db) == [(1, "initial")]
+    assert pending(fresh_db) == []
+
+
+def test_migrated_tables_match_the_models(fresh_db: Database) -> None:
+    migrate(fresh_db)
+
+    with db.connected(fresh_db):
+        for model in ALL_MODELS:
+            table = model._meta.table_name
+            columns = {c.name for c in fresh_db.get_columns(table)}
+            assert columns == {f.column_name for f in model._meta.sorted_fields}, table
+
+
+def test_unique_constraints_carry_idempotency(fresh_db: Database) -> None:
+    migrate(fresh_db)
+    now = utcnow()
+    line = {"marketplace": "koogallery", "order_id": "CS1", "order_line_id": "CS1-1"}
+
+    with db.connected(fresh_db), fresh_db.bind_ctx([Instance, InstanceEvent, OrderNotification]):
+        instance = Instance.create(
+            instance_id="u-1", business_id="b", state="active", created_at=now, updated_at=now, **line
+        )
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            Instance.create(
+                instance_id="u-2", business_id="b", state="active", created_at=now, updated_at=now, **line
+            )
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            Instance.create(
+                instance_id="u-1",
+                business_id="b",
+                state="active",
+                created_at=now,
+                updated_at=now,
+                **{**line, "order_line_id": "CS1-2"},
+            )
+        InstanceEvent.create(instance=instance, kind="renewed", idempotency_key="order:CS9:CS9-1")
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            InstanceEvent.create(instance=instance, kind="renewed", idempotency_key="order:CS9:CS9-1")
+        OrderNotification.create(times_received=1, **line)
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            OrderNotification.create(times_received=1, **line)
+        assert Instance.select().count() == 1
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped migrations that the test may add scripts to."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for script in available():
+        shutil.copy(script.path, folder / script.path.name)
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", folder)
+    return folder
+
+
+def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
+    migrate(fresh_db)
+    (migrations_dir / "0002_instance_note.sql").write_text(
+        "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
+        encoding="utf-8",
+    )
+    (migrations_dir / "0003_tag.sql").write_text(
+        "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
+        "CREATE INDEX tag_instance ON tag (instance_ref);\n",
+        encoding="utf-8",
+    )
+    (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
+
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(2, "instance_note"), (3, "tag")]
+
+    applied = migrate(fresh_db)
+
+    assert [m.version for m in applied] == [2, 3]
+    assert versions(fresh_db) == [(1, "initial"), (2, "instance_note"), (3, "tag")]
+    assert "tag" in tables(fresh_db)
+    with db.connected(fresh_db):
+        assert "note" in {c.name for c in fresh_db.get_columns("instance")}
+    assert pending(fresh_db) == []
+    assert migrate(fresh_db) == []
+
+
+def test_a_failing_migration_is_rolled_back_and_stays_pending(
+    fresh_db: Database, migrations_dir: Path
+) -> None:
+    migrate(fresh_db)
+    (migrations_dir / "0002_broken.sql").write_text(
+        "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
+    )
+
+    with pytest.raises(Exception, match="no_such_table"):
+        migrate(fresh_db)
+
+    assert "half_done" not in tables(fresh_db)
+    assert versions(fresh_db) == [(1, "initial")]
+    assert [m.version for m in pending(fresh_db)] == [2]
+
+
+# --- template provisioner --------------------------------------------------------------------------
+
+
+def instance(
+    instance_id: str = "inst-1", order_id: str = "CS1", order_line_id: str = "CS1-000001"
+) -> InstanceView:
+    return InstanceView(instance_id, "koogallery", order_id, order_line_id, None, None, False)
+
+
+def test_render_url_fills_and_quotes_placeholders() -> None:
+    template = "https://app.example.com/{instance_id}/o/{order_id}?line={order_line_id}"
+
+    url = render_url(template, instance("a b/c?d&e#f%", "订单:1", "L+1=2"))
+
+    assert url == ("https://app.example.com/a%20b%2Fc%3Fd%26e%23f%25/o/%E8%AE%A2%E5%8D%95%3A1?line=L%2B1%3D2")
+
+
+def test_render_url_limit_is_512_characters_after_quoting() -> None:
+    prefix = "https://app.example.com/"
+    template = prefix + "x" * (512 - len(prefix) - 6) + "{instance_id}"
+
+    assert len(render_url(template, instance("abcdef"))) == 512
+    with pytest.raises(ProvisioningError, match="512"):
+        render_url(template, instance("abcdefg"))
+    with pytest.raises(ProvisioningError):
+        render_url(template, instance("a b c"))  # 5 characters, 9 once quoted
+
+
+def test_template_provisioner_answers_urls_and_an_admin_account() -> None:
+    provisioner = TemplateProvisioner(
+        "https://app.example.com/t/{instance_id}", "https://admin.example.com/{order_id}"
+    )
+
+    info = provisioner.provision(instance("inst 1", "CS/9"))
+
+    assert info.front_end_url == "https://app.example.com/t/inst%201"
+    assert info.admin_url == "https://admin.example.com/CS%2F9"
+    assert re.fullmatch(r"admin_[a-z0-9]{8}", info.user_name or "")
+    assert info.password is not None
+    assert info.password not in repr(info)
+    assert provisioner.check_change(instance(), {"skuCode": "any"}) is None
+
+
+def test_template_provisioner_without_admin_template() -> None:
+    info = TemplateProvisioner("https://app.example.com/{instance_id}").provision(instance())
+
+    assert info.front_end_url == "https://app.example.com/inst-1"
+    assert info.admin_url is None
+
+
+def test_template_provisioner_fails_on_an_over_long_url() -> None:
+    provisioner = TemplateProvisioner("https://app.example.com/" + "x" * 500 + "/{instance_id}")
+
+    with pytest.raises(ProvisioningError):
+        provisioner.provision(instance("i" * 64))
+
+
+def test_generated_passwords_are_strong_and_fresh() -> None:
+    passwords = [generate_password() for _ in range(200)]
+
+    allowed = set(string.ascii_letters + string.digits + PASSWORD_SYMBOLS)
+    for password in passwords:
+        assert len(password) == 20
+        assert set(password) <= allowed
+        assert any(c.isupper() for c in password)
+        assert any(c.islower() for c in password)
+        assert any(c.isdigit() for c in password)
+        assert any(c in PASSWORD_SYMBOLS for c in password)
+    assert len(set(passwords)) == len(passwords)
+
+
+def test_generated_user_names_look_like_admin_accounts() -> None:
+    names = [generate_user_name() for _ in range(100)]
+
+    assert all(re.fullmatch(r"admin_[a-z0-9]{8}", name) for name in names)
+    assert len(set(names)) > 90
+
+
+# --- sealing ---------------------------------------------------------------------------------------
+
+KEY = Fernet.generate_key()
+OTHER_KEY = Fernet.generate_key()
+
+
+@pytest.mark.parametrize("plaintext", ["Xy7!pass-word_20chars", "口令 ünïcødé ✓", "a"])
+def test_seal_round_trip(plaintext: str) -> None:
+    token = seal(KEY, plaintext)
+
+    assert len(plaintext) < 4 or plaintext not in token
+    assert token != seal(KEY, plaintext)  # a fresh IV every time
+    assert unseal(KEY, token) == plaintext
+
+
+def sealing_failure(key: bytes, token: str) -> UnsealError:
+    with pytest.raises(UnsealError) as caught:
+        unseal(key, token)
+    return caught.value
+
+
+def assert_discreet(error: UnsealError, plaintext: str) -> None:
+    for text in (str(error), repr(error), str(error.__cause__ or "")):
+        for secret in (KEY.decode(), OTHER_KEY.decode(), plaintext):
+            assert secret not in text
+
+
+def test_unseal_with_the_wrong_key_fails_discreetly() -> None:
+    plaintext = "Secret-Pw-42!"
+    token = seal(KEY, plaintext)
+
+    error = sealing_failure(OTHER_KEY, token)
+
+    assert_discreet(error, plaintext)
+
+
+def flip(token: str, index: int) -> str:
+    replacement = "A" if token[index] != "A" else "B"
+    return token[:index] + replacement + token[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda t: flip(t, len(t) // 2),
+        lambda t: flip(t, len(t) - 5),
+        lambda t: t[:-8],
+        lambda t: "not a token at all",
+        lambda t: "",
+        lambda t: t[:10] + "é" + t[11:],
+    ],
+    ids=["flipped-middle", "flipped-mac", "truncated", "garbage", "empty", "non-ascii"],
+)
+def test_unseal_of_an_altered_token_fails_discreetly(alter: object) -> None:
+    plaintext = "Secret-Pw-42!"
+    token = seal(KEY, plaintext)
+
+    error = sealing_failure(KEY, alter(token))  # type: ignore[operator]
+
+    assert_discreet(error, plaintext)
