@@ -40,7 +40,7 @@ def create_app(
     settings = settings or load_settings()
     _configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see views._read_body
     provisioner = provisioner or TemplateProvisioner(
         settings.frontend_url_template, settings.admin_url_template
     )

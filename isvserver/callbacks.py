@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from peewee import PeeweeException
-
 from isvserver.db import connected
 from isvserver.models import CallbackLog
 
@@ -32,8 +30,16 @@ class CallRecord:
     latency_ms: float = 0.0
 
 
+def _storable_text(value: object) -> object:
+    """`value` with what no database column can hold (NUL, lone surrogates) escaped."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def record(call: CallRecord) -> None:
     """Write the call to the log line and the callback_log table (a failed write is logged, not raised)."""
+    call = CallRecord(**{name: _storable_text(value) for name, value in asdict(call).items()})
     log.info(
         "call request_id=%s activity=%s test=%s verdict=%s code=%s ms=%.1f instance=%s order=%s/%s",
         call.request_id,
@@ -49,5 +55,5 @@ def record(call: CallRecord) -> None:
     try:
         with connected():
             CallbackLog.create(**asdict(call))
-    except PeeweeException as exc:
+    except Exception as exc:  # the reply goes out whatever happens to its log row
         log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)

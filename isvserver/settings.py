@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Formatter
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
@@ -50,12 +50,19 @@ class Settings:
 
 
 def redacted_url(url: str) -> str:
-    """The URL with any password replaced, safe to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password (user:password@ or ?password=) replaced, safe to print."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<an invalid URL>"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if password is None and not any(k.lower() == "password" for k, _ in query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
+    query = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+    return parts._replace(query=urlencode(query, safe="*")).geturl()
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -112,22 +119,26 @@ def _template(env: Mapping[str, str], name: str, default: str | None, required: 
         if required:
             raise SettingsError(f"{name} is required in production")
         return ""
+    allowed = ", ".join(f"{{{p}}}" for p in sorted(TEMPLATE_PLACEHOLDERS))
     try:
         names = {f for _, f, _, _ in Formatter().parse(raw) if f is not None}
-    except ValueError as exc:
-        raise SettingsError(f"{name} is not a valid template: {exc}") from None
-    unknown = names - TEMPLATE_PLACEHOLDERS
-    if unknown:
-        allowed = ", ".join(f"{{{p}}}" for p in sorted(TEMPLATE_PLACEHOLDERS))
-        raise SettingsError(f"{name}: unknown placeholder {sorted(unknown)[0]!r}; use {allowed}")
-    if urlsplit(raw.format(instance_id="x", order_id="x", order_line_id="x")).scheme not in ("http", "https"):
+        unknown = names - TEMPLATE_PLACEHOLDERS
+        if unknown:
+            raise SettingsError(f"{name}: unknown placeholder {sorted(unknown)[0]!r}; use {allowed}")
+        scheme = urlsplit(raw.format(instance_id="x", order_id="x", order_line_id="x")).scheme
+    except (ValueError, IndexError, KeyError):
+        raise SettingsError(f"{name} is not a valid URL template (placeholders: {allowed})") from None
+    if scheme not in ("http", "https"):
         raise SettingsError(f"{name} must be an http(s) URL")
     return raw
 
 
 def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
     raw = _raw(env, "ISV_DATABASE_URL") or f"sqlite:///{instance_dir / 'isvserver.sqlite3'}"
-    scheme = urlsplit(raw).scheme
+    try:
+        scheme = urlsplit(raw).scheme
+    except ValueError:
+        raise SettingsError("ISV_DATABASE_URL is not a valid URL") from None
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise SettingsError("ISV_DATABASE_URL must start with sqlite:/// or postgresql://")
     if scheme == "sqlite" and not raw.startswith("sqlite:///"):

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, ADMIN_TEMPLATE, FRONTEND_TEMPLATE, NOTIFY_KEY, FixedClock, Marketplace
 from flask import Flask
 
 from isvserver import create_app, db, lifecycle
@@ -22,6 +21,8 @@ from isvserver.provisioning import AppInfo, InstanceView
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
+
+from support.harness import ACCESS_KEY, ADMIN_TEMPLATE, FRONTEND_TEMPLATE, NOTIFY_KEY, FixedClock, Marketplace
 
 OK, AUTH, INVALID, NOT_FOUND = "000000", "000001", "000002", "000003"
 ID64 = "I" * 60 + "-064"  # a usable instance id of exactly 64 characters

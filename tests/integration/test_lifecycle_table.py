@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TEMPLATE, FRONTEND_TEMPLATE, FixedClock, Marketplace
 from flask import Flask
 
 from isvserver import create_app, db, lifecycle
@@ -18,6 +17,8 @@ from isvserver.provisioning import AppInfo, InstanceView, ProvisioningError
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
+
+from support.harness import ADMIN_TEMPLATE, FRONTEND_TEMPLATE, FixedClock, Marketplace
 
 OK, NOT_FOUND, IN_PROGRESS, INTERNAL = "000000", "000003", "000004", "000005"
 P, A, F, R = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED

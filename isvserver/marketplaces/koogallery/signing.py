@@ -46,7 +46,7 @@ def matching_key(
     if parsed_body is not None:
         try:
             canonical = canonical_payload(parsed_body)
-        except UnicodeEncodeError:  # a lone surrogate (\ud800) has no UTF-8 form: nobody signed one
+        except (ValueError, RecursionError):  # a lone surrogate has no UTF-8 form; absurd nesting
             canonical = raw_body
         if canonical != raw_body:
             payloads.append(canonical)

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import lifecycle, replay
 from isvserver.callbacks import CallRecord, record
@@ -104,80 +105,112 @@ def _ids_for_log(call: CallRecord, body: dict[str, Any]) -> None:
     call.business_id = pick("businessId")
 
 
-@bp.route("", methods=["POST"], strict_slashes=False)
+@bp.route("", methods=["POST"], strict_slashes=False, provide_automatic_options=False)
 def produce() -> Response:
     """Every V2 basic call: authenticate, validate, dispatch on `activity`, answer signed."""
     rt = runtime()
     started = time.perf_counter()
     call = CallRecord(request_id=uuid.uuid4().hex, interface=INTERFACE)
-    raw = request.get_data(cache=False)
+    status = 200
+    raw = _read_body(rt.settings.max_body_bytes)
+    if raw is None:
+        raw, status = b"", 413
     body = _parse_json(raw)
     if body is not None:
         _ids_for_log(call, body)
-    is_notify = call.activity == NOTIFY_ACTIVITY
-    keys = rt.settings.notify_keys if is_notify else rt.settings.access_keys
-    sign_key = keys[0] if keys else rt.settings.access_keys[0]
+    keys = rt.settings.notify_keys if call.activity == NOTIFY_ACTIVITY else rt.settings.access_keys
     params = {name: request.args.get(name, "") for name in ("signature", "timestamp", "nonce")}
-    try:
-        answer, sign_key = _answer(rt, call, params, raw, body, keys, sign_key)
-    except Exception:
-        log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
-        answer = reply(INTERNAL_ERROR, "internal error; the call can be retried")
+    now_ms = rt.clock()
+    verification = verify(params, raw, body, keys, now_ms, rt.settings.signature_tolerance)
+    call.verdict = verification.verdict.value
+    sign_key = verification.key or (keys or rt.settings.access_keys)[0]
+    if status == 413:
+        call.verdict, call.reason = "body_too_large", f"body over {rt.settings.max_body_bytes} bytes"
+        answer = reply(INVALID_PARAMETERS, f"request body is larger than {rt.settings.max_body_bytes} bytes")
+    elif not verification.ok:
+        call.reason = verification.message
+        answer = reply(verification.code, verification.message)
+    else:
+        try:
+            answer = _answer(rt, call, params["nonce"], int(now_ms), body)
+        except Exception:
+            log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
+            answer = reply(INTERNAL_ERROR, "internal error; the call can be retried")
     call.result_code = answer["resultCode"]
     call.result_msg = answer["resultMsg"]
-    response = signed_response(answer, sign_key, activity=call.activity)
+    response = signed_response(answer, sign_key, status=status, activity=call.activity)
     call.latency_ms = (time.perf_counter() - started) * 1000
     record(call)
     response.headers["X-Request-Id"] = call.request_id
     return response
 
 
-def _answer(
-    rt: Runtime,
-    call: CallRecord,
-    params: dict[str, str],
-    raw: bytes,
-    body: dict[str, Any] | None,
-    keys: tuple[str, ...],
-    sign_key: str,
-) -> tuple[Reply, str]:
-    now_ms = rt.clock()
-    verification = verify(params, raw, body, keys, now_ms, rt.settings.signature_tolerance)
-    call.verdict = verification.verdict.value
-    if not verification.ok:
-        call.reason = verification.message
-        return reply(verification.code, verification.message), sign_key
-    sign_key = verification.key or sign_key
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (chunked bodies included).
+
+    The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
+    an over-long chunked body shows itself, since Werkzeug cuts those off silently.
+    """
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = request.stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except RequestEntityTooLarge:
+        return None
+    return None if size > limit else b"".join(chunks)
+
+
+def _storable(value: Any) -> bool:
+    """Whether every string in `value` can be stored in both databases (no NUL, no lone surrogate)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, RecursionError):
+        return False
+    return "\\u0000" not in text
+
+
+def _answer(rt: Runtime, call: CallRecord, nonce: str, now_ms: int, body: dict[str, Any] | None) -> Reply:
+    """The reply to an authentic call: replay check, validation, then the activity's handler."""
     with connected():
         keep_ms = 2 * rt.settings.signature_tolerance * 1000
-        if not replay.first_use(INTERFACE, params["nonce"], int(now_ms), keep_ms):
+        if not replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
             call.verdict = Verdict.REPLAYED_NONCE.value
             call.reason = "nonce was already used"
-            return reply(AUTH_FAILED, "authentication failed: nonce was already used"), sign_key
+            return reply(AUTH_FAILED, "authentication failed: nonce was already used")
         if body is None:
             call.reason = "body is not a JSON object"
-            return reply(INVALID_PARAMETERS, "body must be a JSON object"), sign_key
+            return reply(INVALID_PARAMETERS, "body must be a JSON object")
+        if not _storable(body):
+            call.reason = "body holds a NUL character or a lone surrogate"
+            return reply(
+                INVALID_PARAMETERS, "body holds characters that are not valid text (NUL, lone surrogate)"
+            )
         activity = body.get("activity")
         schema = REQUESTS.get(activity) if isinstance(activity, str) else None
         if schema is None:
             call.reason = "unknown activity"
-            return reply(INVALID_PARAMETERS, "activity is missing or unknown"), sign_key
+            return reply(INVALID_PARAMETERS, "activity is missing or unknown")
         try:
             data = schema.load({k: v for k, v in body.items() if v is not None})  # null means absent
         except ValidationError as exc:
             call.reason = _describe(exc.messages)
-            return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}"), sign_key
+            return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}")
         handler = TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]
         try:
-            return handler(rt, data), sign_key
+            return handler(rt, data)
         except lifecycle.LifecycleError as exc:
             if isinstance(exc, lifecycle.ChangeRejected):
-                return reply(INVALID_PARAMETERS, f"change not acceptable: {exc}"[:255]), sign_key
+                return reply(INVALID_PARAMETERS, f"change not acceptable: {exc}"[:255])
             code, message = LIFECYCLE_ANSWERS[type(exc)]
-            return reply(code, message), sign_key
+            return reply(code, message)
         except ProvisioningError as exc:
             log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
-            return reply(INTERNAL_ERROR, f"provisioning failed: {exc}"[:255]), sign_key
+            return reply(INTERNAL_ERROR, f"provisioning failed: {exc}"[:255])
 
 
 def _describe(messages: Any) -> str:
