@@ -1,6 +1,8 @@
 """gunicorn settings for isvserver (used by `isvserver serve`; command-line flags override them)."""
 
 import os
+import shutil
+from pathlib import Path
 
 # Where to listen. TLS terminates in front (nginx or a cloud load balancer): keep this on loopback
 # or a private address.
@@ -33,3 +35,24 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)sB %(M)sms request_id=%
 # gunicorn >= 25 opens a control socket at one fixed path per user; two servers on one host would
 # fight over it. isvserver does not use it.
 control_socket_disable = True
+
+# Prometheus metrics from every worker are merged through files in this folder (prometheus_client's
+# multiprocess mode). It is set here, before any worker imports the app, and emptied at start.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    str(Path(os.environ.get("ISV_INSTANCE_DIR") or "instance").resolve() / "metrics"),
+)
+
+
+def on_starting(server):
+    """Start with no metrics left over from an earlier run."""
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db
+from isvserver import db, health, logs, metrics
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
 
@@ -38,7 +39,7 @@ def create_app(
     from isvserver.runtime import Runtime, wall_clock_ms
 
     settings = settings or load_settings()
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see views._read_body
     provisioner = provisioner or TemplateProvisioner(
@@ -47,11 +48,13 @@ def create_app(
     app.extensions["isvserver"] = Runtime(settings, provisioner, clock or wall_clock_ms)
     db.bind(settings.database_url)
     app.register_blueprint(koogallery_bp, url_prefix=settings.produce_path)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        """The process is up (no database needed)."""
-        return jsonify(status="ok")
+    @app.before_request
+    def assign_request_id() -> None:
+        """Every request gets an id: in its log lines, its callback_log row and the X-Request-Id header."""
+        g.request_id = uuid.uuid4().hex
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

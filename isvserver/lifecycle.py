@@ -190,8 +190,8 @@ def create_instance(
     business_id: str,
     provisioner: Provisioner,
     data_key: bytes,
-) -> Instance:
-    """The instance of this order line: created and provisioned once, the same one on every resend."""
+) -> tuple[Instance, bool]:
+    """The instance of this order line and whether this call created it (once; resends get the same)."""
     by_order = (
         (Instance.marketplace == marketplace)
         & (Instance.order_id == order_id)
@@ -200,7 +200,7 @@ def create_instance(
     with database.atomic():
         instance = _select_for_update(by_order)
         if instance is not None:
-            return instance
+            return instance, False
         instance_id = _new_instance_id(business_id)
         for candidate in (instance_id, str(uuid.uuid4())):
             now = utcnow()
@@ -223,14 +223,14 @@ def create_instance(
                 break
             # ignored on the instance_id constraint alone (another order took that id): take a UUID
         if instance is None or inserted is None or inserted != instance.id:
-            return instance  # a concurrent call created it first
+            return instance, False  # a concurrent call created it first
         _record(instance, CREATED, State.PROVISIONING, (order_id, order_line_id), business_id=business_id)
         app_info = provisioner.provision(view(instance))
         if app_info is not None:
             _store_app_info(instance, app_info, data_key)
             _apply(instance, Action.PROVISIONED)
         instance.save()
-        return instance
+        return instance, True
 
 
 def complete_provisioning(instance_id: str, app_info: AppInfo, data_key: bytes) -> bool:

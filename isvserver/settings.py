@@ -41,6 +41,7 @@ class Settings:
     test_app_info: dict[str, str] | None
     instance_dir: Path
     log_level: str
+    log_format: str
 
     def __repr__(self) -> str:
         return (
@@ -224,6 +225,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = (_raw(env, "ISV_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("ISV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    log_format = (_raw(env, "ISV_LOG_FORMAT") or "json").lower()
+    if log_format not in ("json", "text"):
+        raise SettingsError("ISV_LOG_FORMAT must be json or text")
 
     dev_url = "http://localhost:8000/tenants/{instance_id}"
     return Settings(
@@ -244,4 +248,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         test_app_info=_test_app_info(env),
         instance_dir=instance_dir,
         log_level=log_level,
+        log_format=log_format,
     )

@@ -296,7 +296,7 @@ def test_query_hundred_instances_is_one_select(marketplace: Marketplace, setting
         ids = [
             lifecycle.create_instance(
                 "koogallery", f"CS{n:03}", f"CS{n:03}-1", f"q-{n:03}", provisioner, settings.data_key
-            ).instance_id
+            )[0].instance_id
             for n in range(100)
         ]
     requested = list(reversed(ids))

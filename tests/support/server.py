@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import random
-import re
 import secrets
 import signal
 import socket
@@ -200,14 +199,19 @@ class Server:
             log = self.read_log()
         return log
 
+    def log_entries(self, logger: str | None = None) -> list[dict[str, Any]]:
+        """The server's JSON log lines (optionally of one logger), parsed, in order."""
+        entries = []
+        for line in self.read_log().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if logger is None or entry["logger"] == logger:
+                    entries.append(entry)
+        return entries
+
     def call_pids(self, marker: str = "") -> list[int]:
         """The worker pid of every isvserver.calls line (containing `marker`), in log order."""
-        pattern = re.compile(r"\[(\d+)\] isvserver\.calls: ")
-        return [
-            int(m.group(1))
-            for line in self.read_log().splitlines()
-            if marker in line and (m := pattern.search(line))
-        ]
+        return [entry["pid"] for entry in self.log_entries("isvserver.calls") if marker in entry["message"]]
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:

@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from isvserver import lifecycle, replay
+from isvserver import lifecycle, metrics, replay
 from isvserver.callbacks import CallRecord, record
 from isvserver.db import connected
 from isvserver.lifecycle import Action
@@ -110,7 +110,7 @@ def produce() -> Response:
     """Every V2 basic call: authenticate, validate, dispatch on `activity`, answer signed."""
     rt = runtime()
     started = time.perf_counter()
-    call = CallRecord(request_id=uuid.uuid4().hex, interface=INTERFACE)
+    call = CallRecord(request_id=g.request_id, interface=INTERFACE)
     status = 200
     raw = _read_body(rt.settings.max_body_bytes)
     if raw is None:
@@ -141,8 +141,26 @@ def produce() -> Response:
     response = signed_response(answer, sign_key, status=status, activity=call.activity)
     call.latency_ms = (time.perf_counter() - started) * 1000
     record(call)
+    _count(call)
     response.headers["X-Request-Id"] = call.request_id
     return response
+
+
+def _count(call: CallRecord) -> None:
+    """The call in the metrics (activity labels only from the known list: input never makes a label)."""
+    activity = call.activity if call.activity in REQUESTS else "unknown"
+    metrics.REQUESTS.labels(INTERFACE, activity, call.result_code).inc()
+    metrics.LATENCY.labels(activity).observe(call.latency_ms / 1000)
+    if call.verdict == Verdict.REPLAYED_NONCE:
+        metrics.DUPLICATES.labels("nonce").inc()
+    if call.verdict != Verdict.VERIFIED:
+        metrics.REJECTIONS.labels(call.verdict).inc()
+
+
+def _duplicate_unless(changed: bool) -> None:
+    """Count a call that changed nothing because it repeated an earlier one (same business key)."""
+    if not changed:
+        metrics.DUPLICATES.labels("business_key").inc()
 
 
 def _read_body(limit: int) -> bytes | None:
@@ -239,7 +257,7 @@ def _app_info_out(info: AppInfo) -> dict[str, str | None]:
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Create (once per order line) and provision the instance."""
-    instance = lifecycle.create_instance(
+    instance, created = lifecycle.create_instance(
         MARKETPLACE,
         data["orderId"],
         data["orderLineId"],
@@ -247,6 +265,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         rt.provisioner,
         rt.settings.data_key,
     )
+    _duplicate_unless(created)
     if instance.state == lifecycle.State.PROVISIONING:
         return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance.instance_id)
     return reply(SUCCESS, "success", instanceId=instance.instance_id)
@@ -276,32 +295,34 @@ def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
 
 def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Renewal, trial to formal, unsubscribed renewal period or renewal change: a new expiry."""
-    lifecycle.change_expiry(
-        data["instanceId"],
-        SCENE_ACTIONS[data["scene"]],
-        data["orderId"],
-        data["orderLineId"],
-        data["expireTime"],
-        data.get("productId"),
+    _duplicate_unless(
+        lifecycle.change_expiry(
+            data["instanceId"],
+            SCENE_ACTIONS[data["scene"]],
+            data["orderId"],
+            data["orderLineId"],
+            data["expireTime"],
+            data.get("productId"),
+        )
     )
     return reply(SUCCESS, "success")
 
 
 def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Freeze (keep data) or unfreeze."""
-    lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE")
+    _duplicate_unless(lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    lifecycle.release(data["instanceId"], data.get("orderId"), data.get("orderLineId"))
+    _duplicate_unless(lifecycle.release(data["instanceId"], data.get("orderId"), data.get("orderLineId")))
     return reply(SUCCESS, "success")
 
 
 def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Record the upgrade order (the new spec is read from the order-query API)."""
-    lifecycle.upgrade(data["instanceId"], data["orderId"], data["orderLineId"])
+    _duplicate_unless(lifecycle.upgrade(data["instanceId"], data["orderId"], data["orderLineId"]))
     return reply(SUCCESS, "success")
 
 

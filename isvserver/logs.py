@@ -1,0 +1,74 @@
+"""Log lines as JSON (or text), each with the request id, with a last guard against secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+from flask import g, has_request_context
+
+# Belt and braces: nothing logs these, but a query string or a key=value pasted into a message never
+# gets through.
+SECRET_PAIR = re.compile(r"(?i)\b(signature|nonce|password|key|secret|token|authToken)=([^&\s\"']+)")
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret-looking name=value pair replaced by ***."""
+    return SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id (or '-') to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Attach `request_id`; never drops a record."""
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, pid, request id, message (+ exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic one-line format, redacted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s [%(process)d] %(name)s request_id=%(request_id)s: %(message)s"
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a text line."""
+        return redact(super().format(record))
+
+
+def configure(level: str, fmt: str) -> None:
+    """Send the `isvserver` loggers to stderr in `fmt` ("json" or "text") at `level`."""
+    logger = logging.getLogger("isvserver")
+    logger.setLevel(level)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "isvserver", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.isvserver = True  # type: ignore[attr-defined]
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)

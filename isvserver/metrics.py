@@ -1,0 +1,76 @@
+"""Prometheus metrics, aggregated across gunicorn workers (prometheus_client multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response
+from peewee import fn
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from isvserver.db import connected
+from isvserver.models import Instance
+
+# Buckets around the marketplace's 5 s budget.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0)
+
+REQUESTS = Counter(
+    "isv_requests",
+    "Marketplace calls answered, by activity and result code",
+    ["interface", "activity", "result_code"],
+)
+REJECTIONS = Counter("isv_rejected_calls", "Calls refused before their activity ran, by reason", ["reason"])
+DUPLICATES = Counter(
+    "isv_duplicates", "Repeated calls recognised: replayed nonces, repeated business keys", ["kind"]
+)
+LATENCY = Histogram(
+    "isv_request_duration_seconds", "Time to answer a call", ["activity"], buckets=LATENCY_BUCKETS
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+class StoreCollector:
+    """Gauges read from the database at scrape time: instances by state, the provisioning backlog."""
+
+    def collect(self):
+        """Yield the gauges (nothing when the database cannot be read)."""
+        try:
+            with connected():
+                rows = list(
+                    Instance.select(Instance.state, fn.COUNT(Instance.id).alias("n"))
+                    .group_by(Instance.state)
+                    .tuples()
+                )
+        except Exception:  # a scrape must not fail because the database is down; /readyz says so
+            return
+        by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
+        for state, count in rows:
+            by_state.add_metric([state], count)
+        yield by_state
+        backlog = dict(rows).get("provisioning", 0)
+        yield GaugeMetricFamily(
+            "isv_provisioning_queue_depth", "Instances still being provisioned", value=backlog
+        )
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """All workers' metrics in Prometheus text format."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    store = CollectorRegistry()
+    store.register(StoreCollector())
+    return Response(generate_latest(registry) + generate_latest(store), content_type=CONTENT_TYPE_LATEST)
