@@ -404,7 +404,7 @@ def _read_key() -> str:
     """The key from a hidden prompt, or the first line of standard input."""
     if _interactive():
         return click.prompt("Key", hide_input=True, confirmation_prompt=True)
-    line = click.get_text_stream("stdin").readline()
+    line = sys.stdin.readline()
     if not line.strip():
         raise click.ClickException(
             "no key: type it at the prompt, pipe it on standard input or use --generate"

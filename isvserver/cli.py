@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from isvserver.admin import instances, keys, log_group
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -350,3 +351,8 @@ def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], N
     step("queryInstance (released)", query_body, ("000000",) if test_flag else ("000003",))
     click.echo(f"flow: {'FAILED: ' + '; '.join(failures) if failures else 'all answers right'}", err=True)
     return not failures
+
+
+main.add_command(instances)
+main.add_command(log_group)
+main.add_command(keys)

@@ -21,7 +21,10 @@ from isvserver.runtime import runtime
 from isvserver.settings import Settings
 
 OPENAPI_VERSION = "3.0.3"
-EXPIRE_TIME_PATTERN = r"^\d{14}(\d{3})?$"
+# 14 or 17 digits (^\d{14}(\d{3})?$) spelled out as yyyyMMddHHmmss[SSS], so that generated values are dates.
+EXPIRE_TIME_PATTERN = (
+    r"^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]([0-9]{3})?$"
+)
 BODY_SIGN_PATTERN = r'^sign_type="HMAC-SHA256", signature="[A-Za-z0-9+/]{43}="$'
 JSON = "application/json"
 

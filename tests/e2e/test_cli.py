@@ -31,7 +31,15 @@ from support.server import (
 
 pytestmark = pytest.mark.e2e
 
-TABLES = {"instance", "instance_event", "nonce", "callback_log", "order_notification", "schema_version"}
+TABLES = {
+    "instance",
+    "instance_event",
+    "nonce",
+    "callback_log",
+    "order_notification",
+    "access_key",
+    "schema_version",
+}
 
 # spec §2.1 (the newInstance example) and §4 (its known signature with key test-access-key)
 EXAMPLE_BODY = (
@@ -79,13 +87,16 @@ def test_migrate_fresh_database_then_current(
     assert first.returncode == 0, first.describe()
     assert "0001_initial" in first.output, first.describe()
     assert _tables(url) >= TABLES
-    assert db_rows(url, "SELECT version, name FROM schema_version") == [(1, "initial")]
+    assert db_rows(url, "SELECT version, name FROM schema_version ORDER BY version") == [
+        (1, "initial"),
+        (2, "access_keys"),
+    ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 1
+    assert db_count(url, "schema_version") == 2
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:

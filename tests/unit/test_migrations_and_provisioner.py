@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 from peewee import Database, IntegrityError
 
 from isvserver import db, migrations
+from isvserver.keystore import AccessKey
 from isvserver.migrations import available, migrate, pending
 from isvserver.models import ALL_MODELS, Instance, InstanceEvent, OrderNotification, utcnow
 from isvserver.provisioning import InstanceView, ProvisioningError
@@ -26,7 +27,8 @@ from isvserver.provisioning.template import (
 )
 from isvserver.sealing import UnsealError, seal, unseal
 
-TABLES = {"instance", "instance_event", "nonce", "callback_log", "order_notification"}
+TABLES = {"instance", "instance_event", "nonce", "callback_log", "order_notification", "access_key"}
+SHIPPED = [(1, "initial"), (2, "access_keys")]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -63,13 +65,13 @@ def tables(database: Database) -> set[str]:
 
 def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) -> None:
     assert tables(fresh_db) == set()
-    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1]
+    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2]
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == [(1, "initial")]
+    assert [(m.version, m.name) for m in applied] == SHIPPED
     assert tables(fresh_db) == {*TABLES, "schema_version"}
-    assert versions(fresh_db) == [(1, "initial")]
+    assert versions(fresh_db) == SHIPPED
     assert pending(fresh_db) == []
 
 
@@ -79,7 +81,7 @@ def test_second_migrate_applies_nothing(fresh_db: Database) -> None:
     again = migrate(fresh_db)
 
     assert again == []
-    assert versions(fresh_db) == [(1, "initial")]
+    assert versions(fresh_db) == SHIPPED
     assert pending(fresh_db) == []
 
 
@@ -87,7 +89,7 @@ def test_migrated_tables_match_the_models(fresh_db: Database) -> None:
     migrate(fresh_db)
 
     with db.connected(fresh_db):
-        for model in ALL_MODELS:
+        for model in (*ALL_MODELS, AccessKey):
             table = model._meta.table_name
             columns = {c.name for c in fresh_db.get_columns(table)}
             assert columns == {f.column_name for f in model._meta.sorted_fields}, table
@@ -137,23 +139,23 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0002_instance_note.sql").write_text(
+    (migrations_dir / "0003_instance_note.sql").write_text(
         "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
         encoding="utf-8",
     )
-    (migrations_dir / "0003_tag.sql").write_text(
+    (migrations_dir / "0004_tag.sql").write_text(
         "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
         "CREATE INDEX tag_instance ON tag (instance_ref);\n",
         encoding="utf-8",
     )
     (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
 
-    assert [(m.version, m.name) for m in pending(fresh_db)] == [(2, "instance_note"), (3, "tag")]
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(3, "instance_note"), (4, "tag")]
 
     applied = migrate(fresh_db)
 
-    assert [m.version for m in applied] == [2, 3]
-    assert versions(fresh_db) == [(1, "initial"), (2, "instance_note"), (3, "tag")]
+    assert [m.version for m in applied] == [3, 4]
+    assert versions(fresh_db) == [*SHIPPED, (3, "instance_note"), (4, "tag")]
     assert "tag" in tables(fresh_db)
     with db.connected(fresh_db):
         assert "note" in {c.name for c in fresh_db.get_columns("instance")}
@@ -165,7 +167,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     fresh_db: Database, migrations_dir: Path
 ) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0002_broken.sql").write_text(
+    (migrations_dir / "0003_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
     )
 
@@ -173,8 +175,8 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
         migrate(fresh_db)
 
     assert "half_done" not in tables(fresh_db)
-    assert versions(fresh_db) == [(1, "initial")]
-    assert [m.version for m in pending(fresh_db)] == [2]
+    assert versions(fresh_db) == SHIPPED
+    assert [m.version for m in pending(fresh_db)] == [3]
 
 
 # --- template provisioner --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from isvserver import lifecycle, metrics, replay
+from isvserver import keystore, lifecycle, metrics, replay
 from isvserver.callbacks import CallRecord, record
 from isvserver.db import connected
 from isvserver.lifecycle import Action
@@ -118,15 +118,18 @@ def produce() -> Response:
     body = _parse_json(raw)
     if body is not None:
         _ids_for_log(call, body)
-    keys = rt.settings.notify_keys if call.activity == NOTIFY_ACTIVITY else rt.settings.access_keys
+    keys, reply_keys = _current_keys(rt, call)
     params = {name: request.args.get(name, "") for name in ("signature", "timestamp", "nonce")}
     now_ms = rt.clock()
-    verification = verify(params, raw, body, keys, now_ms, rt.settings.signature_tolerance)
+    verification = verify(params, raw, body, keys or (), now_ms, rt.settings.signature_tolerance)
     call.verdict = verification.verdict.value
-    sign_key = verification.key or (keys or rt.settings.access_keys)[0]
+    sign_key = verification.key or reply_keys[0]
     if status == 413:
         call.verdict, call.reason = "body_too_large", f"body over {rt.settings.max_body_bytes} bytes"
         answer = reply(INVALID_PARAMETERS, f"request body is larger than {rt.settings.max_body_bytes} bytes")
+    elif keys is None:
+        call.verdict, call.reason = "keys_unavailable", "access keys could not be read from the database"
+        answer = reply(INTERNAL_ERROR, "internal error; the call can be retried")
     elif not verification.ok:
         call.reason = verification.message
         answer = reply(verification.code, verification.message)
@@ -161,6 +164,19 @@ def _duplicate_unless(changed: bool) -> None:
     """Count a call that changed nothing because it repeated an earlier one (same business key)."""
     if not changed:
         metrics.DUPLICATES.labels("business_key").inc()
+
+
+def _current_keys(rt: Runtime, call: CallRecord) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The active keys of the call's interface (None when unreadable) and the keys replies are signed with."""
+    interface = keystore.NOTIFY if call.activity == NOTIFY_ACTIVITY else keystore.BASIC
+    try:
+        with connected():
+            keys = keystore.verification_keys(rt.settings, interface)
+            fallback = keys or keystore.verification_keys(rt.settings, keystore.BASIC)
+    except Exception:
+        log.exception("access keys not readable request_id=%s", call.request_id)
+        return None, rt.settings.access_keys
+    return keys, fallback or rt.settings.access_keys
 
 
 def _read_body(limit: int) -> bytes | None:
