@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, health, logs, metrics
+from isvserver import db, health, logs, metrics, openapi
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
 
@@ -50,6 +50,7 @@ def create_app(
     app.register_blueprint(koogallery_bp, url_prefix=settings.produce_path)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
 
     @app.before_request
     def assign_request_id() -> None:

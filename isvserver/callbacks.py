@@ -37,9 +37,13 @@ def _storable_text(value: object) -> object:
     return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-def record(call: CallRecord) -> None:
-    """Write the call to the log line and the callback_log table (a failed write is logged, not raised)."""
-    call = CallRecord(**{name: _storable_text(value) for name, value in asdict(call).items()})
+def _clean(call: CallRecord) -> CallRecord:
+    return CallRecord(**{name: _storable_text(value) for name, value in asdict(call).items()})
+
+
+def log_line(call: CallRecord) -> None:
+    """The call's `isvserver.calls` log line."""
+    call = _clean(call)
     log.info(
         "call request_id=%s activity=%s test=%s verdict=%s code=%s ms=%.1f instance=%s order=%s/%s",
         call.request_id,
@@ -52,8 +56,21 @@ def record(call: CallRecord) -> None:
         call.order_id or "-",
         call.order_line_id or "-",
     )
-    try:
-        with connected():
-            CallbackLog.create(**asdict(call))
-    except Exception as exc:  # the reply goes out whatever happens to its log row
-        log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+
+
+def store(call: CallRecord) -> None:
+    """Insert the call's callback_log row in the open connection (and transaction); errors propagate."""
+    CallbackLog.create(**asdict(_clean(call)))
+
+
+def record(call: CallRecord, attempts: int = 2) -> None:
+    """The log line and the row in a transaction of its own (tried twice; a failed write is logged)."""
+    log_line(call)
+    for attempt in range(1, attempts + 1):
+        try:
+            with connected():
+                store(call)
+            return
+        except Exception as exc:  # the reply goes out whatever happens to its log row
+            if attempt == attempts:
+                log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)

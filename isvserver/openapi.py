@@ -21,9 +21,9 @@ from isvserver.runtime import runtime
 from isvserver.settings import Settings
 
 OPENAPI_VERSION = "3.0.3"
-# 14 or 17 digits (^\d{14}(\d{3})?$) spelled out as yyyyMMddHHmmss[SSS], so that generated values are dates.
+# ^\d{14}(\d{3})?$ spelled out as yyyyMMddHHmmss[SSS] (years 1000-9999), so that generated values are dates.
 EXPIRE_TIME_PATTERN = (
-    r"^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]([0-9]{3})?$"
+    r"^[1-9][0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]([0-9]{3})?$"
 )
 BODY_SIGN_PATTERN = r'^sign_type="HMAC-SHA256", signature="[A-Za-z0-9+/]{43}="$'
 JSON = "application/json"
@@ -79,27 +79,26 @@ def _query_parameters(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _signed_reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A response carrying a JSON body and the Body-Sign header of spec §3."""
-    return {
-        "description": description,
-        "headers": {
-            "Body-Sign": {
-                "description": "Base64(HMAC-SHA256(key, the exact body bytes)) with the key that verified "
-                "the request (the first key of the interface when verification failed)",
-                "required": True,
-                "schema": {"type": "string", "pattern": BODY_SIGN_PATTERN},
-            },
-            "X-Request-Id": {
-                "description": "the id of this call in the log and the callback log",
-                "schema": {"type": "string"},
-            },
-        },
-        "content": {JSON: {"schema": schema}},
+def _signed_reply(description: str, schema: dict[str, Any], logged: bool = True) -> dict[str, Any]:
+    """A response with a JSON body and the Body-Sign header of spec §3 (and X-Request-Id when `logged`)."""
+    headers: dict[str, Any] = {
+        "Body-Sign": {
+            "description": "Base64(HMAC-SHA256(key, the exact body bytes)) with the key that verified the "
+            "request (the first key of the interface when verification failed)",
+            "required": True,
+            "schema": {"type": "string", "pattern": BODY_SIGN_PATTERN},
+        }
     }
+    if logged:
+        headers["X-Request-Id"] = {
+            "description": "the id of this call in the log and the callback log",
+            "schema": {"type": "string"},
+        }
+    return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
 
 
 def _ref(name: str) -> dict[str, str]:
+    """A reference to a schema component."""
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -121,17 +120,7 @@ def _register_replies(spec: APISpec) -> list[str]:
         name = type(schema).__name__
         spec.components.schema(name, schema=schema)
         names.append(name)
-    # What every reply carries, though marshmallow has no use for `required` when dumping.
-    for name in names:
-        _require(spec.components.schemas[name], "resultMsg")
-    _require(spec.components.schemas[type(REPLIES["queryInstance"]).__name__], "info")
     return names
-
-
-def _require(component: dict[str, Any], name: str) -> None:
-    required = component.setdefault("required", [])
-    if name not in required:
-        required.append(name)
 
 
 def build_spec(settings: Settings) -> dict[str, Any]:
@@ -175,7 +164,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                         "request, 000003 no such instance, 000004 in progress, 000005 internal error",
                         {"oneOf": [_ref(name) for name in replies]},
                     ),
-                    "405": _signed_reply("not POST", _ref(envelope)),
+                    "405": _signed_reply("not POST", _ref(envelope), logged=False),
                     "413": _signed_reply(f"body over {settings.max_body_bytes} bytes", _ref(envelope)),
                 },
             }

@@ -79,7 +79,14 @@ class NewInstanceIn(RequestIn):
 
 
 class QueryInstanceIn(RequestIn):
-    instanceId = fields.String(required=True)
+    instanceId = fields.String(
+        required=True,
+        metadata={
+            "description": "comma-separated instance ids: 1 to 100, each at most 64 characters "
+            "(blanks and duplicates are dropped)",
+            "pattern": r"[^\s,]",
+        },
+    )
 
     @validates("instanceId")
     def _ids(self, value: str, data_key: str) -> None:
@@ -155,7 +162,7 @@ class OutSchema(Schema):
 
 class ResultOut(OutSchema):
     resultCode = fields.String(required=True, validate=validate.Length(equal=6))
-    resultMsg = fields.String(validate=validate.Length(max=255))
+    resultMsg = fields.String(required=True, validate=validate.Length(max=255))
 
 
 class NewInstanceOut(ResultOut):
@@ -176,7 +183,7 @@ class InstanceInfoOut(OutSchema):
 
 
 class QueryInstanceOut(ResultOut):
-    info = fields.List(fields.Nested(InstanceInfoOut))
+    info = fields.List(fields.Nested(InstanceInfoOut), required=True)
 
 
 RESULT_OUT = ResultOut()

@@ -14,8 +14,8 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import keystore, lifecycle, metrics, replay
-from isvserver.callbacks import CallRecord, record
-from isvserver.db import connected
+from isvserver.callbacks import CallRecord, log_line, record, store
+from isvserver.db import connected, database
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, split_ids
 from isvserver.marketplaces.koogallery.signing import body_sign
@@ -135,15 +135,33 @@ def produce() -> Response:
         answer = reply(verification.code, verification.message)
     else:
         try:
-            answer = _answer(rt, call, params["nonce"], int(now_ms), body)
+            # One transaction for the nonce, the change and the call's log row: one write lock per
+            # call on SQLite, and a reply is never sent for a change that did not commit.
+            with connected(), database.atomic():
+                answer = _answer(rt, call, params["nonce"], int(now_ms), body)
+                response = _signed(call, answer, sign_key, status, started)
+                store(call)
+            log_line(call)
+            return _counted(call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
             answer = reply(INTERNAL_ERROR, "internal error; the call can be retried")
+    response = _signed(call, answer, sign_key, status, started)
+    record(call)
+    return _counted(call, response)
+
+
+def _signed(call: CallRecord, answer: Reply, key: str, status: int, started: float) -> Response:
+    """The signed reply; the call record gets its result and latency."""
     call.result_code = answer["resultCode"]
     call.result_msg = answer["resultMsg"]
-    response = signed_response(answer, sign_key, status=status, activity=call.activity)
+    response = signed_response(answer, key, status=status, activity=call.activity)
     call.latency_ms = (time.perf_counter() - started) * 1000
-    record(call)
+    return response
+
+
+def _counted(call: CallRecord, response: Response) -> Response:
+    """Count the call in the metrics and tag the reply with its request id."""
     _count(call)
     response.headers["X-Request-Id"] = call.request_id
     return response
@@ -209,42 +227,41 @@ def _storable(value: Any) -> bool:
 
 
 def _answer(rt: Runtime, call: CallRecord, nonce: str, now_ms: int, body: dict[str, Any] | None) -> Reply:
-    """The reply to an authentic call: replay check, validation, then the activity's handler."""
-    with connected():
-        keep_ms = 2 * rt.settings.signature_tolerance * 1000
-        if not replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
-            call.verdict = Verdict.REPLAYED_NONCE.value
-            call.reason = "nonce was already used"
-            return reply(AUTH_FAILED, "authentication failed: nonce was already used")
-        if body is None:
-            call.reason = "body is not a JSON object"
-            return reply(INVALID_PARAMETERS, "body must be a JSON object")
-        if not _storable(body):
-            call.reason = "body holds a NUL character or a lone surrogate"
-            return reply(
-                INVALID_PARAMETERS, "body holds characters that are not valid text (NUL, lone surrogate)"
-            )
-        activity = body.get("activity")
-        schema = REQUESTS.get(activity) if isinstance(activity, str) else None
-        if schema is None:
-            call.reason = "unknown activity"
-            return reply(INVALID_PARAMETERS, "activity is missing or unknown")
-        try:
-            data = schema.load({k: v for k, v in body.items() if v is not None})  # null means absent
-        except ValidationError as exc:
-            call.reason = _describe(exc.messages)
-            return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}")
-        handler = TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]
-        try:
-            return handler(rt, data)
-        except lifecycle.LifecycleError as exc:
-            if isinstance(exc, lifecycle.ChangeRejected):
-                return reply(INVALID_PARAMETERS, f"change not acceptable: {exc}"[:255])
-            code, message = LIFECYCLE_ANSWERS[type(exc)]
-            return reply(code, message)
-        except ProvisioningError as exc:
-            log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
-            return reply(INTERNAL_ERROR, f"provisioning failed: {exc}"[:255])
+    """The reply to an authentic call, inside the call's transaction: replay check, validation, handler."""
+    keep_ms = 2 * rt.settings.signature_tolerance * 1000
+    if not replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
+        call.verdict = Verdict.REPLAYED_NONCE.value
+        call.reason = "nonce was already used"
+        return reply(AUTH_FAILED, "authentication failed: nonce was already used")
+    if body is None:
+        call.reason = "body is not a JSON object"
+        return reply(INVALID_PARAMETERS, "body must be a JSON object")
+    if not _storable(body):
+        call.reason = "body holds a NUL character or a lone surrogate"
+        return reply(
+            INVALID_PARAMETERS, "body holds characters that are not valid text (NUL, lone surrogate)"
+        )
+    activity = body.get("activity")
+    schema = REQUESTS.get(activity) if isinstance(activity, str) else None
+    if schema is None:
+        call.reason = "unknown activity"
+        return reply(INVALID_PARAMETERS, "activity is missing or unknown")
+    try:
+        data = schema.load({k: v for k, v in body.items() if v is not None})  # null means absent
+    except ValidationError as exc:
+        call.reason = _describe(exc.messages)
+        return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}")
+    handler = TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]
+    try:
+        return handler(rt, data)
+    except lifecycle.LifecycleError as exc:
+        if isinstance(exc, lifecycle.ChangeRejected):
+            return reply(INVALID_PARAMETERS, f"change not acceptable: {exc}"[:255])
+        code, message = LIFECYCLE_ANSWERS[type(exc)]
+        return reply(code, message)
+    except ProvisioningError as exc:
+        log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
+        return reply(INTERNAL_ERROR, f"provisioning failed: {exc}"[:255])
 
 
 def _describe(messages: Any) -> str:
