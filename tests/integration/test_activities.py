@@ -22,7 +22,16 @@ from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
 
-from support.harness import ACCESS_KEY, ADMIN_TEMPLATE, FRONTEND_TEMPLATE, NOTIFY_KEY, FixedClock, Marketplace
+from support.harness import (
+    ACCESS_KEY,
+    ADMIN_TEMPLATE,
+    FRONTEND_TEMPLATE,
+    NOTIFY_KEY,
+    FixedClock,
+    Marketplace,
+    instance_events,
+    instance_row,
+)
 
 OK, AUTH, INVALID, NOT_FOUND = "000000", "000001", "000002", "000003"
 ID64 = "I" * 60 + "-064"  # a usable instance id of exactly 64 characters
@@ -31,31 +40,14 @@ ID64 = "I" * 60 + "-064"  # a usable instance id of exactly 64 characters
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def row(instance_id: str) -> Instance:
-    with db.connected():
-        return Instance.get(Instance.instance_id == instance_id)
+row = instance_row
 
 
 def event_kinds(instance_id: str) -> list[str]:
-    with db.connected():
-        query = (
-            InstanceEvent.select()
-            .join(Instance)
-            .where(Instance.instance_id == instance_id)
-            .order_by(InstanceEvent.id)
-        )
-        return [event.kind for event in query]
+    return [event.kind for event in instance_events(instance_id)]
 
 
-def events(instance_id: str) -> list[InstanceEvent]:
-    with db.connected():
-        query = (
-            InstanceEvent.select()
-            .join(Instance)
-            .where(Instance.instance_id == instance_id)
-            .order_by(InstanceEvent.id)
-        )
-        return list(query)
+events = instance_events
 
 
 def business_rows() -> tuple[list[dict[str, Any]], ...]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from isvserver.marketplaces.koogallery.schemas import ACTIVITIES
 from isvserver.marketplaces.koogallery.signing import body_sign_valid, matching_key
 from isvserver.marketplaces.koogallery.verify import Verdict, verify
 
@@ -21,16 +22,6 @@ from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY
 
 NOW_MS = 1_700_000_000_000
 TOLERANCE_S = 60
-ACTIVITIES = (
-    "newInstance",
-    "queryInstance",
-    "refreshInstance",
-    "updateInstanceStatus",
-    "releaseInstance",
-    "upgradeInstance",
-    "changeInstanceCheck",
-    "orderNotify",
-)
 PURE = settings(max_examples=100, deadline=None)
 HTTP = settings(
     max_examples=80,

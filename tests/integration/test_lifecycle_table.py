@@ -18,7 +18,14 @@ from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
 
-from support.harness import ADMIN_TEMPLATE, FRONTEND_TEMPLATE, FixedClock, Marketplace
+from support.harness import (
+    ADMIN_TEMPLATE,
+    FRONTEND_TEMPLATE,
+    FixedClock,
+    Marketplace,
+    instance_events,
+    instance_row,
+)
 
 OK, NOT_FOUND, IN_PROGRESS, INTERNAL = "000000", "000003", "000004", "000005"
 P, A, F, R = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED
@@ -63,20 +70,10 @@ def market(settings: Settings, clock: FixedClock, provisioner: Switchable) -> It
     db.close_all()
 
 
-def row(instance_id: str) -> Instance:
-    with db.connected():
-        return Instance.get(Instance.instance_id == instance_id)
+row = instance_row
 
 
-def events(instance_id: str) -> list[InstanceEvent]:
-    with db.connected():
-        query = (
-            InstanceEvent.select()
-            .join(Instance)
-            .where(Instance.instance_id == instance_id)
-            .order_by(InstanceEvent.id)
-        )
-        return list(query)
+events = instance_events
 
 
 def counts() -> tuple[int, int]:

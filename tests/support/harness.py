@@ -10,8 +10,10 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from isvserver import db
 from isvserver.marketplaces.koogallery.client import encode_body, signed_query
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
+from isvserver.models import Instance, InstanceEvent
 
 ACCESS_KEY = "test-access-key"
 SECOND_ACCESS_KEY = "rotated-access-key-2"
@@ -107,3 +109,21 @@ class Marketplace:
     def query(self, *instance_ids: str, **extra: str) -> Answer:
         """queryInstance for these ids."""
         return self.send({"activity": "queryInstance", "instanceId": ",".join(instance_ids), **extra})
+
+
+def instance_row(instance_id: str) -> Instance:
+    """The instance's row as stored now."""
+    with db.connected():
+        return Instance.get(Instance.instance_id == instance_id)
+
+
+def instance_events(instance_id: str) -> list[InstanceEvent]:
+    """The instance's events, oldest first."""
+    with db.connected():
+        query = (
+            InstanceEvent.select()
+            .join(Instance)
+            .where(Instance.instance_id == instance_id)
+            .order_by(InstanceEvent.id)
+        )
+        return list(query)
