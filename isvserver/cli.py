@@ -1,4 +1,4 @@
-"""The `isvserver` command: migrate, serve, sign, simulate."""
+"""The `isvserver` command: migrate, serve, sign, simulate, and the admin commands."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from isvserver.admin import instances, keys, log_group
+from isvserver.orders_cli import order
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -356,3 +357,4 @@ def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], N
 main.add_command(instances)
 main.add_command(log_group)
 main.add_command(keys)
+main.add_command(order)

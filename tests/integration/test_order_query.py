@@ -1,0 +1,548 @@
+"""The order-query client and `isvserver order` against a local marketplace that checks AK/SK signatures.
+
+The marketplace here is a real HTTP server on 127.0.0.1 that implements the order-query contract of
+spec §10: it verifies the `SDK-HMAC-SHA256` signature with its own small implementation (not the signer
+under test), rejects stale `X-Sdk-Date`s, and serves the documented mock orders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import socket
+import string
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from click.testing import CliRunner, Result
+
+from isvserver.marketplaces.koogallery.orders import (
+    DEFAULT_API_URL,
+    QUERY_PATH,
+    OrderQueryClient,
+    OrderQueryError,
+    client_from_env,
+)
+from isvserver.orders_cli import order as order_command
+from isvserver.settings import SettingsError
+
+AK = "HPUAMOCKACCESSKEY01"
+SK = "mock-secret-key-0123456789abcdefghijklmn"
+WRONG_SK = "not-the-secret-key-9876543210zyxwvuts"
+MAX_CLOCK_SKEW = timedelta(minutes=15)
+CREATE_TIME = "20240317064237"
+BUYER = {
+    "customerId": "68cbc86abc2018ab880d92f36422fa0e",
+    "customerName": "Acme 买家 Ltd",
+    "userId": "0b5d4f1c9e8a4b7d9c3f2e1a6b8d7c5e",
+    "userName": "alice.buyer",
+}
+PRODUCT = {
+    "productId": "OFFI821356904436965376",
+    "skuCode": "3a7c6e28-5f0e-4a4b-9a34-91d0d1f7e3b2",
+    "productName": "isvserver 测试商品",
+}
+# order id: (orderType, chargingMode, periodType, periodNumber, expireTime, linearValue)
+MOCK_ORDERS: dict[str, tuple[str, str, str | None, int | None, str | None, int | None]] = {
+    "MOCKPERIODYEARNEW": ("NEW", "PERIOD", "year", 1, "20250317155959", 10),
+    "MOCKONETIMENEW": ("NEW", "ONE_TIME", None, None, None, None),
+    "MOCKONDEMAND": ("NEW", "ON_DEMAND", None, None, None, None),
+    "MOCKONDEMANDPKG": ("NEW", "ON_DEMAND_PKG", None, None, "20250317155959000", 100),
+    "MOCKPERIODDAYTRIAL": ("TRIAL", "PERIOD", "day", 7, "20240324155959", None),
+    "MOCKMONTYTRIALTOFORMAL": ("TRIAL_TO_FORMAL", "PERIOD", "month", 1, "20240417155959", None),
+    "MOCKMONTYUNSUBSCRIBE": ("UNSUBSCRIBE", "PERIOD", "month", 1, "20240317064237", None),
+    "MOCKMONTYRENEW": ("RENEW", "PERIOD", "month", 3, "20240717155959", None),
+    "MOCKMONTYCHANGE": ("CHANGE", "PERIOD", "month", 1, "20240417155959", 20),
+}
+
+
+# --- the marketplace -------------------------------------------------------------------------------
+
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-_.~")
+
+
+def _pct(text: str) -> str:
+    """RFC 3986 encoding, written out by hand so that it shares nothing with the signer under test."""
+    return "".join(c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
+def expected_signature(
+    method: str, target: str, header: Callable[[str], str | None], names: list[str], body: bytes, sk: str
+) -> str:
+    """What the gateway computes for a request: spec §10, from the raw request target and headers."""
+    path, _, query = target.partition("?")
+    uri = "/".join(_pct(segment) for segment in unquote(path).split("/"))
+    if not uri.endswith("/"):
+        uri += "/"
+    pairs = sorted(
+        (unquote(name), unquote(value))
+        for name, _, value in (item.partition("=") for item in query.split("&"))
+        if name
+    )
+    canonical_query = "&".join(_pct(name) + "=" + _pct(value) for name, value in pairs)
+    lines = "".join(f"{name}:{(header(name) or '').strip()}\n" for name in names)
+    canonical = "\n".join(
+        [method, uri, canonical_query, lines, ";".join(names), hashlib.sha256(body).hexdigest()]
+    )
+    date = header("x-sdk-date") or ""
+    to_sign = "SDK-HMAC-SHA256\n" + date + "\n" + hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(sk.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def mock_order(order_id: str) -> dict[str, Any]:
+    """The documented mock order `order_id`, with plausible values in every documented field."""
+    order_type, mode, period_type, period_number, expire, linear = MOCK_ORDERS[order_id]
+    product: dict[str, Any] = dict(PRODUCT)
+    if linear is not None:
+        product["linearValue"] = linear
+    line: dict[str, Any] = {
+        "orderLineId": f"{order_id}-000001",
+        "chargingMode": mode,
+        "productInfo": [product],
+    }
+    if period_type is not None:
+        line.update(periodType=period_type, periodNumber=period_number)
+    if expire is not None:
+        line["expireTime"] = expire
+    info: dict[str, Any] = {
+        "orderId": order_id,
+        "orderType": order_type,
+        "createTime": CREATE_TIME,
+        "orderLine": [line],
+        "buyerInfo": dict(BUYER),
+    }
+    if order_id == "MOCKPERIODYEARNEW":
+        info["extendParams"] = [{"name": "emailDomainName", "value": "acme.example"}]
+    return info
+
+
+class Marketplace(ThreadingHTTPServer):
+    """The order-query API on a free loopback port, checking AK/SK like the API gateway does."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.keys = {AK: SK}
+        self.success_code = "MKT.0000"
+        self.canned: tuple[int, dict[str, str], bytes] | None = None  # a fixed reply, when set
+        self.received: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Marketplace
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _authentication_failure(self, body: bytes) -> dict[str, Any] | None:
+        """The gateway's 401 body when the AK/SK signature does not verify, else None."""
+        gateway = {"error_code": "APIG.0301", "request_id": "4c7a1e8f0d2b"}
+        match = re.fullmatch(
+            r"SDK-HMAC-SHA256 Access=([^,\s]+), SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
+            self.headers.get("Authorization", ""),
+        )
+        if match is None:
+            return {
+                **gateway,
+                "error_msg": "Incorrect IAM authentication information: Authorization is malformed",
+            }
+        access, names, signature = match.group(1), match.group(2).split(";"), match.group(3)
+        if access not in self.server.keys:
+            return {"resultCode": "MKT.0154", "resultMsg": "Illegal token"}
+        if not {"host", "x-sdk-date"} <= set(names) or any(self.headers.get(n) is None for n in names):
+            return {**gateway, "error_msg": "Incorrect IAM authentication information: signed header missing"}
+        try:
+            date = datetime.strptime(self.headers["X-Sdk-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return {
+                **gateway,
+                "error_msg": "Incorrect IAM authentication information: x-sdk-date is malformed",
+            }
+        if abs(datetime.now(UTC) - date) > MAX_CLOCK_SKEW:
+            return {**gateway, "error_msg": "Incorrect IAM authentication information: x-sdk-date expired"}
+        expected = expected_signature(
+            self.command, self.path, self.headers.get, names, body, self.server.keys[access]
+        )
+        if not hmac.compare_digest(expected, signature):
+            return {
+                **gateway,
+                "error_msg": "Incorrect IAM authentication information: verify aksk signature fail",
+            }
+        return None
+
+    def do_GET(self) -> None:
+        """GET /api/mkp-openapi-public/global/v1/order/query?orderId=…[&orderLineId=…]."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received.append({"target": self.path, "headers": dict(self.headers.items())})
+        failure = self._authentication_failure(body)
+        if failure is not None:
+            self._reply(401, failure)
+            return
+        if self.server.canned is not None:
+            status, headers, raw = self.server.canned
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(raw))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        path, _, query = self.path.partition("?")
+        if path != QUERY_PATH:
+            self._reply(
+                404,
+                {"error_code": "APIG.0101", "error_msg": "The API does not exist or has not been published"},
+            )
+            return
+        params = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        order_id, line_id = unquote(params.get("orderId", "")), params.get("orderLineId")
+        if not order_id or len(order_id) > 64:
+            self._reply(400, {"resultCode": "MKT.0101", "resultMsg": "Invalid parameter"})
+            return
+        if order_id not in MOCK_ORDERS:
+            self._reply(
+                500, {"resultCode": "MKT.0100", "resultMsg": "Failure of input parameter: no such order"}
+            )
+            return
+        info = mock_order(order_id)
+        if line_id is not None:
+            info["orderLine"] = [
+                line for line in info["orderLine"] if line["orderLineId"] == unquote(line_id)
+            ]
+            if not info["orderLine"]:
+                self._reply(
+                    500,
+                    {"resultCode": "MKT.0100", "resultMsg": "Failure of input parameter: no such order line"},
+                )
+                return
+        self._reply(200, {"resultCode": self.server.success_code, "resultMsg": "Success", "orderInfo": info})
+
+
+@pytest.fixture
+def marketplace() -> Iterator[Marketplace]:
+    """The marketplace, serving in a thread for one test."""
+    server = Marketplace()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def client(marketplace: Marketplace) -> OrderQueryClient:
+    """A client with the right AK/SK."""
+    return OrderQueryClient(marketplace.url, AK, SK, timeout=5)
+
+
+# --- the client ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order_id", sorted(MOCK_ORDERS))
+def test_each_mock_order_parses(client: OrderQueryClient, order_id: str) -> None:
+    order_type, mode, period_type, period_number, expire, linear = MOCK_ORDERS[order_id]
+    found = client.query(order_id)
+    assert (found.order_id, found.order_type) == (order_id, order_type)
+    assert found.create_time == datetime(2024, 3, 17, 6, 42, 37, tzinfo=UTC)
+    [line] = found.lines
+    assert line.order_line_id == f"{order_id}-000001"
+    assert (line.charging_mode, line.period_type, line.period_number) == (mode, period_type, period_number)
+    if expire is None:
+        assert line.expire_time is None
+    else:
+        assert line.expire_time == datetime.strptime(expire[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    [product] = line.products
+    assert (product.product_id, product.sku_code, product.product_name) == tuple(PRODUCT.values())
+    assert product.linear_value == linear
+    assert found.buyer is not None
+    assert (found.buyer.customer_id, found.buyer.user_name) == (BUYER["customerId"], BUYER["userName"])
+    assert BUYER["customerName"] not in repr(found)
+
+
+def test_extend_params_are_kept(client: OrderQueryClient) -> None:
+    assert client.query("MOCKPERIODYEARNEW").extend_params == (("emailDomainName", "acme.example"),)
+
+
+def test_one_order_line_is_asked_for_in_the_signed_query(
+    client: OrderQueryClient, marketplace: Marketplace
+) -> None:
+    found = client.query("MOCKONDEMAND", "MOCKONDEMAND-000001")
+    assert [line.order_line_id for line in found.lines] == ["MOCKONDEMAND-000001"]
+    [request] = marketplace.received
+    assert request["target"] == f"{QUERY_PATH}?orderId=MOCKONDEMAND&orderLineId=MOCKONDEMAND-000001"
+    authorization = request["headers"]["Authorization"]
+    assert authorization.startswith(f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=")
+    assert "host;x-sdk-date" in authorization
+    assert SK not in json.dumps(request)
+
+
+def test_the_spec_success_code_is_accepted_too(client: OrderQueryClient, marketplace: Marketplace) -> None:
+    marketplace.success_code = "000000"
+    assert client.query("MOCKONETIMENEW").order_id == "MOCKONETIMENEW"
+
+
+def test_a_wrong_sk_is_rejected_without_showing_it(marketplace: Marketplace) -> None:
+    with pytest.raises(OrderQueryError) as caught:
+        OrderQueryClient(marketplace.url, AK, WRONG_SK, timeout=5).query("MOCKPERIODYEARNEW")
+    message = str(caught.value)
+    assert "HTTP 401, APIG.0301" in message
+    assert "verify aksk signature fail" in message
+    assert "ISV_MARKET_SK" in message  # what to check
+    assert WRONG_SK not in message
+    assert marketplace.received[0]["headers"]["Authorization"].split("Signature=")[1] not in message
+    assert (caught.value.status, caught.value.result_code) == (401, "APIG.0301")
+
+
+def test_an_unknown_ak_is_rejected(marketplace: Marketplace) -> None:
+    with pytest.raises(OrderQueryError, match=r"HTTP 401, MKT\.0154: Illegal token"):
+        OrderQueryClient(marketplace.url, "UNKNOWNAK", SK, timeout=5).query("MOCKPERIODYEARNEW")
+
+
+def test_a_stale_sdk_date_is_rejected(marketplace: Marketplace) -> None:
+    late = OrderQueryClient(
+        marketplace.url, AK, SK, timeout=5, clock=lambda: datetime.now(UTC) - timedelta(minutes=20)
+    )
+    with pytest.raises(OrderQueryError, match="x-sdk-date expired"):
+        late.query("MOCKPERIODYEARNEW")
+    slightly = OrderQueryClient(
+        marketplace.url, AK, SK, timeout=5, clock=lambda: datetime.now(UTC) - timedelta(minutes=5)
+    )
+    assert slightly.query("MOCKPERIODYEARNEW").order_id == "MOCKPERIODYEARNEW"
+
+
+def test_an_unknown_order_is_the_contracts_error(client: OrderQueryClient) -> None:
+    with pytest.raises(OrderQueryError) as caught:
+        client.query("CS2403171442NOSUCH")
+    assert (caught.value.result_code, caught.value.status) == ("MKT.0100", 500)
+    assert str(caught.value) == (
+        "order query for CS2403171442NOSUCH failed: "
+        "HTTP 500, MKT.0100: Failure of input parameter: no such order"
+    )
+
+
+def test_an_unknown_order_line_is_the_contracts_error(client: OrderQueryClient) -> None:
+    with pytest.raises(OrderQueryError, match="no such order line"):
+        client.query("MOCKONDEMAND", "MOCKONDEMAND-000002")
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, "a\nb"])
+def test_ids_are_checked_before_anything_is_sent(
+    client: OrderQueryClient, marketplace: Marketplace, bad: str
+) -> None:
+    with pytest.raises(ValueError, match="orderId must be 1 to 64 printable characters"):
+        client.query(bad)
+    assert marketplace.received == []
+
+
+def test_no_answer_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(OrderQueryError) as caught:
+            OrderQueryClient(f"http://127.0.0.1:{port}", AK, SK, timeout=0.3).query("MOCKONDEMAND")
+    assert time.monotonic() - started < 3
+    assert str(caught.value) == f"order query to 127.0.0.1:{port} failed: no answer within 0.3 s"
+
+
+def test_nothing_listening_is_reported() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    with pytest.raises(OrderQueryError, match=f"order query to 127.0.0.1:{port} failed: .*refused"):
+        OrderQueryClient(f"http://127.0.0.1:{port}", AK, SK, timeout=2).query("MOCKONDEMAND")
+
+
+def test_a_reply_that_is_not_json_is_reported(client: OrderQueryClient, marketplace: Marketplace) -> None:
+    marketplace.canned = (502, {"Content-Type": "text/html"}, b"<html>Bad Gateway</html>")
+    with pytest.raises(OrderQueryError, match=r"HTTP 502, the reply is not a JSON object"):
+        client.query("MOCKONDEMAND")
+
+
+def test_a_redirect_is_not_followed(client: OrderQueryClient, marketplace: Marketplace) -> None:
+    marketplace.canned = (302, {"Location": f"{marketplace.url}/elsewhere"}, b"")
+    with pytest.raises(OrderQueryError, match="HTTP 302"):
+        client.query("MOCKONDEMAND")
+    assert len(marketplace.received) == 1  # the signed headers went nowhere else
+
+
+def test_a_malformed_order_is_reported(client: OrderQueryClient, marketplace: Marketplace) -> None:
+    info = mock_order("MOCKONDEMAND")
+    info["orderLine"][0]["expireTime"] = "2024-03-17"
+    reply = {"resultCode": "MKT.0000", "resultMsg": "Success", "orderInfo": info}
+    marketplace.canned = (200, {"Content-Type": "application/json"}, json.dumps(reply).encode())
+    with pytest.raises(OrderQueryError, match="invalid reply: expireTime is not a yyyyMMddHHmmss"):
+        client.query("MOCKONDEMAND")
+    del info["orderLine"]
+    marketplace.canned = (200, {}, json.dumps(reply).encode())
+    with pytest.raises(OrderQueryError, match="invalid reply: orderLine is missing"):
+        client.query("MOCKONDEMAND")
+
+
+def test_logs_carry_neither_secrets_nor_buyer(
+    client: OrderQueryClient, marketplace: Marketplace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client.query("MOCKPERIODYEARNEW")
+    with pytest.raises(OrderQueryError):
+        OrderQueryClient(marketplace.url, AK, WRONG_SK, timeout=5).query("MOCKPERIODYEARNEW")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "order query MOCKPERIODYEARNEW: MKT.0000, 1 line(s)" in logged
+    assert "order query MOCKPERIODYEARNEW failed: HTTP 401, APIG.0301" in logged
+    signatures = [r["headers"]["Authorization"].split("Signature=")[1] for r in marketplace.received]
+    for secret in (SK, WRONG_SK, *signatures, *BUYER.values()):
+        assert secret not in logged
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def test_client_from_env_needs_both_keys(tmp_path: Path) -> None:
+    assert client_from_env({}) is None
+    assert client_from_env({"ISV_MARKET_AK": AK}) is None
+    sk_file = tmp_path / "sk"
+    sk_file.write_text(SK + "\n", encoding="utf-8")
+    client = client_from_env({"ISV_MARKET_AK": AK, "ISV_MARKET_SK_FILE": str(sk_file)})
+    assert client is not None
+    assert client.api_url == DEFAULT_API_URL
+    assert SK not in repr(client)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ISV_MARKET_API_URL": "http://mkt.example.com"}, "ISV_MARKET_API_URL must be https://"),
+        ({"ISV_MARKET_API_URL": "ftp://mkt.example.com"}, "ISV_MARKET_API_URL must be an https:// URL"),
+        ({"ISV_MARKET_API_URL": "https://u:secretpw@mkt.example.com"}, "without credentials"),
+        ({"ISV_MARKET_SK": "has space inside"}, "ISV_MARKET_SK must be printable ASCII without spaces"),
+        ({"ISV_MARKET_SK_FILE": "/nonexistent/sk"}, "ISV_MARKET_SK_FILE: cannot read"),
+    ],
+)
+def test_invalid_settings_are_named_without_their_value(env: dict[str, str], message: str) -> None:
+    base = {
+        name: value
+        for name, value in (("ISV_MARKET_AK", AK), ("ISV_MARKET_SK", SK))
+        if f"{name}_FILE" not in env
+    }
+    with pytest.raises(SettingsError, match=re.escape(message)) as caught:
+        client_from_env({**base, **env})
+    assert "secretpw" not in str(caught.value)
+    assert "has space" not in str(caught.value)
+
+
+# --- isvserver order -------------------------------------------------------------------------------
+
+
+def run_order(env: dict[str, str], *args: str) -> Result:
+    """`isvserver order ARGS` in-process with exactly `env` as its ISV_* settings."""
+    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
+    isolated.update(env)
+    return CliRunner().invoke(order_command, list(args), env=isolated, catch_exceptions=False)
+
+
+@pytest.fixture
+def market_env(marketplace: Marketplace) -> dict[str, str]:
+    """The settings that point `isvserver order` at the local marketplace."""
+    return {"ISV_MARKET_API_URL": marketplace.url, "ISV_MARKET_AK": AK, "ISV_MARKET_SK": SK}
+
+
+def test_cli_prints_the_order_and_masks_the_buyer(market_env: dict[str, str]) -> None:
+    result = run_order(market_env, "MOCKPERIODYEARNEW")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "orderId         MOCKPERIODYEARNEW",
+        "orderType       NEW",
+        "createTime      2024-03-17T06:42:37Z",
+        "customerId      ***",
+        "customerName    ***",
+        "userId          ***",
+        "userName        ***",
+        "extendParam     emailDomainName=acme.example",
+        "orderLine       MOCKPERIODYEARNEW-000001",
+        "  chargingMode  PERIOD",
+        "  periodType    year",
+        "  periodNumber  1",
+        "  expireTime    2025-03-17T15:59:59Z",
+        "  productId     OFFI821356904436965376",
+        "  skuCode       3a7c6e28-5f0e-4a4b-9a34-91d0d1f7e3b2",
+        "  productName   isvserver 测试商品",
+        "  linearValue   10",
+    ]
+
+
+def test_cli_shows_the_buyer_when_asked(market_env: dict[str, str]) -> None:
+    result = run_order(market_env, "MOCKONDEMAND", "MOCKONDEMAND-000001", "--show-buyer")
+    assert result.exit_code == 0, result.output
+    assert "customerName    Acme 买家 Ltd" in result.output
+    assert "userName        alice.buyer" in result.output
+
+
+def test_cli_json(market_env: dict[str, str]) -> None:
+    result = run_order(market_env, "MOCKONDEMANDPKG", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["buyerInfo"] == dict.fromkeys(BUYER, "***")
+    assert document["orderLine"] == [
+        {
+            "orderLineId": "MOCKONDEMANDPKG-000001",
+            "chargingMode": "ON_DEMAND_PKG",
+            "expireTime": "2025-03-17T15:59:59Z",
+            "periodType": None,
+            "periodNumber": None,
+            "productInfo": [{**PRODUCT, "linearValue": 100}],
+        }
+    ]
+    shown = json.loads(run_order(market_env, "MOCKONDEMANDPKG", "--json", "--show-buyer").output)
+    assert shown["buyerInfo"] == BUYER
+
+
+def test_cli_without_keys_says_which_are_missing(marketplace: Marketplace) -> None:
+    result = run_order({"ISV_MARKET_API_URL": marketplace.url, "ISV_MARKET_AK": AK}, "MOCKONDEMAND")
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert "ISV_MARKET_AK and ISV_MARKET_SK" in line
+    assert line.endswith("not set: ISV_MARKET_SK")
+    assert marketplace.received == []
+    assert run_order({}, "MOCKONDEMAND").output.rstrip().endswith("not set: ISV_MARKET_AK, ISV_MARKET_SK")
+
+
+def test_cli_failure_is_one_line_without_the_sk(market_env: dict[str, str]) -> None:
+    result = run_order({**market_env, "ISV_MARKET_SK": WRONG_SK}, "MOCKONDEMAND")
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: order query for MOCKONDEMAND failed: HTTP 401, APIG.0301")
+    assert WRONG_SK not in result.output
+
+
+def test_cli_unknown_order(market_env: dict[str, str]) -> None:
+    result = run_order(market_env, "NOSUCHORDER")
+    assert result.exit_code == 1
+    assert "MKT.0100" in result.output
+    assert BUYER["userName"] not in result.output
