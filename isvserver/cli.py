@@ -17,6 +17,7 @@ import click
 
 from isvserver.admin import instances, keys, log_group
 from isvserver.orders_cli import order
+from isvserver.rotation import rotate_data_key
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -358,3 +359,4 @@ main.add_command(instances)
 main.add_command(log_group)
 main.add_command(keys)
 main.add_command(order)
+main.add_command(rotate_data_key)

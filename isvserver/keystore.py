@@ -69,10 +69,10 @@ def fingerprint(key: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _unsealed(data_key: bytes, token: str) -> str | None:
-    """The stored key, or None (logged once per process) when ISV_DATA_KEY cannot open it."""
+def _unsealed(data_keys: tuple[bytes, ...], token: str) -> str | None:
+    """The stored key, or None (logged once per process) when no ISV_DATA_KEY key opens it."""
     try:
-        return unseal(data_key, token)
+        return unseal(data_keys, token)
     except UnsealError:
         log.warning("a stored access key cannot be decrypted with ISV_DATA_KEY; it is not accepted")
         return None
@@ -108,7 +108,7 @@ def verification_keys(settings: Settings, interface: str) -> tuple[str, ...]:
     keys = [key for key in env_keys(settings, interface) if fingerprint(key) not in retired]
     for row_interface, _, sealed, retired_at in rows:
         if row_interface == interface and retired_at is None and sealed:
-            key = _unsealed(settings.data_key, sealed)
+            key = _unsealed(settings.data_keys, sealed)
             if key is not None and key not in keys:
                 keys.append(key)
     return tuple(keys)

@@ -13,7 +13,7 @@ from typing import Any
 from isvserver.db import database
 from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.provisioning import AppInfo, InstanceView, Provisioner
-from isvserver.sealing import seal, unseal
+from isvserver.sealing import DataKeys, seal, unseal
 
 
 class State(StrEnum):
@@ -328,14 +328,14 @@ def find_instances(instance_ids: Sequence[str]) -> dict[str, Instance]:
     return {row.instance_id: row for row in rows}
 
 
-def app_info(instance: Instance, data_key: bytes) -> AppInfo | None:
-    """The stored AppInfo with the password decrypted, or None while there is none."""
+def app_info(instance: Instance, data_keys: DataKeys) -> AppInfo | None:
+    """The stored AppInfo with the password decrypted (by any of `data_keys`), or None while there is none."""
     if instance.front_end_url is None:
         return None
     return AppInfo(
         front_end_url=instance.front_end_url,
         admin_url=instance.admin_url,
         user_name=instance.user_name,
-        password=unseal(data_key, instance.password_encrypted) if instance.password_encrypted else None,
+        password=unseal(data_keys, instance.password_encrypted) if instance.password_encrypted else None,
         memo=instance.memo,
     )

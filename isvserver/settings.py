@@ -32,7 +32,8 @@ class Settings:
     access_keys: tuple[str, ...]
     notify_keys: tuple[str, ...]
     database_url: str
-    data_key: bytes = field(repr=False)
+    data_key: bytes = field(repr=False)  # the first of data_keys: seals new secrets
+    data_keys: tuple[bytes, ...] = field(repr=False)  # every ISV_DATA_KEY key, first first: all unseal
     signature_tolerance: int
     produce_path: str
     frontend_url_template: str
@@ -99,6 +100,27 @@ def _data_key(raw: str) -> bytes:
     if len(key) != 32:
         raise SettingsError("ISV_DATA_KEY must be 32 random bytes in url-safe base64 (44 characters)")
     return raw.encode("ascii")
+
+
+def _data_keys(raw: str) -> tuple[bytes, ...]:
+    """The comma-separated ISV_DATA_KEY keys, first first (the first seals, all unseal)."""
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    keys = []
+    for position, part in enumerate(parts, start=1):
+        try:
+            keys.append(_data_key(part))
+        except SettingsError:
+            if len(parts) == 1:
+                raise
+            raise SettingsError(
+                f"ISV_DATA_KEY: key {position} of {len(parts)} is not 32 random bytes in url-safe base64 "
+                "(44 characters)"
+            ) from None
+    if len({base64.urlsafe_b64decode(key) for key in keys}) != len(keys):
+        raise SettingsError("ISV_DATA_KEY: a key is listed twice")
+    if not keys:
+        raise SettingsError("ISV_DATA_KEY holds no key (comma-separated keys, the first encrypts)")
+    return tuple(keys)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -218,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     raw_data_key = _raw(env, "ISV_DATA_KEY")
     if not raw_data_key:
         raise SettingsError("ISV_DATA_KEY is required in production (encrypts stored passwords)")
+    data_keys = _data_keys(raw_data_key)
 
     produce_path = _raw(env, "ISV_PRODUCE_PATH") or "/saasproduce"
     if not produce_path.startswith("/") or "?" in produce_path or "#" in produce_path:
@@ -235,7 +258,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_keys=access_keys,
         notify_keys=notify_keys,
         database_url=_database_url(env, instance_dir),
-        data_key=_data_key(raw_data_key),
+        data_key=data_keys[0],
+        data_keys=data_keys,
         signature_tolerance=_int(env, "ISV_SIGNATURE_TOLERANCE", 60, 1, 3600),
         produce_path=produce_path,
         frontend_url_template=_template(

@@ -313,7 +313,7 @@ def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         instance = found.get(instance_id)
         if instance is None or instance.state == lifecycle.State.RELEASED:
             continue
-        app_info = lifecycle.app_info(instance, rt.settings.data_key)
+        app_info = lifecycle.app_info(instance, rt.settings.data_keys)
         if instance.state == lifecycle.State.PROVISIONING or app_info is None:
             waiting = True
             info.append({"instanceId": instance_id})

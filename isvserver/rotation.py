@@ -1,0 +1,176 @@
+"""Data-key rotation: seal every stored secret again with the first ISV_DATA_KEY key (`isvserver reseal`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+from peewee import Field
+
+from isvserver.admin import _clean, _database, _settings
+from isvserver.db import connected, database
+from isvserver.keystore import AccessKey
+from isvserver.models import BaseModel, Instance
+from isvserver.sealing import UnsealError, reseal, sealed_with_first
+from isvserver.settings import Settings
+
+BATCH_SIZE = 500  # rows per write transaction: a running server waits at most one short batch
+
+
+@dataclass(frozen=True)
+class SealedColumn:
+    """A column of sealed secrets, and the column that names its rows to an operator."""
+
+    model: type[BaseModel]
+    secret: Field
+    name: Field
+
+
+SEALED_COLUMNS = (
+    SealedColumn(Instance, Instance.password_encrypted, Instance.instance_id),
+    SealedColumn(AccessKey, AccessKey.key_sealed, AccessKey.fingerprint),
+)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored secret no ISV_DATA_KEY key opens: where it is, never what it is."""
+
+    table: str
+    row_id: int
+    name_column: str
+    name: str
+
+
+@dataclass
+class ColumnReport:
+    """What resealing did to one column."""
+
+    table: str
+    column: str
+    resealed: int = 0
+    current: int = 0
+    changed_meanwhile: int = 0
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+@dataclass
+class RotationReport:
+    """What resealing did, per column."""
+
+    columns: list[ColumnReport]
+
+    @property
+    def resealed(self) -> int:
+        """Secrets sealed again with the first key."""
+        return sum(c.resealed for c in self.columns)
+
+    @property
+    def current(self) -> int:
+        """Secrets already sealed with the first key, left as they were."""
+        return sum(c.current for c in self.columns)
+
+    @property
+    def changed_meanwhile(self) -> int:
+        """Secrets another writer changed between reading and resealing them (left to that writer)."""
+        return sum(c.changed_meanwhile for c in self.columns)
+
+    @property
+    def unreadable(self) -> list[Unreadable]:
+        """Secrets no key opens, left as they were."""
+        return [u for c in self.columns for u in c.unreadable]
+
+
+def _reseal_batch(
+    column: SealedColumn, keys: tuple[bytes, ...], after: int, size: int, report: ColumnReport
+) -> int:
+    """Reseal up to `size` rows with an id above `after`; the last id read, or 0 when none was left."""
+    model, pk = column.model, column.model._meta.primary_key
+    rows = list(
+        model.select(pk, column.secret, column.name)
+        .where(column.secret.is_null(False) & (pk > after))
+        .order_by(pk)
+        .limit(size)
+        .tuples()
+    )
+    if not rows:
+        return 0
+    changes = []
+    for row_id, token, name in rows:
+        if sealed_with_first(keys, token):
+            report.current += 1
+            continue
+        try:
+            changes.append((row_id, token, reseal(keys, token)))
+        except UnsealError:
+            report.unreadable.append(Unreadable(report.table, row_id, column.name.name, name))
+    if changes:
+        _write(column, changes, report)
+    return rows[-1][0]
+
+
+def _write(column: SealedColumn, changes: list[tuple[int, str, str]], report: ColumnReport) -> None:
+    """Store the resealed secrets in one transaction, each only if nobody changed it since it was read."""
+    pk = column.model._meta.primary_key
+    # One statement for the batch, in the dialect's quoting and placeholders; its parameters are, in
+    # order: the new value, the row id, the value read. executemany's rowcount is the rows it changed.
+    sql, _ = column.model.update({column.secret: ""}).where((pk == 0) & (column.secret == "")).sql()
+    with database.atomic():  # decrypted beforehand: the write lock is held only for the updates
+        cursor = database.cursor()
+        cursor.executemany(sql, [(new, row_id, old) for row_id, old, new in changes])
+        updated = cursor.rowcount
+        cursor.close()
+    report.resealed += updated
+    report.changed_meanwhile += len(changes) - updated
+
+
+def reseal_all(settings: Settings, batch_size: int = BATCH_SIZE) -> RotationReport:
+    """Reseal every stored secret not sealed with the first data key, in batches, on the bound database."""
+    keys = settings.data_keys
+    report = RotationReport([])
+    with connected():
+        for column in SEALED_COLUMNS:
+            column_report = ColumnReport(column.model._meta.table_name, column.secret.column_name)
+            report.columns.append(column_report)
+            last = _reseal_batch(column, keys, 0, batch_size, column_report)
+            while last:
+                last = _reseal_batch(column, keys, last, batch_size, column_report)
+    return report
+
+
+@click.command("reseal")
+@click.option(
+    "--batch-size",
+    default=BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows per transaction.",
+)
+def rotate_data_key(batch_size: int) -> None:
+    """Re-encrypt every stored secret with the first ISV_DATA_KEY."""
+    settings = _settings()
+    with _database(settings):
+        report = reseal_all(settings, batch_size)
+    for column in report.columns:
+        line = (
+            f"{column.table}.{column.column}: {column.resealed} resealed, {column.current} already current, "
+            f"{len(column.unreadable)} unreadable"
+        )
+        if column.changed_meanwhile:
+            line += f", {column.changed_meanwhile} changed meanwhile (run again)"
+        click.echo(line)
+    for row in report.unreadable:
+        click.echo(
+            f"unreadable: {row.table} row {row.row_id} ({row.name_column} {_clean(row.name)}): "
+            "no ISV_DATA_KEY key opens it; left as it is"
+        )
+    if report.unreadable:
+        raise click.ClickException(
+            f"{len(report.unreadable)} stored secret(s) cannot be decrypted with any ISV_DATA_KEY key: "
+            "add the key that sealed them to ISV_DATA_KEY (after the first) and run `isvserver reseal` again"
+        )
+    if not report.changed_meanwhile:
+        click.echo(
+            f"done: every stored secret is sealed with the first ISV_DATA_KEY key "
+            f"({len(settings.data_keys)} configured)"
+        )
