@@ -51,16 +51,19 @@ def _settings_announced() -> Settings:
 
 
 def _migrate(settings: Settings) -> None:
-    from isvserver.db import make_database
+    from isvserver.db import close_all, make_database
     from isvserver.migrations import migrate
 
+    database = make_database(settings.database_url)
     try:
-        applied = migrate(make_database(settings.database_url))
+        applied = migrate(database)
     except Exception as exc:
         reason = " ".join(str(exc).split())  # one line: drivers' messages span several
         raise click.ClickException(
             f"migration failed on {redacted_url(settings.database_url)}: {type(exc).__name__}: {reason}"
         ) from None
+    finally:
+        close_all(database)  # nothing open may cross into gunicorn (serve execs it next)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (schema is current)"
     click.echo(f"migrations applied: {names}", err=True)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import PooledSqliteDatabase
 
 database = DatabaseProxy()
 
@@ -22,12 +23,16 @@ def make_database(url: str) -> Database:
         path = unquote(url[len("sqlite:///") :])
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(
+        # Pooled: opening the file and running the pragmas on every call costs more than the call, and
+        # closing the last connection checkpoints the WAL each time.
+        return PooledSqliteDatabase(
             path,
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
             timeout=SQLITE_BUSY_TIMEOUT_S,
             lock_type="IMMEDIATE",
             autoconnect=False,
+            max_connections=8,
+            stale_timeout=300,
         )
     return connect_url(
         url.replace("postgres://", "postgresql://", 1).replace("postgresql://", "postgresql+pool://", 1),
@@ -49,6 +54,24 @@ def is_postgres(db: Database | DatabaseProxy = database) -> bool:
     """Whether `db` speaks PostgreSQL."""
     target = db.obj if isinstance(db, DatabaseProxy) else db
     return not isinstance(target, SqliteDatabase)
+
+
+@contextmanager
+def held_for_call() -> Iterator[None]:
+    """One connection for a whole call, when the database answers.
+
+    When it does not, nothing is raised here: the call's own steps meet the failure and answer it.
+    """
+    opened = False
+    if database.is_closed():
+        with suppress(Exception):
+            database.connect()
+            opened = True
+    try:
+        yield
+    finally:
+        if opened and not database.is_closed():
+            database.close()
 
 
 @contextmanager

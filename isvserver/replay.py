@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 
-from peewee import IntegrityError
-
-from isvserver.db import database
 from isvserver.models import Nonce
 
 PRUNE_ONE_IN = 200  # about one call in this many also deletes nonces past their keeping time
@@ -16,10 +13,8 @@ PRUNE_ONE_IN = 200  # about one call in this many also deletes nonces past their
 def first_use(scope: str, nonce: str, now_ms: int, keep_ms: int) -> bool:
     """Record `nonce`; False when it was seen before within its keeping time (a replay)."""
     digest = hashlib.sha256(f"{scope}\n{nonce}".encode()).hexdigest()
-    try:
-        with database.atomic():
-            Nonce.insert(digest=digest, seen_at=now_ms).execute()
-    except IntegrityError:
+    inserted = Nonce.insert(digest=digest, seen_at=now_ms).on_conflict_ignore().as_rowcount().execute()
+    if not inserted:
         return False
     if random.randrange(PRUNE_ONE_IN) == 0:
         prune(now_ms - keep_ms)

@@ -15,7 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import keystore, lifecycle, metrics, replay
 from isvserver.callbacks import CallRecord, log_line, record, store
-from isvserver.db import connected, database
+from isvserver.db import connected, database, held_for_call
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, split_ids
 from isvserver.marketplaces.koogallery.signing import body_sign
@@ -108,6 +108,11 @@ def _ids_for_log(call: CallRecord, body: dict[str, Any]) -> None:
 @bp.route("", methods=["POST"], strict_slashes=False, provide_automatic_options=False)
 def produce() -> Response:
     """Every V2 basic call: authenticate, validate, dispatch on `activity`, answer signed."""
+    with held_for_call():
+        return _produce()
+
+
+def _produce() -> Response:
     rt = runtime()
     started = time.perf_counter()
     call = CallRecord(request_id=g.request_id, interface=INTERFACE)
