@@ -45,6 +45,7 @@ from support.server import (
     encode,
     http_request,
     live_group_members,
+    live_processes,
     running_server,
     sign,
     subprocess_env,
@@ -299,16 +300,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 def children(pid: int) -> set[int]:
     """The live (not zombie) child processes of `pid`: a gunicorn master's workers."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.add(int(stat.parent.name))
-    return found
+    return {child for child, _, fields in live_processes() if int(fields[1]) == pid}
 
 
 def wait_for_workers(server: Server, count: int, timeout: float = 30.0) -> set[int]:

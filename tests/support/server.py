@@ -78,18 +78,21 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
-def live_group_members(pgid: int) -> list[str]:
-    """`pid command` of every process of group `pgid` that is still alive (zombies do not count)."""
-    found = []
+def live_processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command, stat fields after the command) of every live process (zombies do not count)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
         fields = text[text.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(f"{stat.parent.name} {text[text.find('(') + 1 : text.rfind(')')]}")
-    return found
+        if len(fields) > 2 and fields[0] not in ("Z", "X"):
+            yield int(stat.parent.name), text[text.find("(") + 1 : text.rfind(")")], fields
+
+
+def live_group_members(pgid: int) -> list[str]:
+    """`pid command` of every process of group `pgid` that is still alive (zombies do not count)."""
+    return [f"{pid} {command}" for pid, command, fields in live_processes() if int(fields[2]) == pgid]
 
 
 def stop_group(process: subprocess.Popen[Any], graceful: bool = True) -> None:
