@@ -2,6 +2,10 @@
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 # Where to listen. TLS terminates in front (nginx or a cloud load balancer): keep this on loopback
@@ -56,3 +60,50 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+# The job consumer (`isvserver worker`) runs beside the workers when `isvserver serve` asks for it
+# (ISV_START_CONSUMER=1): started once the master is ready, restarted if it dies, stopped at exit.
+CONSUMER_RESTART_PAUSE_S = 5.0
+CONSUMER_STOP_TIMEOUT_S = 20.0
+_consumer = {}
+
+
+def _start_consumer(server):
+    process = subprocess.Popen([sys.executable, "-m", "isvserver", "worker", "--supervised"])
+    _consumer.update(process=process, started=time.monotonic())
+    server.log.info("Job consumer started (pid: %s)", process.pid)
+
+
+def when_ready(server):
+    """Start the job consumer and have the master's loop keep it running."""
+    if os.environ.get("ISV_START_CONSUMER") != "1":
+        return
+    _start_consumer(server)
+    manage_workers = server.manage_workers
+
+    def manage_workers_and_consumer():
+        manage_workers()
+        process = _consumer["process"]
+        # gunicorn's own reaping may collect the consumer first; poll() then reports 0.
+        if process.poll() is not None and time.monotonic() - _consumer["started"] > CONSUMER_RESTART_PAUSE_S:
+            server.log.error(
+                "Job consumer (pid: %s) exited with %s; restarting it", process.pid, process.returncode
+            )
+            _start_consumer(server)
+
+    server.manage_workers = manage_workers_and_consumer
+
+
+def on_exit(server):
+    """Stop the job consumer gracefully (it finishes its running jobs), then for good."""
+    process = _consumer.get("process")
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(CONSUMER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    server.log.info("Job consumer (pid: %s) stopped", process.pid)

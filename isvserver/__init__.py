@@ -32,9 +32,10 @@ def create_app(
     clock: Callable[[], float] | None = None,
 ) -> Flask:
     """Build the WSGI app; opens no database connection (each request opens its own)."""
+    from isvserver.jobs import Jobs
     from isvserver.marketplaces.koogallery.views import bp as koogallery_bp
     from isvserver.marketplaces.koogallery.views import envelope
-    from isvserver.provisioning.template import TemplateProvisioner
+    from isvserver.provisioning.loader import load_provisioner
     from isvserver.results import INTERNAL_ERROR, INVALID_PARAMETERS
     from isvserver.runtime import Runtime, wall_clock_ms
 
@@ -42,10 +43,9 @@ def create_app(
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see views._read_body
-    provisioner = provisioner or TemplateProvisioner(
-        settings.frontend_url_template, settings.admin_url_template
-    )
-    app.extensions["isvserver"] = Runtime(settings, provisioner, clock or wall_clock_ms)
+    provisioner = provisioner or load_provisioner(settings)
+    jobs = Jobs(settings, provisioner)
+    app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, clock or wall_clock_ms)
     db.bind(settings.database_url)
     app.register_blueprint(koogallery_bp, url_prefix=settings.produce_path)
     app.register_blueprint(health.bp)

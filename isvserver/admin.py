@@ -13,9 +13,11 @@ from typing import Any
 import click
 from peewee import DatabaseError
 
-from isvserver import db, keystore
+from isvserver import db, keystore, order_lines
 from isvserver.lifecycle import State
-from isvserver.models import CallbackLog, Instance, InstanceEvent
+from isvserver.models import CallbackLog, Instance, InstanceEvent, OrderLineRecord
+from isvserver.orders_cli import MASK
+from isvserver.sealing import DataKeys, UnsealError
 from isvserver.settings import Settings, SettingsError, load_settings, redacted_url
 
 DEFAULT_LIMIT = 50
@@ -39,6 +41,22 @@ INSTANCE_FIELDS = (
     "updated_at",
     "released_at",
 )  # never password_encrypted
+ORDER_LINE_FIELDS = (
+    "order_id",
+    "order_line_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "order_type",
+    "product_id",
+    "sku_code",
+    "charging_mode",
+    "period_type",
+    "period_number",
+    "expire_at",
+    "fetched_at",
+)  # never details_sealed; the buyer only masked
 CALL_FIELDS = tuple(f.name for f in CallbackLog._meta.sorted_fields)
 
 
@@ -203,6 +221,51 @@ def _names_instance(call: CallbackLog, instance_id: str) -> bool:
     return instance_id in {i.strip() for i in (call.instance_id or "").split(",")}
 
 
+def _order_line_out(record: OrderLineRecord, data_keys: DataKeys) -> dict[str, Any]:
+    """The order line's columns, whether its details are stored and readable, and its buyer masked."""
+    try:
+        document = order_lines.record_details(record, data_keys)
+        details = None if document is None else "stored"
+    except UnsealError:
+        document, details = None, "unreadable"
+    buyer = (document or {}).get("buyerInfo")
+    return {
+        **{name: getattr(record, name) for name in ORDER_LINE_FIELDS},  # times as _print_json writes them
+        "details": details,
+        "buyerInfo": buyer and {name: None if value is None else MASK for name, value in buyer.items()},
+    }
+
+
+def _order_line_table(lines: Sequence[dict[str, Any]]) -> None:
+    def period(line: dict[str, Any]) -> str | None:
+        return " ".join(str(v) for v in (line["period_number"], line["period_type"]) if v is not None) or None
+
+    def buyer(line: dict[str, Any]) -> str | None:
+        if line["details"] == "unreadable":
+            return "unreadable (check ISV_DATA_KEY)"
+        return " ".join(f"{name}={value}" for name, value in (line["buyerInfo"] or {}).items() if value)
+
+    headers = ("order line", "status", "sku", "product", "charging", "period", "expiry", "fetched", "buyer")
+    _table(
+        (*headers, "error"),
+        (
+            (
+                f"{line['order_id']}/{line['order_line_id']}",
+                line["status"] + (f", {line['attempts']} failed attempt(s)" if line["attempts"] else ""),
+                line["sku_code"],
+                line["product_id"],
+                line["charging_mode"],
+                period(line),
+                line["expire_at"],
+                line["fetched_at"],
+                buyer(line),
+                line["last_error"],
+            )
+            for line in lines
+        ),
+    )
+
+
 @instances.command("show")
 @click.argument("instance_id")
 @click.option(
@@ -219,6 +282,8 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
         events = list(instance.events.order_by(InstanceEvent.created_at, InstanceEvent.id))
         orders = {instance.order_id} | {e.order_id for e in events if e.order_id}
         calls = _instance_calls(instance, orders, limit)
+        records = order_lines.for_instance(instance)
+    lines = [_order_line_out(record, settings.data_keys) for record in records]
     _more(len(calls), limit)
     calls = calls[:limit]
     password = "stored encrypted (not shown)" if instance.password_encrypted else None
@@ -227,6 +292,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
             {
                 "instance": {**_row(instance, INSTANCE_FIELDS), "password_stored": password is not None},
                 "events": [_event_out(e) for e in events],
+                "order_lines": lines,
                 "calls": [_row(c, CALL_FIELDS) for c in calls],
             }
         )
@@ -252,6 +318,8 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
             for e in events
         ),
     )
+    click.echo(f"\norder details ({len(lines)} order lines)")
+    _order_line_table(lines)
     click.echo(f"\ncallback log ({len(calls)} calls, newest first)")
     _call_table(calls)
 

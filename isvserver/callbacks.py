@@ -58,9 +58,17 @@ def log_line(call: CallRecord) -> None:
     )
 
 
-def store(call: CallRecord) -> None:
+def store(call: CallRecord) -> int:
     """Insert the call's callback_log row in the open connection (and transaction); errors propagate."""
-    CallbackLog.create(**asdict(_clean(call)))
+    return CallbackLog.create(**asdict(_clean(call))).id
+
+
+def update_result(row_id: int, call: CallRecord) -> None:
+    """Rewrite a stored call's result and latency (its answer changed after its transaction committed)."""
+    call = _clean(call)
+    CallbackLog.update(
+        result_code=call.result_code, result_msg=call.result_msg, latency_ms=call.latency_ms
+    ).where(CallbackLog.id == row_id).execute()
 
 
 def record(call: CallRecord, attempts: int = 2) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -15,8 +18,10 @@ from typing import Any
 
 import click
 
+from isvserver import queue
 from isvserver.admin import instances, keys, log_group
 from isvserver.orders_cli import order
+from isvserver.reconcile_cli import reconcile
 from isvserver.rotation import rotate_data_key
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
 
@@ -100,18 +105,89 @@ def migrate() -> None:
     help="gunicorn configuration file.",
 )
 @click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Migrate before starting.")
-def serve(bind: str, workers: int, config_path: str, run_migrations: bool) -> None:
-    """Migrate, then run the produce endpoint under gunicorn."""
+@click.option(
+    "--jobs/--no-jobs",
+    "run_jobs",
+    envvar="ISV_SERVE_JOBS",
+    default=True,
+    show_default=True,
+    help="Also run the job consumer (use --no-jobs when `isvserver worker` runs elsewhere) [ISV_SERVE_JOBS].",
+)
+def serve(bind: str, workers: int, config_path: str, run_migrations: bool, run_jobs: bool) -> None:
+    """Migrate, then run the produce endpoint under gunicorn, with the job consumer beside it."""
     settings = _settings_announced()
     if run_migrations:
         _migrate(settings)
     click.echo(
         f"isvserver ({settings.env}) on http://{bind}{settings.produce_path} with {workers} workers, "
-        f"database {redacted_url(settings.database_url)}",
+        f"database {redacted_url(settings.database_url)}, jobs "
+        + (
+            f"consumed here from {queue.describe(settings)}" if run_jobs else "consumed by `isvserver worker`"
+        ),
         err=True,
     )
+    os.environ["ISV_START_CONSUMER"] = "1" if run_jobs else "0"
     argv = [sys.executable, "-m", "gunicorn", "-c", config_path, "--bind", bind, "--workers", str(workers)]
     os.execv(sys.executable, [*argv, APP_TARGET])  # noqa: S606 (replaces this process with gunicorn)
+
+
+@main.command()
+@click.option(
+    "--threads",
+    envvar="ISV_JOB_WORKERS",
+    type=click.IntRange(1, 64),
+    help="Jobs run at once [ISV_JOB_WORKERS, default 4].",
+)
+@click.option("--supervised", is_flag=True, hidden=True, help="Started by `isvserver serve`: stop with it.")
+def worker(threads: int | None, supervised: bool) -> None:
+    """Run the job consumer alone (provisioning, change delivery, order fetches, sweeps, reconcile)."""
+    from isvserver import create_app
+
+    settings = _settings()
+    jobs = create_app(settings).extensions["isvserver"].jobs
+    if not jobs.fetches_orders:
+        logging.getLogger("isvserver.jobs").info(
+            "order details are not fetched: ISV_MARKET_AK and ISV_MARKET_SK are not set"
+        )
+    jobs.sweep()  # what a killed consumer left behind
+    consumer = jobs.huey.create_consumer(
+        workers=threads or settings.job_workers,
+        worker_type="thread",
+        periodic=True,
+        initial_delay=0.05,
+        backoff=1.3,
+        max_delay=0.5,
+        check_worker_health=True,
+    )
+    if supervised:
+        _stop_with_parent()
+    logging.getLogger("isvserver.jobs").info(
+        "job consumer pid=%d threads=%d queue=%s",
+        os.getpid(),
+        threads or settings.job_workers,
+        queue.describe(settings),
+    )
+    consumer.run()
+
+
+def _stop_with_parent() -> None:
+    """Stop gracefully (SIGINT) when the process that started this one is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+@main.command("webhook-secret")
+def webhook_secret() -> None:
+    """Print a new ISV_WEBHOOK_SECRET (whsec_…) for the webhook provisioner."""
+    from isvserver.provisioning.loader import generate_webhook_secret
+
+    click.echo(generate_webhook_secret())
 
 
 def _read_body(body: str) -> bytes:
@@ -363,3 +439,4 @@ main.add_command(log_group)
 main.add_command(keys)
 main.add_command(order)
 main.add_command(rotate_data_key)
+main.add_command(reconcile)

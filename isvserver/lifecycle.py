@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from isvserver.db import database
-from isvserver.models import Instance, InstanceEvent, utcnow
-from isvserver.provisioning import AppInfo, InstanceView, Provisioner
+from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
+from isvserver.provisioning import EVENT_TYPES, AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
 
 
@@ -23,12 +24,15 @@ class State(StrEnum):
     ACTIVE = "active"
     FROZEN = "frozen"
     RELEASED = "released"
+    FAILED = "failed"  # provisioning gave up after its retries; the next newInstance resend restarts it
 
 
 class Action(StrEnum):
     """A change a marketplace can ask for; each accepted one becomes an instance_event row of that kind."""
 
     PROVISIONED = "provisioned"
+    PROVISIONING_FAILED = "provisioning_failed"
+    PROVISIONING_RESTARTED = "provisioning_restarted"
     RENEW = "renewed"
     CONVERT_TRIAL = "trial_converted"
     UNSUBSCRIBE_RENEWAL = "renewal_unsubscribed"
@@ -64,18 +68,23 @@ SAME = "same"  # accepted, nothing to record
 RECORD = "record"  # accepted, state unchanged, the change is recorded (expiry, spec)
 EXPIRY_ACTIONS = (Action.RENEW, Action.CONVERT_TRIAL, Action.UNSUBSCRIBE_RENEWAL, Action.CHANGE_RENEWAL)
 
-P, A, F, R = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED
-_WAIT, _GONE = StillProvisioning, InstanceReleased
+P, A, F, R, X = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED, State.FAILED
+_GONE = InstanceReleased
 
-# What each action does in each state: a next state, SAME, RECORD, or the error to raise.
+# What each action does in each state: a next state, SAME, RECORD, or the error to raise. Changes that
+# arrive while provisioning runs (or after it failed) are recorded and applied in order after it: a
+# freeze recorded then makes the instance frozen, not active, once it is provisioned.
 TRANSITIONS: dict[Action, dict[State, State | str | type[LifecycleError]]] = {
-    Action.PROVISIONED: {P: A, A: SAME, F: SAME, R: SAME},
-    **{action: {P: RECORD, A: RECORD, F: RECORD, R: _GONE} for action in EXPIRY_ACTIONS},
-    Action.FREEZE: {P: _WAIT, A: F, F: SAME, R: SAME},
-    Action.UNFREEZE: {P: _WAIT, A: SAME, F: A, R: _GONE},
-    Action.UPGRADE: {P: _WAIT, A: RECORD, F: RECORD, R: _GONE},
-    Action.RELEASE: {P: R, A: R, F: R, R: SAME},
+    Action.PROVISIONED: {P: A, X: A, A: SAME, F: SAME, R: SAME},
+    Action.PROVISIONING_FAILED: {P: X, X: SAME, A: SAME, F: SAME, R: SAME},
+    Action.PROVISIONING_RESTARTED: {X: P, P: SAME, A: SAME, F: SAME, R: SAME},
+    **{action: {P: RECORD, X: RECORD, A: RECORD, F: RECORD, R: _GONE} for action in EXPIRY_ACTIONS},
+    Action.FREEZE: {P: RECORD, X: RECORD, A: F, F: SAME, R: SAME},
+    Action.UNFREEZE: {P: RECORD, X: RECORD, A: SAME, F: A, R: _GONE},
+    Action.UPGRADE: {P: RECORD, X: RECORD, A: RECORD, F: RECORD, R: _GONE},
+    Action.RELEASE: {P: R, X: R, A: R, F: R, R: SAME},
 }
+NOT_PROVISIONED = (P, X)
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -90,6 +99,24 @@ def view(instance: Instance) -> InstanceView:
         product_id=instance.product_id,
         expire_at=instance.expire_at,
         is_trial=instance.is_trial,
+        state=instance.state,
+    )
+
+
+def lifecycle_event(
+    event: InstanceEvent, instance: Instance, order: dict[str, Any] | None = None
+) -> LifecycleEvent:
+    """The provisioner's view of one recorded change; its id is stable across retries."""
+    change = {"kind": event.kind, **(json.loads(event.detail) if event.detail else {})}
+    if event.order_id:
+        change.update(order_id=event.order_id, order_line_id=event.order_line_id)
+    return LifecycleEvent(
+        id=f"evt_{instance.marketplace}_{event.id}",
+        type=EVENT_TYPES[event.kind],
+        occurred_at=event.created_at,
+        instance=view(instance),
+        change=change,
+        order=order,
     )
 
 
@@ -114,9 +141,10 @@ def _record(
     to_state: State,
     order: tuple[str | None, str | None] = (None, None),
     idempotency_key: str | None = None,
+    outbox: bool = False,
     **detail: Any,
-) -> None:
-    InstanceEvent.create(
+) -> InstanceEvent:
+    event = InstanceEvent.create(
         instance=instance,
         kind=kind,
         from_state=instance.state,
@@ -126,6 +154,9 @@ def _record(
         idempotency_key=idempotency_key,
         detail=json.dumps(detail, default=str, sort_keys=True) if detail else None,
     )
+    if outbox and event.kind in EVENT_TYPES:
+        Delivery.create(instance=instance, event=event, event_type=EVENT_TYPES[event.kind], status="pending")
+    return event
 
 
 def _apply(
@@ -133,12 +164,13 @@ def _apply(
     action: Action,
     order: tuple[str | None, str | None] = (None, None),
     idempotency_key: str | None = None,
+    outbox: bool = False,
     **detail: Any,
 ) -> bool:
     """Apply `action` per TRANSITIONS inside the caller's transaction; True when something changed.
 
     A change already recorded under `idempotency_key` is a retry of a success: it changes nothing and
-    succeeds whatever the state is now.
+    succeeds whatever the state is now. With `outbox`, the change is also queued for the provisioner.
     """
     if idempotency_key is not None and (
         InstanceEvent.select()
@@ -152,12 +184,28 @@ def _apply(
     if outcome == SAME:
         return False
     to_state = State(instance.state) if outcome == RECORD else State(outcome)
-    _record(instance, action.value, to_state, order, idempotency_key, **detail)
+    if action == Action.PROVISIONED and _frozen_meanwhile(instance):
+        to_state = State.FROZEN
+    _record(instance, action.value, to_state, order, idempotency_key, outbox, **detail)
     instance.state = to_state.value
     instance.updated_at = utcnow()
     if to_state == State.RELEASED:
         instance.released_at = instance.updated_at
     return True
+
+
+def _frozen_meanwhile(instance: Instance) -> bool:
+    """Whether the last freeze or unfreeze recorded before the instance was provisioned is a freeze."""
+    last = (
+        InstanceEvent.select(InstanceEvent.kind)
+        .where(
+            (InstanceEvent.instance == instance)
+            & InstanceEvent.kind.in_([Action.FREEZE.value, Action.UNFREEZE.value])
+        )
+        .order_by(InstanceEvent.id.desc())
+        .first()
+    )
+    return last is not None and last.kind == Action.FREEZE.value
 
 
 def order_key(order_id: str, order_line_id: str) -> str:
@@ -191,7 +239,11 @@ def create_instance(
     provisioner: Provisioner,
     data_key: bytes,
 ) -> tuple[Instance, bool]:
-    """The instance of this order line and whether this call created it (once; resends get the same)."""
+    """The instance of this order line and whether this call created it (once; resends get the same).
+
+    An inline provisioner provisions it here; any other gets the creation queued (outbox). A resend for
+    an instance whose provisioning failed starts that provisioning again.
+    """
     by_order = (
         (Instance.marketplace == marketplace)
         & (Instance.order_id == order_id)
@@ -200,6 +252,11 @@ def create_instance(
     with database.atomic():
         instance = _select_for_update(by_order)
         if instance is not None:
+            if instance.state == State.FAILED and _apply(instance, Action.PROVISIONING_RESTARTED):
+                Delivery.update(
+                    status="pending", attempts=0, next_attempt_at=utcnow(), last_error=None
+                ).where((Delivery.instance == instance) & (Delivery.status == "failed")).execute()
+                instance.save()
             return instance, False
         instance_id = _new_instance_id(business_id)
         for candidate in (instance_id, str(uuid.uuid4())):
@@ -224,24 +281,42 @@ def create_instance(
             # ignored on the instance_id constraint alone (another order took that id): take a UUID
         if instance is None or inserted is None or inserted != instance.id:
             return instance, False  # a concurrent call created it first
-        _record(instance, CREATED, State.PROVISIONING, (order_id, order_line_id), business_id=business_id)
-        app_info = provisioner.provision(view(instance))
-        if app_info is not None:
-            _store_app_info(instance, app_info, data_key)
+        outbox = not provisioner.inline
+        event = _record(
+            instance,
+            CREATED,
+            State.PROVISIONING,
+            (order_id, order_line_id),
+            outbox=outbox,
+            business_id=business_id,
+        )
+        if not outbox:
+            _store_app_info(instance, provisioner.provision(lifecycle_event(event, instance)), data_key)
             _apply(instance, Action.PROVISIONED)
-        instance.save()
+            instance.save()
         return instance, True
 
 
 def complete_provisioning(instance_id: str, app_info: AppInfo, data_key: bytes) -> bool:
-    """Finish a pending provisioning with the product's AppInfo; True when the instance became active."""
+    """Finish a pending provisioning with the product's AppInfo; True when the instance became active
+    (or frozen, when a freeze arrived meanwhile). An instance released meanwhile stays released."""
     with database.atomic():
         instance = _locked(instance_id)
-        if instance.state != State.PROVISIONING:
+        if instance.state not in NOT_PROVISIONED:
             return False
         _store_app_info(instance, app_info, data_key)
         changed = _apply(instance, Action.PROVISIONED)
         instance.save()
+        return changed
+
+
+def fail_provisioning(instance_id: str, reason: str) -> bool:
+    """Mark the instance's provisioning failed (after its last retry); True when it changed."""
+    with database.atomic():
+        instance = _locked(instance_id)
+        changed = _apply(instance, Action.PROVISIONING_FAILED, reason=reason)
+        if changed:
+            instance.save()
         return changed
 
 
@@ -252,6 +327,7 @@ def change_expiry(
     order_line_id: str,
     expire_at: datetime,
     product_id: str | None = None,
+    outbox: bool = False,
 ) -> bool:
     """Renew, convert a trial, unsubscribe a renewal period or change a renewal; once per order line."""
     if action not in EXPIRY_ACTIONS:
@@ -263,6 +339,7 @@ def change_expiry(
             action,
             (order_id, order_line_id),
             order_key(order_id, order_line_id),
+            outbox,
             expire_at=expire_at,
             product_id=product_id,
         )
@@ -276,33 +353,35 @@ def change_expiry(
         return changed
 
 
-def set_frozen(instance_id: str, frozen: bool) -> bool:
+def set_frozen(instance_id: str, frozen: bool, outbox: bool = False, **detail: Any) -> bool:
     """Freeze (keep data) or unfreeze; repeating the current status succeeds and changes nothing."""
     with database.atomic():
         instance = _locked(instance_id)
-        changed = _apply(instance, Action.FREEZE if frozen else Action.UNFREEZE)
+        changed = _apply(instance, Action.FREEZE if frozen else Action.UNFREEZE, outbox=outbox, **detail)
         if changed:
             instance.save()
         return changed
 
 
-def upgrade(instance_id: str, order_id: str, order_line_id: str) -> bool:
+def upgrade(instance_id: str, order_id: str, order_line_id: str, outbox: bool = False) -> bool:
     """Record an upgrade order for the instance; once per order line."""
     with database.atomic():
         instance = _locked(instance_id)
         changed = _apply(
-            instance, Action.UPGRADE, (order_id, order_line_id), order_key(order_id, order_line_id)
+            instance, Action.UPGRADE, (order_id, order_line_id), order_key(order_id, order_line_id), outbox
         )
         if changed:
             instance.save()
         return changed
 
 
-def release(instance_id: str, order_id: str | None = None, order_line_id: str | None = None) -> bool:
+def release(
+    instance_id: str, order_id: str | None = None, order_line_id: str | None = None, outbox: bool = False
+) -> bool:
     """Mark the instance released (never deleted); a repeated release succeeds."""
     with database.atomic():
         instance = _locked(instance_id)
-        changed = _apply(instance, Action.RELEASE, (order_id, order_line_id))
+        changed = _apply(instance, Action.RELEASE, (order_id, order_line_id), outbox=outbox)
         if changed:
             instance.save()
         return changed
@@ -315,11 +394,23 @@ def check_change(instance_id: str, product_info: dict[str, Any], provisioner: Pr
         raise InstanceNotFound(instance_id)
     if instance.state == State.RELEASED:
         raise InstanceReleased(instance_id)
-    if instance.state == State.PROVISIONING:
+    if instance.state in NOT_PROVISIONED:
         raise StillProvisioning(instance_id)
     reason = provisioner.check_change(view(instance), product_info)
     if reason:
         raise ChangeRejected(reason)
+
+
+def await_provisioning(instance_id: str, deadline: float) -> str:
+    """The instance's state once it is no longer provisioning, or when `deadline` (perf_counter) comes."""
+    pause = 0.01
+    while True:
+        state = Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
+        left = deadline - time.perf_counter()
+        if state != State.PROVISIONING or left <= 0:
+            return state
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 0.1)
 
 
 def find_instances(instance_ids: Sequence[str]) -> dict[str, Instance]:

@@ -60,15 +60,16 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str, fmt: str) -> None:
-    """Send the `isvserver` loggers to stderr in `fmt` ("json" or "text") at `level`."""
-    logger = logging.getLogger("isvserver")
-    logger.setLevel(level)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        if getattr(handler, "isvserver", False):
-            logger.removeHandler(handler)
-    handler = logging.StreamHandler()
-    handler.isvserver = True  # type: ignore[attr-defined]
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    logger.addHandler(handler)
+    """Send the `isvserver` (and the job queue's `huey`) loggers to stderr in `fmt` ("json" or "text")."""
+    for name in ("isvserver", "huey"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        for handler in list(logger.handlers):
+            if getattr(handler, "isvserver", False):
+                logger.removeHandler(handler)
+        handler = logging.StreamHandler()
+        handler.isvserver = True  # type: ignore[attr-defined]
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+        logger.addHandler(handler)

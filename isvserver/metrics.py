@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, has_app_context
 from peewee import fn
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,8 +18,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from isvserver import deliveries
 from isvserver.db import connected
-from isvserver.models import Instance
+from isvserver.models import Instance, utcnow
+from isvserver.reconcile import count_overdue
 
 # Buckets around the marketplace's 5 s budget.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0)
@@ -36,11 +39,22 @@ LATENCY = Histogram(
     "isv_request_duration_seconds", "Time to answer a call", ["activity"], buckets=LATENCY_BUCKETS
 )
 
+DEFAULT_FREEZE_DAYS = 15
+
 bp = Blueprint("metrics", __name__)
 
 
+def _overdue_clock() -> tuple[datetime, int]:
+    """Now (naive UTC) and the freeze period, from the current app when there is one."""
+    runtime = current_app.extensions.get("isvserver") if has_app_context() else None
+    if runtime is None:
+        return utcnow(), DEFAULT_FREEZE_DAYS
+    now = datetime.fromtimestamp(runtime.clock() / 1000, UTC).replace(tzinfo=None)
+    return now, runtime.settings.freeze_days
+
+
 class StoreCollector:
-    """Gauges read from the database at scrape time: instances by state, the provisioning backlog."""
+    """Gauges read from the database at scrape time: instances by state, the backlog, overdue instances."""
 
     def collect(self):
         """Yield the gauges (nothing when the database cannot be read)."""
@@ -51,6 +65,8 @@ class StoreCollector:
                     .group_by(Instance.state)
                     .tuples()
                 )
+                overdue = count_overdue(*_overdue_clock())
+                pending = deliveries.pending_count()
         except Exception:  # a scrape must not fail because the database is down; /readyz says so
             return
         by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
@@ -61,6 +77,18 @@ class StoreCollector:
         yield GaugeMetricFamily(
             "isv_provisioning_queue_depth", "Instances still being provisioned", value=backlog
         )
+        yield GaugeMetricFamily(
+            "isv_deliveries_pending", "Lifecycle changes waiting to be handed to the product", value=pending
+        )
+        by_kind = GaugeMetricFamily(
+            "isv_instances_overdue",
+            "Instances past a marketplace deadline: expired but never frozen, frozen past the freeze "
+            "period but never released",
+            labels=["kind"],
+        )
+        for kind, count in overdue.items():
+            by_kind.add_metric([kind], count)
+        yield by_kind
 
 
 @bp.get("/metrics")

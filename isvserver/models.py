@@ -50,6 +50,8 @@ class Instance(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
     released_at = DateTimeField(null=True)
+    lease_owner = CharField(max_length=64, null=True)  # the job runner delivering its changes now
+    lease_until = DateTimeField(null=True)
 
     class Meta:
         indexes = ((("marketplace", "order_id", "order_line_id"), True),)
@@ -115,4 +117,43 @@ class OrderNotification(BaseModel):
         table_name = "order_notification"
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, OrderNotification)
+class Delivery(BaseModel):
+    """A lifecycle change (one instance_event) to hand to the seller's product, in id order per instance."""
+
+    instance = ForeignKeyField(Instance, column_name="instance_ref", backref="deliveries")
+    event = ForeignKeyField(InstanceEvent, column_name="event_ref", unique=True)
+    event_type = CharField(max_length=32)
+    status = CharField(max_length=16)  # pending, delivered, failed
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(default=utcnow)
+    last_error = CharField(max_length=255, null=True)
+    created_at = DateTimeField(default=utcnow)
+    delivered_at = DateTimeField(null=True)
+
+
+class OrderLineRecord(BaseModel):
+    """An order line as the marketplace's order-query API describes it (buyer data sealed)."""
+
+    marketplace = CharField(max_length=32)
+    order_id = CharField(max_length=64)
+    order_line_id = CharField(max_length=64)
+    status = CharField(max_length=16)  # pending, fetched, failed, skipped
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(default=utcnow)
+    last_error = CharField(max_length=255, null=True)
+    order_type = CharField(max_length=32, null=True)
+    product_id = CharField(max_length=64, null=True)
+    sku_code = CharField(max_length=64, null=True)
+    charging_mode = CharField(max_length=32, null=True)
+    period_type = CharField(max_length=32, null=True)
+    period_number = IntegerField(null=True)
+    expire_at = DateTimeField(null=True)
+    details_sealed = TextField(null=True)  # the whole order document as JSON, sealed with the data key
+    created_at = DateTimeField(default=utcnow)
+    fetched_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "order_line"
+
+
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, OrderNotification, Delivery, OrderLineRecord)

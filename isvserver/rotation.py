@@ -10,7 +10,7 @@ from peewee import Field
 from isvserver.admin import _clean, _database, _settings
 from isvserver.db import connected, database
 from isvserver.keystore import AccessKey
-from isvserver.models import BaseModel, Instance
+from isvserver.models import BaseModel, Instance, OrderLineRecord
 from isvserver.sealing import UnsealError, reseal, sealed_with_first
 from isvserver.settings import Settings
 
@@ -29,6 +29,7 @@ class SealedColumn:
 SEALED_COLUMNS = (
     SealedColumn(Instance, Instance.password_encrypted, Instance.instance_id),
     SealedColumn(AccessKey, AccessKey.key_sealed, AccessKey.fingerprint),
+    SealedColumn(OrderLineRecord, OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),
 )
 
 

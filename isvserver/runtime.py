@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings
+
+if TYPE_CHECKING:
+    from isvserver.jobs import Jobs
 
 
 def wall_clock_ms() -> float:
@@ -23,6 +27,7 @@ class Runtime:
 
     settings: Settings
     provisioner: Provisioner
+    jobs: Jobs
     clock: Callable[[], float] = wall_clock_ms
 
 

@@ -43,6 +43,20 @@ class Settings:
     instance_dir: Path
     log_level: str
     log_format: str
+    provisioner: str = "template"  # template, webhook or python:package.module:Class
+    provision_budget_ms: int = 2000
+    queue_url: str = ""  # "" keeps the job queue in a SQLite file in instance_dir; or redis://…
+    job_workers: int = 4
+    job_max_attempts: int = 8
+    job_retry_base_s: float = 2.0
+    job_retry_max_s: float = 300.0
+    job_lease_s: int = 120
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout_s: float = 10.0
+    auto_freeze: bool = False
+    freeze_days: int = 15
+    reconcile_interval_s: int = 3600
 
     def __repr__(self) -> str:
         return (
@@ -134,6 +148,65 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = _raw(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (_raw(env, name) or "").lower()
+    if raw not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes")
+
+
+def _provisioner(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """ISV_PROVISIONER with what it needs: (choice, webhook URL, webhook secret)."""
+    choice = _raw(env, "ISV_PROVISIONER") or "template"
+    if choice not in ("template", "webhook") and not (
+        choice.startswith("python:") and choice.count(":") == 2 and all(choice.split(":")[1:])
+    ):
+        raise SettingsError("ISV_PROVISIONER must be template, webhook or python:package.module:Class")
+    url, secret = _raw(env, "ISV_WEBHOOK_URL") or "", _raw(env, "ISV_WEBHOOK_SECRET") or ""
+    if choice == "webhook":
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError("ISV_WEBHOOK_URL must be an http(s) URL when ISV_PROVISIONER=webhook")
+        raw_secret = secret.removeprefix("whsec_")
+        try:
+            decoded = (
+                base64.b64decode(raw_secret + "==", validate=False) if secret.startswith("whsec_") else b""
+            )
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) < 24:
+            raise SettingsError(
+                "ISV_WEBHOOK_SECRET must be whsec_ followed by at least 24 random bytes in base64 "
+                "(`isvserver webhook-secret` makes one)"
+            )
+    return choice, url, secret
+
+
+def _queue_url(env: Mapping[str, str]) -> str:
+    raw = _raw(env, "ISV_QUEUE_URL") or ""
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            "ISV_QUEUE_URL must be a redis:// URL (leave it unset for the local SQLite queue)"
+        )
+    return raw
 
 
 def _template(env: Mapping[str, str], name: str, default: str | None, required: bool) -> str:
@@ -252,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_format not in ("json", "text"):
         raise SettingsError("ISV_LOG_FORMAT must be json or text")
 
+    provisioner, webhook_url, webhook_secret = _provisioner(env)
     dev_url = "http://localhost:8000/tenants/{instance_id}"
     return Settings(
         env=mode,
@@ -273,4 +347,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         instance_dir=instance_dir,
         log_level=log_level,
         log_format=log_format,
+        provisioner=provisioner,
+        provision_budget_ms=_int(env, "ISV_PROVISION_BUDGET_MS", 2000, 0, 4500),
+        queue_url=_queue_url(env),
+        job_workers=_int(env, "ISV_JOB_WORKERS", 4, 1, 64),
+        job_max_attempts=_int(env, "ISV_JOB_MAX_ATTEMPTS", 8, 1, 100),
+        job_retry_base_s=_float(env, "ISV_JOB_RETRY_BASE_S", 2.0, 0.01, 3600),
+        job_retry_max_s=_float(env, "ISV_JOB_RETRY_MAX_S", 300.0, 0.01, 86400),
+        job_lease_s=_int(env, "ISV_JOB_LEASE_S", 120, 1, 3600),
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        webhook_timeout_s=_float(env, "ISV_WEBHOOK_TIMEOUT_S", 10.0, 0.1, 600),
+        auto_freeze=_flag(env, "ISV_AUTO_FREEZE"),
+        freeze_days=_int(env, "ISV_FREEZE_DAYS", 15, 1, 365),
+        reconcile_interval_s=_int(env, "ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
     )

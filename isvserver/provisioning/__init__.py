@@ -41,6 +41,33 @@ class InstanceView:
     product_id: str | None
     expire_at: datetime | None
     is_trial: bool
+    state: str = "provisioning"
+
+
+# The event types a provisioner hears about, by instance_event kind.
+EVENT_TYPES = {
+    "created": "instance.created",
+    "renewed": "instance.renewed",
+    "trial_converted": "instance.renewed",
+    "renewal_unsubscribed": "instance.renewed",
+    "renewal_changed": "instance.renewed",
+    "frozen": "instance.frozen",
+    "unfrozen": "instance.unfrozen",
+    "upgraded": "instance.upgraded",
+    "released": "instance.released",
+}
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One accepted lifecycle change as a provisioner is told it; `id` is the same on every retry."""
+
+    id: str
+    type: str  # one of EVENT_TYPES' values
+    occurred_at: datetime
+    instance: InstanceView
+    change: dict[str, Any] = field(default_factory=dict)  # the change itself: kind, scene, expire_at…
+    order: dict[str, Any] | None = None  # the change's order line from the order-query API, if fetched
 
 
 class ProvisioningError(Exception):
@@ -48,13 +75,20 @@ class ProvisioningError(Exception):
 
 
 class Provisioner(Protocol):
-    """Creates tenants in the seller's product and judges renewal changes; must return quickly."""
+    """Creates tenants in the seller's product, applies their lifecycle changes, judges renewal changes.
 
-    def provision(self, instance: InstanceView) -> AppInfo | None:
-        """AppInfo when the tenant is ready now; None when provisioning goes on elsewhere.
+    An `inline` provisioner answers at once without I/O and runs inside the marketplace's call; any
+    other runs in the job consumer, where a raised exception is retried with backoff.
+    """
 
-        An instance left pending is finished by `lifecycle.complete_provisioning`.
-        """
+    inline: bool
+
+    def provision(self, event: LifecycleEvent) -> AppInfo:
+        """The new tenant's AppInfo (`event.type` is instance.created); raise to have it retried."""
+        ...
+
+    def apply(self, event: LifecycleEvent) -> None:
+        """Carry out a renewal, freeze, unfreeze, upgrade or release; raise to have it retried."""
         ...
 
     def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:

@@ -7,7 +7,7 @@ import string
 from typing import Any
 from urllib.parse import quote
 
-from isvserver.provisioning import AppInfo, InstanceView, ProvisioningError
+from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, ProvisioningError
 
 PASSWORD_LENGTH = 20
 PASSWORD_SYMBOLS = "!@#%^*-_=+"  # noqa: S105 (an alphabet, not a password)
@@ -49,18 +49,24 @@ def render_url(template: str, instance: InstanceView) -> str:
 class TemplateProvisioner:
     """Answers at once: URLs rendered from templates and a fresh admin user name and password."""
 
+    inline = True
+
     def __init__(self, frontend_url_template: str, admin_url_template: str = "") -> None:
         self.frontend_url_template = frontend_url_template
         self.admin_url_template = admin_url_template
 
-    def provision(self, instance: InstanceView) -> AppInfo:
+    def provision(self, event: LifecycleEvent) -> AppInfo:
         """Render the URLs and generate the admin account."""
+        instance = event.instance
         return AppInfo(
             front_end_url=render_url(self.frontend_url_template, instance),
             admin_url=render_url(self.admin_url_template, instance) if self.admin_url_template else None,
             user_name=generate_user_name(),
             password=generate_password(),
         )
+
+    def apply(self, event: LifecycleEvent) -> None:
+        """A template tenant lives in the product already: there is nothing to carry out."""
 
     def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
         """A template tenant has no capacity limits: every renewal change is acceptable."""

@@ -17,7 +17,7 @@ from flask import Flask
 from isvserver import create_app, db, lifecycle
 from isvserver.marketplaces.koogallery.client import encode_body, signed_query
 from isvserver.models import CallbackLog, Instance, InstanceEvent, OrderNotification
-from isvserver.provisioning import AppInfo, InstanceView
+from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
@@ -152,8 +152,13 @@ class Recording:
         self.reason = reason
         self.checked: list[tuple[str, dict[str, Any]]] = []
 
-    def provision(self, instance: InstanceView) -> AppInfo:
-        return self.template.provision(instance)
+    inline = True
+
+    def provision(self, event: LifecycleEvent) -> AppInfo:
+        return self.template.provision(event)
+
+    def apply(self, event: LifecycleEvent) -> None:
+        """Nothing to carry out."""
 
     def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
         self.checked.append((instance.instance_id, product_info))

@@ -1,8 +1,10 @@
 """The lifecycle transition table, pair by pair, through the HTTP surface (the answers to late and
-out-of-order calls), plus asynchronous provisioning and provisioning failures."""
+out-of-order calls), plus queued provisioning (its runner driven in-process) and provisioning failures."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -12,8 +14,8 @@ from flask import Flask
 
 from isvserver import create_app, db, lifecycle
 from isvserver.lifecycle import TRANSITIONS, Action, State
-from isvserver.models import Instance, InstanceEvent
-from isvserver.provisioning import AppInfo, InstanceView, ProvisioningError
+from isvserver.models import Delivery, Instance, InstanceEvent
+from isvserver.provisioning import AppInfo, LifecycleEvent, ProvisioningError
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
 from isvserver.settings import Settings
@@ -28,32 +30,38 @@ from support.harness import (
 )
 
 OK, NOT_FOUND, IN_PROGRESS, INTERNAL = "000000", "000003", "000004", "000005"
-P, A, F, R = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED
+P, A, F, R, X = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED, State.FAILED
 EXPIRE = "20301231235959"
 
 
 class Switchable:
-    """A provisioner that answers at once, leaves the tenant pending, or fails, as the test says."""
+    """A provisioner that answers at once, or (mode "pending") has the creation queued, or fails."""
 
     def __init__(self) -> None:
         self.mode = "ready"
         self.template = TemplateProvisioner(FRONTEND_TEMPLATE, ADMIN_TEMPLATE)
         self.provisioned: list[str] = []
+        self.applied: list[tuple[str, str]] = []
         self.oversized = AppInfo("https://app.example.com/")
 
-    def provision(self, instance: InstanceView) -> AppInfo | None:
-        self.provisioned.append(instance.instance_id)
-        if self.mode == "pending":
-            return None
+    @property
+    def inline(self) -> bool:
+        return self.mode != "pending"
+
+    def provision(self, event: LifecycleEvent) -> AppInfo:
+        self.provisioned.append(event.instance.instance_id)
         if self.mode == "fail":
             raise ProvisioningError("tenant quota exhausted in region cn-north-4")
         if self.mode == "crash":
             raise RuntimeError("connection to tenant-db failed: password=hunter2")
         if self.mode == "oversized":
             return self.oversized
-        return self.template.provision(instance)
+        return self.template.provision(event)
 
-    def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
+    def apply(self, event: LifecycleEvent) -> None:
+        self.applied.append((event.instance.instance_id, event.type))
+
+    def check_change(self, instance: Any, product_info: dict[str, Any]) -> str | None:
         return None
 
 
@@ -63,11 +71,25 @@ def provisioner() -> Switchable:
 
 
 @pytest.fixture
-def market(settings: Settings, clock: FixedClock, provisioner: Switchable) -> Iterator[Marketplace]:
+def app(settings: Settings, clock: FixedClock, provisioner: Switchable) -> Iterator[Flask]:
+    """No consumer runs here: a queued creation stays pending (newInstance does not wait for it) until a
+    test runs the instance's deliveries itself."""
+    settings = dataclasses.replace(settings, provision_budget_ms=0)
     application: Flask = create_app(settings, provisioner=provisioner, clock=clock)
     application.config["TESTING"] = True
-    yield Marketplace(application.test_client(), settings.produce_path)
+    yield application
     db.close_all()
+
+
+@pytest.fixture
+def market(app: Flask, settings: Settings) -> Marketplace:
+    return Marketplace(app.test_client(), settings.produce_path)
+
+
+def run_deliveries(app: Flask, instance_id: str) -> None:
+    """What the job consumer does for the instance, run here."""
+    with db.connected():
+        app.extensions["isvserver"].jobs.run_deliveries(instance_id)
 
 
 row = instance_row
@@ -84,7 +106,7 @@ def counts() -> tuple[int, int]:
 def in_state(market: Marketplace, provisioner: Switchable, state: State) -> str:
     """A fresh instance (its own order) in `state`; its instanceId."""
     order = f"CS-{state.value}"
-    if state == P:
+    if state in (P, X):
         provisioner.mode = "pending"
         answer = market.new_instance(order, business_id=f"inst-{state.value}")
         provisioner.mode = "ready"
@@ -97,6 +119,9 @@ def in_state(market: Marketplace, provisioner: Switchable, state: State) -> str:
         assert market.send(status(instance_id, "FREEZE")).code == OK
     if state == R:
         assert market.send({"activity": "releaseInstance", "instanceId": instance_id}).code == OK
+    if state == X:
+        with db.connected():
+            assert lifecycle.fail_provisioning(instance_id, "the product gave up") is True
     assert row(instance_id).state == state.value
     return instance_id
 
@@ -120,12 +145,19 @@ def status(instance_id: str, value: str) -> dict[str, str]:
 TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str, State, str | None]]]] = {
     Action.RENEW: (
         refresh("RENEWAL"),
-        {P: (OK, P, "renewed"), A: (OK, A, "renewed"), F: (OK, F, "renewed"), R: (NOT_FOUND, R, None)},
+        {
+            P: (OK, P, "renewed"),
+            X: (OK, X, "renewed"),
+            A: (OK, A, "renewed"),
+            F: (OK, F, "renewed"),
+            R: (NOT_FOUND, R, None),
+        },
     ),
     Action.CONVERT_TRIAL: (
         refresh("TRIAL_TO_FORMAL"),
         {
             P: (OK, P, "trial_converted"),
+            X: (OK, X, "trial_converted"),
             A: (OK, A, "trial_converted"),
             F: (OK, F, "trial_converted"),
             R: (NOT_FOUND, R, None),
@@ -135,6 +167,7 @@ TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str
         refresh("UNSUBSCRIBE_RENEWAL_PERIOD"),
         {
             P: (OK, P, "renewal_unsubscribed"),
+            X: (OK, X, "renewal_unsubscribed"),
             A: (OK, A, "renewal_unsubscribed"),
             F: (OK, F, "renewal_unsubscribed"),
             R: (NOT_FOUND, R, None),
@@ -144,6 +177,7 @@ TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str
         refresh("RENEWAL_CHANGE"),
         {
             P: (OK, P, "renewal_changed"),
+            X: (OK, X, "renewal_changed"),
             A: (OK, A, "renewal_changed"),
             F: (OK, F, "renewal_changed"),
             R: (NOT_FOUND, R, None),
@@ -151,11 +185,23 @@ TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str
     ),
     Action.FREEZE: (
         lambda instance_id: status(instance_id, "FREEZE"),
-        {P: (IN_PROGRESS, P, None), A: (OK, F, "frozen"), F: (OK, F, None), R: (OK, R, None)},
+        {
+            P: (OK, P, "frozen"),
+            X: (OK, X, "frozen"),
+            A: (OK, F, "frozen"),
+            F: (OK, F, None),
+            R: (OK, R, None),
+        },
     ),
     Action.UNFREEZE: (
         lambda instance_id: status(instance_id, "UNFREEZE"),
-        {P: (IN_PROGRESS, P, None), A: (OK, A, None), F: (OK, A, "unfrozen"), R: (NOT_FOUND, R, None)},
+        {
+            P: (OK, P, "unfrozen"),
+            X: (OK, X, "unfrozen"),
+            A: (OK, A, None),
+            F: (OK, A, "unfrozen"),
+            R: (NOT_FOUND, R, None),
+        },
     ),
     Action.UPGRADE: (
         lambda instance_id: {
@@ -164,7 +210,13 @@ TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str
             "orderId": "CS-UP",
             "orderLineId": "CS-UP-000001",
         },
-        {P: (IN_PROGRESS, P, None), A: (OK, A, "upgraded"), F: (OK, F, "upgraded"), R: (NOT_FOUND, R, None)},
+        {
+            P: (OK, P, "upgraded"),
+            X: (OK, X, "upgraded"),
+            A: (OK, A, "upgraded"),
+            F: (OK, F, "upgraded"),
+            R: (NOT_FOUND, R, None),
+        },
     ),
     Action.RELEASE: (
         lambda instance_id: {
@@ -173,15 +225,26 @@ TABLE: dict[Action, tuple[Callable[[str], dict[str, str]], dict[State, tuple[str
             "orderId": "CS-REL",
             "orderLineId": "CS-REL-000001",
         },
-        {P: (OK, R, "released"), A: (OK, R, "released"), F: (OK, R, "released"), R: (OK, R, None)},
+        {
+            P: (OK, R, "released"),
+            X: (OK, R, "released"),
+            A: (OK, R, "released"),
+            F: (OK, R, "released"),
+            R: (OK, R, None),
+        },
     ),
 }
-STATES = (P, A, F, R)
+STATES = (P, X, A, F, R)
 PAIRS = [(action, state) for action in TABLE for state in STATES]
 
 
 def test_the_table_covers_every_action_and_state() -> None:
-    assert set(TRANSITIONS) == {*TABLE, Action.PROVISIONED}
+    assert set(TRANSITIONS) == {
+        *TABLE,
+        Action.PROVISIONED,
+        Action.PROVISIONING_FAILED,
+        Action.PROVISIONING_RESTARTED,
+    }
     assert all(set(row) == set(STATES) for row in TRANSITIONS.values())
     assert all(set(expected) == set(STATES) for _, expected in TABLE.values())
 
@@ -232,12 +295,10 @@ def test_complete_provisioning_in_state(
 
     after = row(instance_id)
     added = events(instance_id)[len(history) :]
-    if state == P:
+    if state in (P, X):
         assert changed is True
         assert after.state == "active"
-        assert [(e.kind, e.from_state, e.to_state) for e in added] == [
-            ("provisioned", "provisioning", "active")
-        ]
+        assert [(e.kind, e.from_state, e.to_state) for e in added] == [("provisioned", state.value, "active")]
     else:
         assert changed is False
         assert after.state == state.value
@@ -248,8 +309,8 @@ def test_complete_provisioning_in_state(
 
 # --- the calls outside the table, in every state ---------------------------------------------------
 
-QUERY = {P: IN_PROGRESS, A: OK, F: OK, R: NOT_FOUND}
-CHECK = {P: IN_PROGRESS, A: OK, F: OK, R: NOT_FOUND}
+QUERY = {P: IN_PROGRESS, X: IN_PROGRESS, A: OK, F: OK, R: NOT_FOUND}
+CHECK = {P: IN_PROGRESS, X: IN_PROGRESS, A: OK, F: OK, R: NOT_FOUND}
 
 
 @pytest.mark.parametrize("state", STATES, ids=[s.value for s in STATES])
@@ -261,7 +322,7 @@ def test_query_in_state(market: Marketplace, provisioner: Switchable, state: Sta
     assert answer.code == QUERY[state], answer.json
     if state == R:
         assert "info" not in answer.json
-    elif state == P:
+    elif state in (P, X):
         assert answer.json["info"] == [{"instanceId": instance_id}]
     else:
         [entry] = answer.json["info"]
@@ -289,18 +350,23 @@ def test_new_instance_resend_in_state(market: Marketplace, provisioner: Switchab
 
     answer = market.new_instance(f"CS-{state.value}", business_id="a-later-business-id")
 
-    assert answer.code == (IN_PROGRESS if state == P else OK), answer.json
+    assert answer.code == (IN_PROGRESS if state in (P, X) else OK), answer.json
     assert answer.json["instanceId"] == instance_id
-    assert counts() == before
-    assert row(instance_id).state == state.value
     assert len(provisioner.provisioned) == calls  # never provisioned twice
+    if state == X:  # a resend starts a failed provisioning again
+        assert row(instance_id).state == P.value
+        assert events(instance_id)[-1].kind == "provisioning_restarted"
+        assert counts() == (before[0], before[1] + 1)
+    else:
+        assert row(instance_id).state == state.value
+        assert counts() == before
 
 
 # --- asynchronous provisioning ---------------------------------------------------------------------
 
 
 def test_pending_instance_becomes_active_when_provisioning_completes(
-    market: Marketplace, provisioner: Switchable, settings: Settings
+    app: Flask, market: Marketplace, provisioner: Switchable, settings: Settings
 ) -> None:
     provisioner.mode = "pending"
     first = market.new_instance("CS-ASYNC", business_id="async-1")
@@ -311,7 +377,7 @@ def test_pending_instance_becomes_active_when_provisioning_completes(
     assert (resend.code, resend.json["instanceId"]) == (IN_PROGRESS, "async-1")
     assert pending_query.code == IN_PROGRESS
     assert "appInfo" not in pending_query.json["info"][0]
-    assert provisioner.provisioned == ["async-1"]
+    assert provisioner.provisioned == []  # queued: the product has not been asked yet
     assert [e.kind for e in events("async-1")] == ["created"]
 
     info = AppInfo(
@@ -340,6 +406,92 @@ def test_pending_instance_becomes_active_when_provisioning_completes(
     assert unseal(settings.data_key, stored.password_encrypted) == "Pa55-word!"
     assert [e.kind for e in events("async-1")] == ["created", "provisioned"]
     assert market.new_instance("CS-ASYNC", business_id="async-3").code == OK
+
+
+def deliveries_of(instance_id: str) -> list[tuple[str, str, int]]:
+    with db.connected():
+        query = (
+            Delivery.select(Delivery.event_type, Delivery.status, Delivery.attempts)
+            .join(Instance)
+            .where(Instance.instance_id == instance_id)
+            .order_by(Delivery.id)
+            .tuples()
+        )
+        return list(query)
+
+
+def test_changes_during_provisioning_are_applied_in_order_after_it(
+    app: Flask, market: Marketplace, provisioner: Switchable
+) -> None:
+    """Freeze, renewal and upgrade that arrive while the creation is queued succeed at once, are handed
+    to the product after the creation in arrival order, and the instance ends frozen, not active."""
+    provisioner.mode = "pending"
+    instance_id = market.new_instance("CS-ORDER", business_id="order-1").json["instanceId"]
+    assert market.send(status(instance_id, "FREEZE")).code == OK
+    assert market.send(refresh("RENEWAL")(instance_id)).code == OK
+    assert market.send(status(instance_id, "UNFREEZE")).code == OK
+    assert market.send(status(instance_id, "FREEZE")).code == OK
+    assert row(instance_id).state == P.value
+    provisioner.mode = "ready"
+
+    run_deliveries(app, instance_id)
+
+    assert provisioner.provisioned == [instance_id]
+    assert provisioner.applied == [
+        (instance_id, "instance.frozen"),
+        (instance_id, "instance.renewed"),
+        (instance_id, "instance.unfrozen"),
+        (instance_id, "instance.frozen"),
+    ]
+    assert row(instance_id).state == F.value
+    assert [e.kind for e in events(instance_id)][-1] == "provisioned"
+    assert all(status == "delivered" for _, status, _ in deliveries_of(instance_id))
+    assert market.query(instance_id).code == OK
+    assert market.send(status(instance_id, "UNFREEZE")).code == OK
+    assert row(instance_id).state == A.value
+
+
+def test_failing_creation_is_retried_then_failed_and_a_resend_restarts_it(
+    app: Flask, market: Marketplace, provisioner: Switchable
+) -> None:
+    """Each failed attempt is recorded with a backoff; the last marks the instance failed, with the
+    changes behind it waiting; the marketplace's resend restarts it and everything is then handed over."""
+    jobs = app.extensions["isvserver"].jobs
+    jobs.settings = dataclasses.replace(jobs.settings, job_max_attempts=2, job_retry_base_s=0.05)
+    provisioner.mode = "pending"
+    instance_id = market.new_instance("CS-RETRY", business_id="retry-1").json["instanceId"]
+    assert market.send(status(instance_id, "FREEZE")).code == OK
+    provisioner.mode = "fail"
+
+    run_deliveries(app, instance_id)
+    first = deliveries_of(instance_id)
+    run_deliveries(app, instance_id)  # inside the backoff: nothing is tried
+    time.sleep(0.1)
+    run_deliveries(app, instance_id)
+
+    assert first == [("instance.created", "pending", 1), ("instance.frozen", "pending", 0)]
+    assert provisioner.provisioned == [instance_id, instance_id]
+    assert deliveries_of(instance_id) == [
+        ("instance.created", "failed", 2),
+        ("instance.frozen", "pending", 0),
+    ]
+    assert row(instance_id).state == X.value
+    assert [e.kind for e in events(instance_id)][-1] == "provisioning_failed"
+    assert provisioner.applied == []  # the freeze waits behind the failed creation
+    assert market.query(instance_id).code == IN_PROGRESS
+
+    provisioner.mode = "ready"
+    resend = market.new_instance("CS-RETRY", business_id="retry-2")
+    run_deliveries(app, instance_id)
+
+    assert (resend.code, resend.json["instanceId"]) == (IN_PROGRESS, instance_id)
+    assert row(instance_id).state == F.value
+    assert provisioner.applied == [(instance_id, "instance.frozen")]
+    assert deliveries_of(instance_id) == [
+        ("instance.created", "delivered", 0),
+        ("instance.frozen", "delivered", 0),
+    ]
+    assert market.new_instance("CS-RETRY", business_id="retry-3").code == OK
 
 
 def test_query_mixing_pending_and_active_answers_in_progress(

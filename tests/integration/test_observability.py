@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -114,14 +115,22 @@ def test_replayed_nonce_counts_as_a_duplicate(client, marketplace) -> None:
 
 def test_pending_provisioning_is_the_queue_depth(settings, clock) -> None:
     class Later:
-        def provision(self, instance):
-            return None
+        """Queued, and no consumer runs here: the creations stay pending."""
+
+        inline = False
+
+        def provision(self, event):
+            raise AssertionError("no consumer runs in this test")
+
+        def apply(self, event):
+            raise AssertionError("no consumer runs in this test")
 
         def check_change(self, instance, product_info):
             return None
 
     from support.harness import Marketplace
 
+    settings = dataclasses.replace(settings, provision_budget_ms=0)
     app = create_app(settings, provisioner=Later(), clock=clock)
     client = app.test_client()
     market = Marketplace(client)
@@ -131,6 +140,7 @@ def test_pending_provisioning_is_the_queue_depth(settings, clock) -> None:
     db.close_all()
     assert value(found, "isv_provisioning_queue_depth") == 2
     assert value(found, "isv_instances", state="provisioning") == 2
+    assert value(found, "isv_deliveries_pending") == 2
 
 
 def test_log_lines_are_json_with_the_request_id(client, marketplace) -> None:

@@ -7,6 +7,7 @@ import shutil
 import string
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from isvserver import db, migrations
 from isvserver.keystore import AccessKey
 from isvserver.migrations import available, migrate, pending
 from isvserver.models import ALL_MODELS, Instance, InstanceEvent, OrderNotification, utcnow
-from isvserver.provisioning import InstanceView, ProvisioningError
+from isvserver.provisioning import InstanceView, LifecycleEvent, ProvisioningError
 from isvserver.provisioning.template import (
     PASSWORD_SYMBOLS,
     TemplateProvisioner,
@@ -27,8 +28,17 @@ from isvserver.provisioning.template import (
 )
 from isvserver.sealing import UnsealError, seal, unseal
 
-TABLES = {"instance", "instance_event", "nonce", "callback_log", "order_notification", "access_key"}
-SHIPPED = [(1, "initial"), (2, "access_keys")]
+TABLES = {
+    "instance",
+    "instance_event",
+    "nonce",
+    "callback_log",
+    "order_notification",
+    "access_key",
+    "delivery",
+    "order_line",
+}
+SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs")]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -65,7 +75,7 @@ def tables(database: Database) -> set[str]:
 
 def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) -> None:
     assert tables(fresh_db) == set()
-    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2]
+    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2, 3]
 
     applied = migrate(fresh_db)
 
@@ -139,23 +149,23 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0003_instance_note.sql").write_text(
+    (migrations_dir / "0004_instance_note.sql").write_text(
         "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
         encoding="utf-8",
     )
-    (migrations_dir / "0004_tag.sql").write_text(
+    (migrations_dir / "0005_tag.sql").write_text(
         "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
         "CREATE INDEX tag_instance ON tag (instance_ref);\n",
         encoding="utf-8",
     )
     (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
 
-    assert [(m.version, m.name) for m in pending(fresh_db)] == [(3, "instance_note"), (4, "tag")]
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(4, "instance_note"), (5, "tag")]
 
     applied = migrate(fresh_db)
 
-    assert [m.version for m in applied] == [3, 4]
-    assert versions(fresh_db) == [*SHIPPED, (3, "instance_note"), (4, "tag")]
+    assert [m.version for m in applied] == [4, 5]
+    assert versions(fresh_db) == [*SHIPPED, (4, "instance_note"), (5, "tag")]
     assert "tag" in tables(fresh_db)
     with db.connected(fresh_db):
         assert "note" in {c.name for c in fresh_db.get_columns("instance")}
@@ -167,7 +177,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     fresh_db: Database, migrations_dir: Path
 ) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0003_broken.sql").write_text(
+    (migrations_dir / "0004_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
     )
 
@@ -176,7 +186,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
 
     assert "half_done" not in tables(fresh_db)
     assert versions(fresh_db) == SHIPPED
-    assert [m.version for m in pending(fresh_db)] == [3]
+    assert [m.version for m in pending(fresh_db)] == [4]
 
 
 # --- template provisioner --------------------------------------------------------------------------
@@ -186,6 +196,11 @@ def instance(
     instance_id: str = "inst-1", order_id: str = "CS1", order_line_id: str = "CS1-000001"
 ) -> InstanceView:
     return InstanceView(instance_id, "koogallery", order_id, order_line_id, None, None, False)
+
+
+def created(view: InstanceView) -> LifecycleEvent:
+    """The instance.created event of `view`."""
+    return LifecycleEvent("evt_1", "instance.created", datetime(2026, 1, 1), view)
 
 
 def test_render_url_fills_and_quotes_placeholders() -> None:
@@ -212,7 +227,7 @@ def test_template_provisioner_answers_urls_and_an_admin_account() -> None:
         "https://app.example.com/t/{instance_id}", "https://admin.example.com/{order_id}"
     )
 
-    info = provisioner.provision(instance("inst 1", "CS/9"))
+    info = provisioner.provision(created(instance("inst 1", "CS/9")))
 
     assert info.front_end_url == "https://app.example.com/t/inst%201"
     assert info.admin_url == "https://admin.example.com/CS%2F9"
@@ -223,7 +238,7 @@ def test_template_provisioner_answers_urls_and_an_admin_account() -> None:
 
 
 def test_template_provisioner_without_admin_template() -> None:
-    info = TemplateProvisioner("https://app.example.com/{instance_id}").provision(instance())
+    info = TemplateProvisioner("https://app.example.com/{instance_id}").provision(created(instance()))
 
     assert info.front_end_url == "https://app.example.com/inst-1"
     assert info.admin_url is None
@@ -233,7 +248,7 @@ def test_template_provisioner_fails_on_an_over_long_url() -> None:
     provisioner = TemplateProvisioner("https://app.example.com/" + "x" * 500 + "/{instance_id}")
 
     with pytest.raises(ProvisioningError):
-        provisioner.provision(instance("i" * 64))
+        provisioner.provision(created(instance("i" * 64)))
 
 
 def test_generated_passwords_are_strong_and_fresh() -> None:

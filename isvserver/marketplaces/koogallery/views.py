@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import keystore, lifecycle, metrics, replay
-from isvserver.callbacks import CallRecord, log_line, record, store
+from isvserver.callbacks import CallRecord, log_line, record, store, update_result
 from isvserver.db import connected, database, held_for_call
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, split_ids
@@ -114,7 +114,7 @@ def produce() -> Response:
 
 def _produce() -> Response:
     rt = runtime()
-    started = time.perf_counter()
+    started = g.call_started = time.perf_counter()
     call = CallRecord(request_id=g.request_id, interface=INTERFACE)
     status = 200
     raw = _read_body(rt.settings.max_body_bytes)
@@ -142,10 +142,17 @@ def _produce() -> Response:
         try:
             # One transaction for the nonce, the change and the call's log row: one write lock per
             # call on SQLite, and a reply is never sent for a change that did not commit.
-            with connected(), database.atomic():
-                answer = _answer(rt, call, params["nonce"], int(now_ms), body)
-                response = _signed(call, answer, sign_key, status, started)
-                store(call)
+            g.after_commit = []
+            with connected():
+                with database.atomic():
+                    answer = _answer(rt, call, params["nonce"], int(now_ms), body)
+                    response = _signed(call, answer, sign_key, status, started)
+                    row = store(call)
+                if g.after_commit:
+                    final = _run_after_commit(call, answer)
+                    if final is not answer:
+                        response = _signed(call, final, sign_key, status, started)
+                        update_result(row, call)
             log_line(call)
             return _counted(call, response)
         except Exception:
@@ -154,6 +161,26 @@ def _produce() -> Response:
     response = _signed(call, answer, sign_key, status, started)
     record(call)
     return _counted(call, response)
+
+
+def after_commit(step: Callable[[], Reply | None]) -> None:
+    """Run `step` once the call's transaction has committed; a Reply it returns replaces the answer."""
+    g.after_commit.append(step)
+
+
+def _run_after_commit(call: CallRecord, answer: Reply) -> Reply:
+    """The committed call's follow-up steps (queueing jobs, waiting for provisioning) and the final answer.
+
+    A step that fails is logged and skipped: what it would queue is committed and the sweeper finds it.
+    """
+    for step in g.after_commit:
+        try:
+            answer = step() or answer
+        except Exception:
+            log.exception(
+                "after-commit step failed request_id=%s activity=%s", call.request_id, call.activity
+            )
+    return answer
 
 
 def _signed(call: CallRecord, answer: Reply, key: str, status: int, started: float) -> Response:
@@ -294,7 +321,7 @@ def _app_info_out(info: AppInfo) -> dict[str, str | None]:
 
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
-    """Create (once per order line) and provision the instance."""
+    """Create (once per order line) and provision the instance, waiting for it within the budget."""
     instance, created = lifecycle.create_instance(
         MARKETPLACE,
         data["orderId"],
@@ -304,9 +331,34 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         rt.settings.data_key,
     )
     _duplicate_unless(created)
-    if instance.state == lifecycle.State.PROVISIONING:
-        return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance.instance_id)
-    return reply(SUCCESS, "success", instanceId=instance.instance_id)
+    instance_id = instance.instance_id
+    if created:
+        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+    if instance.state not in lifecycle.NOT_PROVISIONED:
+        return reply(SUCCESS, "success", instanceId=instance_id)
+    deadline = g.call_started + rt.settings.provision_budget_ms / 1000
+
+    def provision_within_budget() -> Reply:
+        rt.jobs.deliver_soon(instance_id)
+        return _provisioning_answer(instance_id, lifecycle.await_provisioning(instance_id, deadline))
+
+    after_commit(provision_within_budget)
+    return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
+
+
+def _provisioning_answer(instance_id: str, state: str) -> Reply:
+    """newInstance's answer once the wait for provisioning has ended in `state`."""
+    if state == lifecycle.State.PROVISIONING:
+        return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
+    if state == lifecycle.State.FAILED:
+        return reply(INTERNAL_ERROR, "provisioning failed; a resend starts it again", instanceId=instance_id)
+    return reply(SUCCESS, "success", instanceId=instance_id)
+
+
+def _queue_delivery(rt: Runtime, instance_id: str) -> None:
+    """After commit, have the change just recorded handed to a provisioner that is not inline."""
+    if not rt.provisioner.inline:
+        after_commit(lambda: rt.jobs.deliver_soon(instance_id))
 
 
 def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
@@ -319,7 +371,7 @@ def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         if instance is None or instance.state == lifecycle.State.RELEASED:
             continue
         app_info = lifecycle.app_info(instance, rt.settings.data_keys)
-        if instance.state == lifecycle.State.PROVISIONING or app_info is None:
+        if instance.state in lifecycle.NOT_PROVISIONED or app_info is None:
             waiting = True
             info.append({"instanceId": instance_id})
         else:
@@ -333,34 +385,53 @@ def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
 
 def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Renewal, trial to formal, unsubscribed renewal period or renewal change: a new expiry."""
-    _duplicate_unless(
-        lifecycle.change_expiry(
-            data["instanceId"],
-            SCENE_ACTIONS[data["scene"]],
-            data["orderId"],
-            data["orderLineId"],
-            data["expireTime"],
-            data.get("productId"),
-        )
+    changed = lifecycle.change_expiry(
+        data["instanceId"],
+        SCENE_ACTIONS[data["scene"]],
+        data["orderId"],
+        data["orderLineId"],
+        data["expireTime"],
+        data.get("productId"),
+        outbox=not rt.provisioner.inline,
     )
+    _duplicate_unless(changed)
+    if changed:
+        _queue_delivery(rt, data["instanceId"])
+        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
     return reply(SUCCESS, "success")
 
 
 def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Freeze (keep data) or unfreeze."""
-    _duplicate_unless(lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
+    changed = lifecycle.set_frozen(
+        data["instanceId"], data["status"] == "FREEZE", outbox=not rt.provisioner.inline
+    )
+    _duplicate_unless(changed)
+    if changed:
+        _queue_delivery(rt, data["instanceId"])
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    _duplicate_unless(lifecycle.release(data["instanceId"], data.get("orderId"), data.get("orderLineId")))
+    changed = lifecycle.release(
+        data["instanceId"], data.get("orderId"), data.get("orderLineId"), outbox=not rt.provisioner.inline
+    )
+    _duplicate_unless(changed)
+    if changed:
+        _queue_delivery(rt, data["instanceId"])
     return reply(SUCCESS, "success")
 
 
 def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Record the upgrade order (the new spec is read from the order-query API)."""
-    _duplicate_unless(lifecycle.upgrade(data["instanceId"], data["orderId"], data["orderLineId"]))
+    changed = lifecycle.upgrade(
+        data["instanceId"], data["orderId"], data["orderLineId"], outbox=not rt.provisioner.inline
+    )
+    _duplicate_unless(changed)
+    if changed:
+        _queue_delivery(rt, data["instanceId"])
+        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
     return reply(SUCCESS, "success")
 
 
@@ -391,6 +462,7 @@ def order_notify(rt: Runtime, data: dict[str, Any]) -> Reply:
             OrderNotification.last_received_at: now,
         },
     ).execute()
+    after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
     return reply(SUCCESS, "success")
 
 

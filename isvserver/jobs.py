@@ -1,0 +1,181 @@
+"""Background jobs on huey: hand lifecycle changes to the provisioner, fetch order lines, sweep, reconcile.
+
+The database is the record of what must happen (the delivery outbox, pending order lines); a huey
+message only says "look now". A message lost with a killed consumer is found again by the sweeper,
+which runs every minute and when a consumer starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+
+from huey import Huey
+from huey.api import TaskWrapper
+
+from isvserver import deliveries, lifecycle, order_lines
+from isvserver.db import connected, database
+from isvserver.marketplaces.koogallery.orders import OrderQueryClient, client_from_env
+from isvserver.models import Delivery, utcnow
+from isvserver.provisioning import Provisioner
+from isvserver.queue import make_huey
+from isvserver.settings import Settings
+
+log = logging.getLogger("isvserver.jobs")
+
+CREATED = "instance.created"
+ORDER_EVENTS = frozenset(
+    {"created", "renewed", "trial_converted", "renewal_unsubscribed", "renewal_changed", "upgraded"}
+)
+
+
+class OrderDetailsPending(Exception):
+    """The change's order line could not be fetched yet; the delivery is retried."""
+
+
+def _every_minutes(minutes: int):
+    """A huey periodic-task schedule: every `minutes` minutes."""
+    return lambda moment: (moment.hour * 60 + moment.minute) % max(1, minutes) == 0
+
+
+class Jobs:
+    """The app's huey tasks, bound to its settings and provisioner."""
+
+    def __init__(self, settings: Settings, provisioner: Provisioner, huey: Huey | None = None) -> None:
+        self.settings = settings
+        self.provisioner = provisioner
+        self.huey = huey or make_huey(settings)
+        self.order_client: OrderQueryClient | None = client_from_env(os.environ)
+        self._deliver: TaskWrapper = self.huey.task(name="deliver")(self.run_deliveries)
+        self._fetch: TaskWrapper = self.huey.task(name="fetch_order")(self.fetch_order)
+        self.huey.periodic_task(_every_minutes(1), name="sweep")(self.sweep)
+        self.huey.periodic_task(_every_minutes(settings.reconcile_interval_s // 60), name="reconcile")(
+            self.reconcile
+        )
+
+    # --- producers (called after the marketplace call's transaction committed) ----------------------
+
+    def deliver_soon(self, instance_id: str, at: datetime | None = None) -> None:
+        """Ask a consumer to hand over the instance's pending changes (now, or at `at`)."""
+        if at is None or at <= utcnow():
+            self._deliver(instance_id)
+        else:
+            self._deliver.schedule(args=(instance_id,), eta=at)
+
+    def fetch_soon(self, marketplace: str, order_id: str, order_line_id: str) -> None:
+        """Ask a consumer to fetch an order line (nothing when no AK/SK is configured)."""
+        if self.order_client is not None:
+            self._fetch(marketplace, order_id, order_line_id)
+
+    @property
+    def fetches_orders(self) -> bool:
+        """Whether order lines are fetched (ISV_MARKET_AK and ISV_MARKET_SK are set)."""
+        return self.order_client is not None
+
+    # --- tasks -----------------------------------------------------------------------------------
+
+    def run_deliveries(self, instance_id: str) -> None:
+        """Hand the instance's pending changes to the provisioner, oldest first, under its lease."""
+        owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lease_s = self.settings.job_lease_s
+        with connected():
+            if not deliveries.acquire(instance_id, owner, lease_s):
+                return  # another runner has it and delivers everything pending
+            try:
+                while (item := deliveries.next_pending(instance_id)) is not None:
+                    if item.next_attempt_at > utcnow():
+                        self.deliver_soon(instance_id, item.next_attempt_at)
+                        return
+                    if item.instance.state == lifecycle.State.FAILED:
+                        return  # waits for the marketplace's resend to restart provisioning
+                    if not self._hand_over(item) and item.status == deliveries.PENDING:
+                        return
+                    deliveries.renew(instance_id, owner, lease_s)
+            finally:
+                deliveries.give_back(instance_id, owner)
+
+    def _hand_over(self, item: Delivery) -> bool:
+        """One attempt at one delivery; True when it was handed over (a failure is recorded)."""
+        instance = item.instance
+        try:
+            event = lifecycle.lifecycle_event(item.event, instance, self._order_of(item))
+            if item.event_type == CREATED:
+                app_info = self.provisioner.provision(event)
+                with database.atomic():
+                    lifecycle.complete_provisioning(instance.instance_id, app_info, self.settings.data_key)
+                    deliveries.delivered(item)
+            else:
+                self.provisioner.apply(event)
+                deliveries.delivered(item)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:255]
+            settings = self.settings
+            retry_at = deliveries.attempt_failed(
+                item, reason, settings.job_max_attempts, settings.job_retry_base_s, settings.job_retry_max_s
+            )
+            log.warning(
+                "delivery failed instance=%s event=%s attempt=%d %s: %s",
+                instance.instance_id,
+                item.event_type,
+                item.attempts + 1,
+                f"retry at {retry_at:%H:%M:%S}" if retry_at else "gave up",
+                reason,
+            )
+            if retry_at is not None:
+                item.status = deliveries.PENDING
+                self.deliver_soon(instance.instance_id, retry_at)
+            else:
+                item.status = deliveries.FAILED
+                if item.event_type == CREATED:
+                    lifecycle.fail_provisioning(instance.instance_id, reason)
+            return False
+        log.info("delivered instance=%s event=%s", instance.instance_id, item.event_type)
+        return True
+
+    def _order_of(self, item: Delivery) -> dict | None:
+        """The change's order line details, fetched first when needed (None without AK/SK)."""
+        if self.order_client is None:
+            return None
+        event, instance = item.event, item.instance
+        order_id = event.order_id or instance.order_id
+        line_id = event.order_line_id or instance.order_line_id
+        with database.atomic():
+            order_lines.want(instance.marketplace, order_id, line_id)
+        if event.kind in ORDER_EVENTS:
+            status = order_lines.fetch(
+                self.settings, instance.marketplace, order_id, line_id, self.order_client
+            )
+            if status == "pending":
+                raise OrderDetailsPending(f"order line {order_id}/{line_id} could not be fetched yet")
+        return order_lines.details(instance.marketplace, order_id, line_id, self.settings.data_keys)
+
+    def fetch_order(self, marketplace: str, order_id: str, order_line_id: str) -> None:
+        """Fetch and store one order line (retried by the sweeper while it stays pending)."""
+        with connected():
+            with database.atomic():
+                order_lines.want(marketplace, order_id, order_line_id)
+            order_lines.fetch(self.settings, marketplace, order_id, order_line_id, self.order_client)
+
+    def sweep(self) -> None:
+        """Start runners for every instance with due deliveries, and fetch order lines still pending."""
+        with connected():
+            due = deliveries.due(utcnow())
+            lines = order_lines.due() if self.order_client is not None else []
+        for item in due:
+            self.deliver_soon(item.instance_id, item.run_at)
+        for line in lines:
+            self._fetch(*line)
+        if due or lines:
+            log.info(
+                "sweep: %d instances with pending deliveries, %d order lines to fetch", len(due), len(lines)
+            )
+
+    def reconcile(self) -> None:
+        """Find instances past their expiry or their freeze period (acting only with ISV_AUTO_FREEZE)."""
+        from isvserver import reconcile
+
+        with connected():
+            reconcile.periodic(self.settings)
