@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from isvserver.db import connected, database
 from isvserver.migrations import pending
+from isvserver.runtime import runtime
 
 bp = Blueprint("health", __name__)
 
@@ -18,7 +19,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready to answer the marketplace: the database answers and its schema is current."""
+    """Ready to answer the marketplace: the database answers, its schema is current, the job queue answers."""
     checks: dict[str, str] = {}
     try:
         with connected():
@@ -29,5 +30,10 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:
         checks.setdefault("database", f"unreachable ({type(exc).__name__})")
         checks.setdefault("migrations", "unknown")
+    try:
+        runtime().jobs.huey.pending_count()
+        checks["queue"] = "ok"
+    except Exception as exc:
+        checks["queue"] = f"unreachable ({type(exc).__name__})"
     ready = all(value == "ok" for value in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503

@@ -44,6 +44,7 @@ from support.server import (
     db_rows,
     encode,
     http_request,
+    is_job_consumer,
     live_group_members,
     live_processes,
     running_server,
@@ -299,8 +300,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def children(pid: int) -> set[int]:
-    """The live (not zombie) child processes of `pid`: a gunicorn master's workers."""
-    return {child for child, _, fields in live_processes() if int(fields[1]) == pid}
+    """The live (not zombie) child processes of `pid` but the job consumer: a gunicorn master's workers."""
+    return {
+        child for child, _, fields in live_processes() if int(fields[1]) == pid and not is_job_consumer(child)
+    }
 
 
 def wait_for_workers(server: Server, count: int, timeout: float = 30.0) -> set[int]:

@@ -34,7 +34,21 @@ def test_healthz_and_readyz_on_a_current_schema(client) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+    assert ready.get_json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "migrations": "ok", "queue": "ok"},
+    }
+
+
+def test_readyz_reports_an_unreachable_queue(tmp_path, database_url) -> None:
+    env = base_env(tmp_path, database_url, ISV_QUEUE_URL="redis://127.0.0.1:9/0")  # nothing listens
+    client = create_app(load_settings(env)).test_client()
+    answer = client.get("/readyz")
+    db.close_all()
+    assert answer.status_code == 503
+    checks = answer.get_json()["checks"]
+    assert (checks["database"], checks["migrations"]) == ("ok", "ok")
+    assert checks["queue"].startswith("unreachable")
 
 
 def test_readyz_reports_pending_migrations(tmp_path) -> None:

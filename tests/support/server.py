@@ -90,6 +90,19 @@ def live_processes() -> Iterator[tuple[int, str, list[str]]]:
             yield int(stat.parent.name), text[text.find("(") + 1 : text.rfind(")")], fields
 
 
+def is_job_consumer(pid: int) -> bool:
+    """Whether `pid` is an `isvserver worker` that a gunicorn master started beside its workers."""
+    try:
+        return b"--supervised" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def job_consumers(master: int) -> set[int]:
+    """The live job consumers started by the gunicorn master `master`."""
+    return {pid for pid, _, fields in live_processes() if int(fields[1]) == master and is_job_consumer(pid)}
+
+
 def live_group_members(pgid: int) -> list[str]:
     """`pid command` of every process of group `pgid` that is still alive (zombies do not count)."""
     return [f"{pid} {command}" for pid, command, fields in live_processes() if int(fields[2]) == pgid]
