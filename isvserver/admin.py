@@ -15,7 +15,7 @@ from peewee import DatabaseError
 
 from isvserver import db, keystore, order_lines
 from isvserver.lifecycle import State
-from isvserver.models import CallbackLog, Instance, InstanceEvent, OrderLineRecord
+from isvserver.models import CallbackLog, Delivery, Instance, InstanceEvent, OrderLineRecord
 from isvserver.orders_cli import MASK
 from isvserver.sealing import DataKeys, UnsealError
 from isvserver.settings import Settings, SettingsError, load_settings, redacted_url
@@ -200,6 +200,24 @@ def _event_out(event: InstanceEvent) -> dict[str, Any]:
     )
 
 
+def _delivery_out(delivery: Delivery) -> dict[str, Any]:
+    return _row(
+        delivery, ("event_type", "status", "attempts", "next_attempt_at", "last_error", "delivered_at")
+    )
+
+
+def _delivery_text(delivery: dict[str, Any] | None) -> str | None:
+    """How far the change got to the product: delivered, or pending/failed with attempts and last error."""
+    if delivery is None:
+        return None
+    if delivery["status"] == "delivered":
+        return "delivered"
+    text = f"{delivery['status']} ({delivery['attempts']} failed attempts"
+    if delivery["status"] == "pending" and delivery["attempts"]:
+        text += f", next at {delivery['next_attempt_at']}"
+    return text + (f": {delivery['last_error']})" if delivery["last_error"] else ")")
+
+
 def _instance_calls(instance: Instance, orders: set[str], limit: int) -> list[CallbackLog]:
     """The calls about this instance (alone or in a list of ids) or one of its orders, newest first."""
     query = (
@@ -283,6 +301,9 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
         orders = {instance.order_id} | {e.order_id for e in events if e.order_id}
         calls = _instance_calls(instance, orders, limit)
         records = order_lines.for_instance(instance)
+        handed_over = {
+            d.event_id: _delivery_out(d) for d in Delivery.select().where(Delivery.instance == instance)
+        }
     lines = [_order_line_out(record, settings.data_keys) for record in records]
     _more(len(calls), limit)
     calls = calls[:limit]
@@ -291,7 +312,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
         _print_json(
             {
                 "instance": {**_row(instance, INSTANCE_FIELDS), "password_stored": password is not None},
-                "events": [_event_out(e) for e in events],
+                "events": [{**_event_out(e), "delivery": handed_over.get(e.id)} for e in events],
                 "order_lines": lines,
                 "calls": [_row(c, CALL_FIELDS) for c in calls],
             }
@@ -306,7 +327,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
     )
     click.echo(f"\nlifecycle history ({len(events)} events)")
     _table(
-        ("time", "kind", "from → to", "order line", "detail"),
+        ("time", "kind", "from → to", "order line", "detail", "to the product"),
         (
             (
                 e.created_at,
@@ -314,6 +335,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
                 f"{e.from_state or '-'} → {e.to_state or '-'}",
                 f"{e.order_id}/{e.order_line_id}" if e.order_id else None,
                 e.detail,
+                _delivery_text(handed_over.get(e.id)),
             )
             for e in events
         ),

@@ -80,22 +80,34 @@ class Jobs:
     def run_deliveries(self, instance_id: str) -> None:
         """Hand the instance's pending changes to the provisioner, oldest first, under its lease."""
         owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        lease_s = self.settings.job_lease_s
         with connected():
-            if not deliveries.acquire(instance_id, owner, lease_s):
+            if not deliveries.acquire(instance_id, owner, self.settings.job_lease_s):
                 return  # another runner has it and delivers everything pending
             try:
-                while (item := deliveries.next_pending(instance_id)) is not None:
-                    if item.next_attempt_at > utcnow():
-                        self.deliver_soon(instance_id, item.next_attempt_at)
-                        return
-                    if item.instance.state == lifecycle.State.FAILED:
-                        return  # waits for the marketplace's resend to restart provisioning
-                    if not self._hand_over(item) and item.status == deliveries.PENDING:
-                        return
-                    deliveries.renew(instance_id, owner, lease_s)
+                self._deliver_pending(instance_id, owner)
             finally:
                 deliveries.give_back(instance_id, owner)
+            # A change committed while this runner was finishing found the lease taken: look once more.
+            late = deliveries.next_pending(instance_id)
+            if (
+                late is not None
+                and late.attempts == 0
+                and late.next_attempt_at <= utcnow()
+                and late.instance.state != lifecycle.State.FAILED
+            ):
+                self.deliver_soon(instance_id)
+
+    def _deliver_pending(self, instance_id: str, owner: str) -> None:
+        """Deliver until nothing is due, a delivery waits for its retry, or provisioning failed."""
+        while (item := deliveries.next_pending(instance_id)) is not None:
+            if item.next_attempt_at > utcnow():
+                self.deliver_soon(instance_id, item.next_attempt_at)
+                return
+            if item.instance.state == lifecycle.State.FAILED:
+                return  # waits for the marketplace's resend to restart provisioning
+            if not self._hand_over(item) and item.status == deliveries.PENDING:
+                return  # its retry is scheduled; later changes wait behind it
+            deliveries.renew(instance_id, owner, self.settings.job_lease_s)
 
     def _hand_over(self, item: Delivery) -> bool:
         """One attempt at one delivery; True when it was handed over (a failure is recorded)."""
@@ -136,21 +148,23 @@ class Jobs:
         return True
 
     def _order_of(self, item: Delivery) -> dict | None:
-        """The change's order line details, fetched first when needed (None without AK/SK)."""
+        """The change's order line details, fetched first when not stored yet (None without AK/SK)."""
         if self.order_client is None:
             return None
         event, instance = item.event, item.instance
-        order_id = event.order_id or instance.order_id
-        line_id = event.order_line_id or instance.order_line_id
-        with database.atomic():
-            order_lines.want(instance.marketplace, order_id, line_id)
-        if event.kind in ORDER_EVENTS:
-            status = order_lines.fetch(
-                self.settings, instance.marketplace, order_id, line_id, self.order_client
-            )
-            if status == "pending":
-                raise OrderDetailsPending(f"order line {order_id}/{line_id} could not be fetched yet")
-        return order_lines.details(instance.marketplace, order_id, line_id, self.settings.data_keys)
+        line = (
+            instance.marketplace,
+            event.order_id or instance.order_id,
+            event.order_line_id or instance.order_line_id,
+        )
+        details = order_lines.details(*line, self.settings.data_keys)
+        if details is None and event.kind in ORDER_EVENTS:
+            with database.atomic():
+                order_lines.want(*line)
+            if order_lines.fetch(self.settings, *line, self.order_client) == order_lines.PENDING:
+                raise OrderDetailsPending(f"order line {line[1]}/{line[2]} could not be fetched yet")
+            details = order_lines.details(*line, self.settings.data_keys)
+        return details
 
     def fetch_order(self, marketplace: str, order_id: str, order_line_id: str) -> None:
         """Fetch and store one order line (retried by the sweeper while it stays pending)."""

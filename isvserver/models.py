@@ -121,7 +121,7 @@ class Delivery(BaseModel):
     """A lifecycle change (one instance_event) to hand to the seller's product, in id order per instance."""
 
     instance = ForeignKeyField(Instance, column_name="instance_ref", backref="deliveries")
-    event = ForeignKeyField(InstanceEvent, column_name="event_ref", unique=True)
+    event = ForeignKeyField(InstanceEvent, column_name="event_ref", object_id_name="event_id", unique=True)
     event_type = CharField(max_length=32)
     status = CharField(max_length=16)  # pending, delivered, failed
     attempts = IntegerField(default=0)

@@ -170,6 +170,34 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw in ("1", "true", "yes")
 
 
+MIN_WEBHOOK_KEY_BYTES = 24
+
+
+def check_webhook_url(url: str) -> str:
+    """`url` when it is an http(s) URL with a host, else ValueError (naming no value)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
+        raise ValueError("the webhook URL must be an http(s) URL")
+    return url
+
+
+def webhook_key(secret: str) -> bytes:
+    """The signing key of a Standard Webhooks `whsec_…` secret, else ValueError (naming no value)."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==") if secret.startswith("whsec_") else b""
+    except ValueError:
+        key = b""
+    if len(key) < MIN_WEBHOOK_KEY_BYTES:
+        raise ValueError(
+            f"the webhook secret must be whsec_ and at least {MIN_WEBHOOK_KEY_BYTES} bytes in base64"
+        )
+    return key
+
+
 def _provisioner(env: Mapping[str, str]) -> tuple[str, str, str]:
     """ISV_PROVISIONER with what it needs: (choice, webhook URL, webhook secret)."""
     choice = _raw(env, "ISV_PROVISIONER") or "template"
@@ -180,23 +208,18 @@ def _provisioner(env: Mapping[str, str]) -> tuple[str, str, str]:
     url, secret = _raw(env, "ISV_WEBHOOK_URL") or "", _raw(env, "ISV_WEBHOOK_SECRET") or ""
     if choice == "webhook":
         try:
-            parts = urlsplit(url)
+            check_webhook_url(url)
         except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError("ISV_WEBHOOK_URL must be an http(s) URL when ISV_PROVISIONER=webhook")
-        raw_secret = secret.removeprefix("whsec_")
-        try:
-            decoded = (
-                base64.b64decode(raw_secret + "==", validate=False) if secret.startswith("whsec_") else b""
-            )
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if len(decoded) < 24:
             raise SettingsError(
-                "ISV_WEBHOOK_SECRET must be whsec_ followed by at least 24 random bytes in base64 "
-                "(`isvserver webhook-secret` makes one)"
-            )
+                "ISV_WEBHOOK_URL must be an http(s) URL when ISV_PROVISIONER=webhook"
+            ) from None
+        try:
+            webhook_key(secret)
+        except ValueError:
+            raise SettingsError(
+                f"ISV_WEBHOOK_SECRET must be whsec_ followed by at least {MIN_WEBHOOK_KEY_BYTES} random "
+                "bytes in base64 (`isvserver webhook-secret` makes one)"
+            ) from None
     return choice, url, secret
 
 

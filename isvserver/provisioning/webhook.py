@@ -27,7 +27,6 @@ problem and never the secret, the signature or any value of the reply.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import ssl
@@ -36,16 +35,14 @@ import urllib.error
 import urllib.request
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, ProvisioningError
-from isvserver.settings import redacted_url
+from isvserver.settings import check_webhook_url, redacted_url, webhook_key
 
 MAX_REPLY_BYTES = 64 * 1024
 USER_AGENT = "isvserver"
-MIN_SECRET_BYTES = 24
 APP_INFO_FIELDS = {
     "frontEndUrl": "front_end_url",
     "adminUrl": "admin_url",
@@ -167,22 +164,8 @@ class WebhookProvisioner:
     inline = False
 
     def __init__(self, url: str, secret: str, timeout_s: float = 10.0) -> None:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the webhook URL must be an http(s) URL")
-        try:
-            key = (
-                base64.b64decode(secret.removeprefix("whsec_") + "==") if secret.startswith("whsec_") else b""
-            )
-        except ValueError:
-            key = b""
-        if len(key) < MIN_SECRET_BYTES:
-            raise ValueError(
-                f"the webhook secret must be whsec_ and at least {MIN_SECRET_BYTES} bytes in base64"
-            )
+        check_webhook_url(url)
+        key = webhook_key(secret)
         self._webhook = Webhook(key)
         self.url = url
         self.timeout_s = timeout_s

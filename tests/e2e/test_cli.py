@@ -38,6 +38,8 @@ TABLES = {
     "callback_log",
     "order_notification",
     "access_key",
+    "delivery",
+    "order_line",
     "schema_version",
 }
 
@@ -90,13 +92,14 @@ def test_migrate_fresh_database_then_current(
     assert db_rows(url, "SELECT version, name FROM schema_version ORDER BY version") == [
         (1, "initial"),
         (2, "access_keys"),
+        (3, "jobs"),
     ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 2
+    assert db_count(url, "schema_version") == 3
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:

@@ -20,18 +20,21 @@ import pytest
 from support import order_api
 from support.harness import ACCESS_KEY, NOTIFY_KEY, base_env
 from support.receiver import WebhookReceiver, new_secret
+from support.redis import RedisServer
 from support.server import (
     BIN_DIR,
     ISVSERVER,
     Server,
     db_rows,
     free_port,
+    http_request,
     is_listening,
     job_consumers,
     post_signed,
     running_server,
     stop_group,
     subprocess_env,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +45,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 OK, IN_PROGRESS, INTERNAL = "000000", "000004", "000005"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as running:
@@ -58,21 +52,17 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def webhook_env(tmp_path: Path, database_url: str, receiver: WebhookReceiver, **extra: str) -> dict[str, str]:
-    return subprocess_env(
-        base_env(
-            tmp_path,
-            database_url,
-            ISV_PROVISIONER="webhook",
-            ISV_WEBHOOK_URL=receiver.url,
-            ISV_WEBHOOK_SECRET=receiver.secret,
-            ISV_WEBHOOK_TIMEOUT_S="2",
-            ISV_PROVISION_BUDGET_MS=str(BUDGET_MS),
-            ISV_JOB_RETRY_BASE_S="0.2",
-            ISV_JOB_RETRY_MAX_S="1",
-            ISV_JOB_LEASE_S="3",
-            **extra,
-        )
-    )
+    settings = {
+        "ISV_PROVISIONER": "webhook",
+        "ISV_WEBHOOK_URL": receiver.url,
+        "ISV_WEBHOOK_SECRET": receiver.secret,
+        "ISV_WEBHOOK_TIMEOUT_S": "2",
+        "ISV_PROVISION_BUDGET_MS": str(BUDGET_MS),
+        "ISV_JOB_RETRY_BASE_S": "0.2",
+        "ISV_JOB_RETRY_MAX_S": "1",
+        "ISV_JOB_LEASE_S": "3",
+    }
+    return subprocess_env(base_env(tmp_path, database_url, **{**settings, **extra}))
 
 
 @pytest.fixture
@@ -377,3 +367,41 @@ def test_the_readme_example_receiver_provisions_and_follows_the_lifecycle(
     assert answer["resultCode"] == OK
     assert query["info"][0]["appInfo"]["frontEndUrl"] == f"https://app.example.com/t/{instance_id}"
     assert query["info"][0]["appInfo"]["userName"] == "admin"
+
+
+def test_redis_queue_shared_by_a_server_and_a_separate_worker(
+    tmp_path: Path, database_url: str, receiver: WebhookReceiver
+) -> None:
+    """ISV_QUEUE_URL=redis://…: the web host and a worker in another folder (as on another host) share
+    nothing but the database and Redis, and the worker provisions what the server queued."""
+    with RedisServer(tmp_path / "redis", free_port()) as redis:
+        env = webhook_env(tmp_path, database_url, receiver, ISV_QUEUE_URL=redis.url, ISV_SERVE_JOBS="0")
+        with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=2) as server:
+            ready = http_request(server.base, "GET", "/readyz")
+            answer, _ = new_instance(server)
+            instance_id = answer["instanceId"]
+            other_host = tmp_path / "worker-host"
+            other_host.mkdir()
+            worker_env = {**env, "ISV_INSTANCE_DIR": str(other_host / "instance")}
+            with (other_host / "worker.log").open("ab") as out:
+                worker = subprocess.Popen(
+                    [ISVSERVER, "worker"],
+                    env=worker_env,
+                    cwd=other_host,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            try:
+                assert wait_until(lambda: state(server, instance_id) == "active", 20), (
+                    other_host / "worker.log"
+                ).read_text()[-2000:]
+            finally:
+                worker.send_signal(signal.SIGINT)
+                worker.wait(30)
+
+    assert ready.status == 200 and ready.json["checks"]["queue"] == "ok"
+    assert answer["resultCode"] == IN_PROGRESS  # nobody consumed during the budget
+    assert receiver.event_types(instance_id) == ["instance.created"]
+    assert not (tmp_path / "instance" / "queue.sqlite3").exists()
+    assert "redis://127.0.0.1" in (other_host / "worker.log").read_text()

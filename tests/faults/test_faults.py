@@ -50,6 +50,7 @@ from support.server import (
     running_server,
     sign,
     subprocess_env,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -287,16 +288,6 @@ def check_instances_match_answers(url: str, stream: NewInstanceStream) -> list[s
 
 
 # --- processes ---------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it holds or `timeout` seconds passed; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def children(pid: int) -> set[int]:

@@ -3,6 +3,7 @@ running app accepts or refuses at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,8 +16,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from isvserver import admin, db, keystore
+from isvserver import admin, create_app, db, keystore
 from isvserver.models import Instance
+from isvserver.provisioning import ProvisioningError
 from isvserver.settings import Settings
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY, Answer, Marketplace, base_env
@@ -217,6 +219,46 @@ def test_instances_show_fields_history_and_calls_never_the_password(
     assert "password_encrypted" not in shown["instance"]
     assert [e["kind"] for e in shown["events"]] == ["created", "provisioned", "frozen"]
     assert [c["request_id"] for c in shown["calls"]][-1] == request_id(created)
+
+
+class ProductDown:
+    """A queued provisioner whose product does not answer."""
+
+    inline = False
+
+    def provision(self, event: Any) -> Any:
+        raise ProvisioningError("product answered HTTP 503")
+
+    def apply(self, event: Any) -> None:
+        raise ProvisioningError("product answered HTTP 503")
+
+    def check_change(self, instance: Any, product_info: dict[str, Any]) -> str | None:
+        return None
+
+
+def test_instances_show_says_how_far_each_change_got_to_the_product(cli: Cli, settings: Settings) -> None:
+    app = create_app(dataclasses.replace(settings, provision_budget_ms=0), provisioner=ProductDown())
+    marketplace = Marketplace(app.test_client(), settings.produce_path)
+    try:
+        instance_id = marketplace.new_instance("CSD1", business_id="down-1").json["instanceId"]
+        marketplace.send({"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "FREEZE"})
+        with db.connected():
+            app.extensions["isvserver"].jobs.run_deliveries(instance_id)
+    finally:
+        db.close_all()
+
+    output = ok(cli(admin.instances, "show", instance_id))
+    shown = json.loads(ok(cli(admin.instances, "show", instance_id, "--json")))
+
+    history = output.split("lifecycle history (2 events)\n")[1].split("\n\n")[0]
+    created, frozen = table_rows(history)
+    assert created[-1].startswith("pending (1 failed attempts, next at ")
+    assert created[-1].endswith(": ProvisioningError: product answered HTTP 503)")
+    assert frozen[-1] == "pending (0 failed attempts)"
+    assert [(e["kind"], e["delivery"]["status"], e["delivery"]["attempts"]) for e in shown["events"]] == [
+        ("created", "pending", 1),
+        ("frozen", "pending", 0),
+    ]
 
 
 def test_instances_show_unknown_id_fails(cli: Cli) -> None:

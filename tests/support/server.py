@@ -90,6 +90,16 @@ def live_processes() -> Iterator[tuple[int, str, list[str]]]:
             yield int(stat.parent.name), text[text.find("(") + 1 : text.rfind(")")], fields
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds passed; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def is_job_consumer(pid: int) -> bool:
     """Whether `pid` is an `isvserver worker` that a gunicorn master started beside its workers."""
     try:
