@@ -32,6 +32,7 @@ def make_database(url: str) -> Database:
             lock_type="IMMEDIATE",
             autoconnect=False,
             max_connections=8,
+            check_same_thread=False,  # a pooled connection may serve another thread later (never two at once)
             stale_timeout=300,
         )
     return connect_url(

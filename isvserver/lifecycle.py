@@ -108,6 +108,9 @@ def lifecycle_event(
 ) -> LifecycleEvent:
     """The provisioner's view of one recorded change; its id is stable across retries."""
     change = {"kind": event.kind, **(json.loads(event.detail) if event.detail else {})}
+    for name, value in change.items():
+        if name.endswith("_at") and isinstance(value, str):
+            change[name] = datetime.fromisoformat(value)  # stored as text by _record
     if event.order_id:
         change.update(order_id=event.order_id, order_line_id=event.order_line_id)
     return LifecycleEvent(
