@@ -189,7 +189,9 @@ def test_slow_product_gets_000004_within_the_budget_then_the_tenant(
 
     assert (answer["resultCode"], answer["instanceId"]) == (IN_PROGRESS, instance_id)
     assert elapsed < BUDGET_MS / 1000 + 0.5, f"newInstance took {elapsed:.2f} s with a {BUDGET_MS} ms budget"
-    print(f"slow product: newInstance answered 000004 in {elapsed * 1000:.0f} ms with a {BUDGET_MS} ms budget")
+    print(
+        f"slow product: newInstance answered 000004 in {elapsed * 1000:.0f} ms with a {BUDGET_MS} ms budget"
+    )
     assert pending["resultCode"] == IN_PROGRESS and "appInfo" not in pending["info"][0]
     assert done["resultCode"] == OK
     assert done["info"][0]["appInfo"]["frontEndUrl"] == receiver.tenant(instance_id)["frontEndUrl"]
