@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from huey import Huey
 from huey.api import TaskWrapper
@@ -63,7 +63,8 @@ class Jobs:
         if at is None or at <= utcnow():
             self._deliver(instance_id)
         else:
-            self._deliver.schedule(args=(instance_id,), eta=at)
+            # huey's schedule holds whole seconds: rounding down would run the job before `at`
+            self._deliver.schedule(args=(instance_id,), eta=at.replace(microsecond=0) + timedelta(seconds=1))
 
     def fetch_soon(self, marketplace: str, order_id: str, order_line_id: str) -> None:
         """Ask a consumer to fetch an order line (nothing when no AK/SK is configured)."""
@@ -87,26 +88,21 @@ class Jobs:
                 self._deliver_pending(instance_id, owner)
             finally:
                 deliveries.give_back(instance_id, owner)
-            # A change committed while this runner was finishing found the lease taken: look once more.
-            late = deliveries.next_pending(instance_id)
-            if (
-                late is not None
-                and late.attempts == 0
-                and late.next_attempt_at <= utcnow()
-                and late.instance.state != lifecycle.State.FAILED
-            ):
-                self.deliver_soon(instance_id)
+            # Whatever is still pending (a retry later on, or a change committed while this runner was
+            # finishing and found the lease taken) gets the next runner from here, and only from here.
+            left = deliveries.next_pending(instance_id)
+            if left is not None and left.instance.state != lifecycle.State.FAILED:
+                self.deliver_soon(instance_id, left.next_attempt_at)
 
     def _deliver_pending(self, instance_id: str, owner: str) -> None:
         """Deliver until nothing is due, a delivery waits for its retry, or provisioning failed."""
         while (item := deliveries.next_pending(instance_id)) is not None:
             if item.next_attempt_at > utcnow():
-                self.deliver_soon(instance_id, item.next_attempt_at)
                 return
             if item.instance.state == lifecycle.State.FAILED:
                 return  # waits for the marketplace's resend to restart provisioning
             if not self._hand_over(item) and item.status == deliveries.PENDING:
-                return  # its retry is scheduled; later changes wait behind it
+                return  # it waits for its retry, and the changes after it wait behind it
             deliveries.renew(instance_id, owner, self.settings.job_lease_s)
 
     def _hand_over(self, item: Delivery) -> bool:
@@ -138,7 +134,6 @@ class Jobs:
             )
             if retry_at is not None:
                 item.status = deliveries.PENDING
-                self.deliver_soon(instance.instance_id, retry_at)
             else:
                 item.status = deliveries.FAILED
                 if item.event_type == CREATED:
