@@ -45,10 +45,23 @@ def snapshot_code(work: Path, source: str) -> tuple[Path, str]:
     The working tree is shared with people editing it: every server and the in-process check import
     this copy (PYTHONPATH first, before the editable install), so one run measures one version of
     the code even when files change meanwhile. `source` is "worktree" (as it is now, uncommitted
-    edits included) or a commit ("HEAD", a hash, a tag: via `git archive`).
+    edits included), a commit ("HEAD", a hash, a tag: via `git archive`), or a directory holding
+    isvserver/, config/ and wsgi.py (an intermediate version built for a before/after comparison).
     """
     code = work / "code"
     code.mkdir()
+    if source != "worktree" and (Path(source) / "isvserver").is_dir():
+        for name in CODE_PATHS:
+            path = Path(source) / name
+            if path.is_dir():
+                shutil.copytree(path, code / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(path, code / name)
+        described = f"directory {source}"
+        digest = hashlib.sha256()
+        for file in sorted(p for p in code.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(code)).encode() + b"\0" + file.read_bytes())
+        return code, f"{described}; snapshot sha256 {digest.hexdigest()[:12]}"
 
     def git(*argv: str) -> str:
         out = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -2,7 +2,11 @@
 
 Each patch monkeypatches isvserver in memory to simulate one fix proposed in docs/benchmarks.md, so
 its effect can be measured (bench/profile.py --patch, bench/run.py --patch) before it is applied to
-the real code. Nothing here is used by isvserver itself. Patches are named in ISV_BENCH_PATCHES
+the real code. In the code by now (see "Fixes of 2026-11-22" in docs/benchmarks.md), in their own
+form: request-connection, sqlite-pool, nonce-upsert, raw-sql (statements built once), short-txn (the
+write lock only for the writes). keys-cache stays a simulation (a per-worker cache that can go stale
+is not acceptable); it measures what skipping the access_key SELECT altogether would give.
+Nothing here is used by isvserver itself. Patches are named in ISV_BENCH_PATCHES
 (comma-separated) when the app is built by bench/patched_app.py under gunicorn.
 
   request-connection  hold one database connection for the whole request (one pool check-out, one

@@ -551,6 +551,11 @@ def bench_database(kind: str, args: argparse.Namespace, keys: Keys, work: Path) 
                 ("new", small, args.small, small_maker),
                 ("bare", bare, args.small, small_maker),
             ]
+            if args.scenarios != "all":
+                # Only the named scenarios, in the same order and still between bare runs.
+                wanted = {"bare", *(n.strip() for n in args.scenarios.split(","))}
+                kept = [step for step in plan if step[0] in wanted]
+                plan = [s for i, s in enumerate(kept) if not (s[0] == "bare" == kept[i - 1][0] and i)]
             for scenario, server, instances, maker in plan:
                 report["runs"].append(measure(kind, scenario, server, instances, maker, args, work, watch))
                 time.sleep(1)
@@ -633,6 +638,8 @@ def summarise(reports: list[dict[str, Any]], info: dict[str, str], args: argpars
                 f"| {r.p99_ms:>7.2f} | {ratio:>7} | {r.bad_answers:>10} | {r.load1:>5.2f} "
                 f"| {r.others_cores:>6.2f} |"
             )
+        if args.scenarios != "all":
+            continue  # the verdicts need every scenario
         db = report["db"]
         get = {(r.scenario, r.instances): r for r in runs if r.scenario != "bare"}  # the last of each
         q_small = mean_run([r for r in runs if r.scenario == "query1" and r.instances == args.small])
@@ -733,6 +740,12 @@ def main() -> int:
         "--code",
         default="worktree",
         help="what to measure: the working tree as it is at start (default), or a commit (HEAD, a hash)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help="all, or some of query1,query100,new (each run between two bare runs; the 1 000 vs "
+        "1 000 000 comparison needs query1)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")

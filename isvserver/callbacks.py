@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass, fields
 
-from isvserver.db import connected
-from isvserver.models import CallbackLog
+from peewee import Database
+
+from isvserver.db import connected, database, ident, is_postgres, names, placeholders, statement
+from isvserver.models import CallbackLog, utcnow
 
 log = logging.getLogger("isvserver.calls")
 
@@ -58,9 +60,35 @@ def log_line(call: CallRecord) -> None:
     )
 
 
+def _insert_sql(db: Database) -> str:
+    """callback_log's INSERT of every CallRecord field and received_at (built once per database)."""
+    columns = [CallbackLog._meta.fields[name].column_name for name in _STORED]
+    sql = (
+        f"INSERT INTO {ident(db, CallbackLog._meta.table_name)} ({names(db, *columns)}) "  # noqa: S608 (names from the model)
+        f"VALUES ({placeholders(db, len(columns))})"
+    )
+    if is_postgres(db):
+        sql += f" RETURNING {ident(db, CallbackLog.id.column_name)}"
+    return sql
+
+
+_STORED = ("received_at", *(f.name for f in fields(CallRecord)))
+_CONVERT = tuple(CallbackLog._meta.fields[name].db_value for name in _STORED)
+
+
 def store(call: CallRecord) -> int:
-    """Insert the call's callback_log row in the open connection (and transaction); errors propagate."""
-    return CallbackLog.create(**asdict(_clean(call))).id
+    """Insert the call's callback_log row in the open connection (and transaction); errors propagate.
+
+    The statement's text is built once (peewee compiling a 15-column INSERT was a fifth of a call).
+    """
+    values = (utcnow(), *(_storable_text(v) for v in astuple(call)))
+    cursor = database.execute_sql(
+        statement("callback_log.insert", _insert_sql),
+        [convert(value) for convert, value in zip(_CONVERT, values, strict=True)],
+    )
+    if cursor.description:  # RETURNING id (PostgreSQL)
+        return int(cursor.fetchone()[0])
+    return int(cursor.lastrowid)
 
 
 def update_result(row_id: int, call: CallRecord) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -86,6 +87,38 @@ def connected(db: Database | DatabaseProxy = database) -> Iterator[None]:
     finally:
         if opened and not db.is_closed():
             db.close()
+
+
+_STATEMENTS: weakref.WeakKeyDictionary[Database, dict[Hashable, str]] = weakref.WeakKeyDictionary()
+
+
+def statement(key: Hashable, build: Callable[[Database], str]) -> str:
+    """The SQL text of a hot statement, built once per bound database (its dialect) and `key`.
+
+    `build` gets the bound database (for its `param` and `quote`) and returns the text, its columns
+    taken from the models; values always go as parameters of `database.execute_sql`.
+    """
+    target = database.obj
+    built = _STATEMENTS.setdefault(target, {})
+    sql = built.get(key)
+    if sql is None:
+        sql = built[key] = build(target)
+    return sql
+
+
+def ident(db: Database, name: str) -> str:
+    """A table or column name quoted for `db` (peewee's quote characters)."""
+    return f"{db.quote[0]}{name}{db.quote[1]}"
+
+
+def names(db: Database, *columns: str) -> str:
+    """`columns` quoted for `db`, comma-separated."""
+    return ", ".join(ident(db, c) for c in columns)
+
+
+def placeholders(db: Database, count: int) -> str:
+    """`count` parameter placeholders for `db`, comma-separated."""
+    return ", ".join([db.param] * count)
 
 
 def close_all(db: Database | DatabaseProxy = database) -> None:

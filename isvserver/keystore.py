@@ -7,10 +7,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
-from peewee import CharField, DateTimeField, IntegrityError, TextField
+from peewee import CharField, Database, DateTimeField, IntegrityError, TextField
 
-from isvserver.db import connected, database, is_postgres
+from isvserver.db import connected, database, ident, is_postgres, names, statement
 from isvserver.models import BaseModel, utcnow
 from isvserver.sealing import UnsealError, seal, unseal
 from isvserver.settings import Settings
@@ -94,21 +95,35 @@ def _lock() -> None:
         database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
 
 
+def _keys_sql(db: Database) -> str:
+    columns = (AccessKey.interface, AccessKey.fingerprint, AccessKey.key_sealed, AccessKey.retired_at)
+    return (
+        f"SELECT {names(db, *(c.column_name for c in columns))} FROM {ident(db, AccessKey._meta.table_name)} "  # noqa: S608 (names from the model)
+        f"ORDER BY {names(db, AccessKey.created_at.column_name, AccessKey.id.column_name)}"
+    )
+
+
 def verification_keys(settings: Settings, interface: str) -> tuple[str, ...]:
-    """The active keys of `interface`: environment keys not retired, then stored active keys, oldest first."""
+    """The active keys of `interface`: environment keys not retired, then stored active keys, oldest first.
+
+    The access_key rows are read on every call (a key added or retired counts in every worker at
+    once); only turning the same rows into the same keys is remembered.
+    """
     with connected():
-        rows = list(
-            AccessKey.select(
-                AccessKey.interface, AccessKey.fingerprint, AccessKey.key_sealed, AccessKey.retired_at
-            )
-            .order_by(AccessKey.created_at, AccessKey.id)
-            .tuples()
-        )
+        rows = tuple(map(tuple, database.execute_sql(statement("access_key.rows", _keys_sql)).fetchall()))
+    return _active_keys(env_keys(settings, interface), settings.data_keys, interface, rows)
+
+
+@lru_cache(maxsize=64)
+def _active_keys(
+    env: tuple[str, ...], data_keys: tuple[bytes, ...], interface: str, rows: tuple[tuple[Any, ...], ...]
+) -> tuple[str, ...]:
+    """The active keys of `interface` given the environment's keys and these access_key rows."""
     retired = {fp for _, fp, _, retired_at in rows if retired_at is not None}
-    keys = [key for key in env_keys(settings, interface) if fingerprint(key) not in retired]
+    keys = [key for key in env if fingerprint(key) not in retired]
     for row_interface, _, sealed, retired_at in rows:
         if row_interface == interface and retired_at is None and sealed:
-            key = _unsealed(settings.data_keys, sealed)
+            key = _unsealed(data_keys, sealed)
             if key is not None and key not in keys:
                 keys.append(key)
     return tuple(keys)

@@ -6,12 +6,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from isvserver.db import database
+from peewee import Database
+
+from isvserver.db import database, ident, names, placeholders, statement
 from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
 from isvserver.provisioning import EVENT_TYPES, AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
@@ -225,15 +227,6 @@ def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> N
     instance.memo = app_info.memo
 
 
-def _new_instance_id(business_id: str) -> str:
-    """The marketplace's recommended id (the first businessId) when it is usable and free, else a UUID."""
-    if _INSTANCE_ID.fullmatch(business_id) and not (
-        Instance.select().where(Instance.instance_id == business_id).exists()
-    ):
-        return business_id
-    return str(uuid.uuid4())
-
-
 def create_instance(
     marketplace: str,
     order_id: str,
@@ -252,38 +245,30 @@ def create_instance(
         & (Instance.order_id == order_id)
         & (Instance.order_line_id == order_line_id)
     )
+    # INSERT first: the UNIQUE constraints decide (order line; instance_id), no SELECT before it. Only
+    # when the row stays out is the existing one read; when no row has this order line, it was the
+    # instance_id that collided (another order took the recommended id): again with a UUID.
+    first = business_id if _INSTANCE_ID.fullmatch(business_id) else str(uuid.uuid4())
     with database.atomic():
-        instance = _select_for_update(by_order)
-        if instance is not None:
-            if instance.state == State.FAILED and _apply(instance, Action.PROVISIONING_RESTARTED):
-                Delivery.update(
-                    status="pending", attempts=0, next_attempt_at=utcnow(), last_error=None
-                ).where((Delivery.instance == instance) & (Delivery.status == "failed")).execute()
-                instance.save()
-            return instance, False
-        instance_id = _new_instance_id(business_id)
-        for candidate in (instance_id, str(uuid.uuid4())):
+        for candidate in (first, str(uuid.uuid4())):
             now = utcnow()
-            inserted = (
-                Instance.insert(
-                    instance_id=candidate,
-                    marketplace=marketplace,
-                    order_id=order_id,
-                    order_line_id=order_line_id,
-                    business_id=business_id,
-                    state=State.PROVISIONING.value,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_ignore()
-                .execute()
+            instance = Instance(
+                instance_id=candidate,
+                marketplace=marketplace,
+                order_id=order_id,
+                order_line_id=order_line_id,
+                business_id=business_id,
+                state=State.PROVISIONING.value,
+                created_at=now,
+                updated_at=now,
             )
-            instance = _select_for_update(by_order)
-            if instance is not None:
+            if _inserted(instance):
                 break
-            # ignored on the instance_id constraint alone (another order took that id): take a UUID
-        if instance is None or inserted is None or inserted != instance.id:
-            return instance, False  # a concurrent call created it first
+            existing = _select_for_update(by_order)
+            if existing is not None:
+                return _restarted_if_failed(existing), False  # a resend, or a concurrent call was first
+        else:
+            raise RuntimeError("a new instance_id collided twice")  # two UUIDs taken: not expected
         outbox = not provisioner.inline
         event = _record(
             instance,
@@ -295,9 +280,40 @@ def create_instance(
         )
         if not outbox:
             _store_app_info(instance, provisioner.provision(lifecycle_event(event, instance)), data_key)
-            _apply(instance, Action.PROVISIONED)
-            instance.save()
+            # What _apply(PROVISIONED) does, less its look for a freeze recorded meanwhile: a row
+            # inserted by this transaction has no other event.
+            to_state = TRANSITIONS[Action.PROVISIONED][State.PROVISIONING]
+            _record(instance, Action.PROVISIONED.value, to_state)
+            instance.state, instance.updated_at = to_state.value, utcnow()
+            instance.save(only=instance.dirty_fields)
         return instance, True
+
+
+def _inserted(instance: Instance) -> bool:
+    """INSERT the new row unless a UNIQUE constraint keeps it out; True (and its id set) when it went in."""
+    query = Instance.insert(**instance.__data__).on_conflict_ignore()
+    cursor = database.execute(query.returning(Instance.id) if database.returning_clause else query)
+    if database.returning_clause:
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        instance.id = row[0]
+    elif cursor.rowcount == 1:
+        instance.id = cursor.lastrowid
+    else:
+        return False
+    instance._dirty.clear()
+    return True
+
+
+def _restarted_if_failed(instance: Instance) -> Instance:
+    """The existing instance of a resent newInstance; a failed provisioning starts again."""
+    if instance.state == State.FAILED and _apply(instance, Action.PROVISIONING_RESTARTED):
+        Delivery.update(status="pending", attempts=0, next_attempt_at=utcnow(), last_error=None).where(
+            (Delivery.instance == instance) & (Delivery.status == "failed")
+        ).execute()
+        instance.save()
+    return instance
 
 
 def complete_provisioning(instance_id: str, app_info: AppInfo, data_key: bytes) -> bool:
@@ -416,13 +432,42 @@ def await_provisioning(instance_id: str, deadline: float) -> str:
         pause = min(pause * 1.5, 0.1)
 
 
-def find_instances(instance_ids: Sequence[str]) -> dict[str, Instance]:
-    """The instances with these ids, in one query."""
-    rows = Instance.select().where(Instance.instance_id.in_(list(instance_ids)))
-    return {row.instance_id: row for row in rows}
+class InstanceRow(NamedTuple):
+    """What queryInstance reads of an instance (a plain row: no model object per row)."""
+
+    instance_id: str
+    state: str
+    front_end_url: str | None
+    admin_url: str | None
+    user_name: str | None
+    password_encrypted: str | None
+    memo: str | None
 
 
-def app_info(instance: Instance, data_keys: DataKeys) -> AppInfo | None:
+_ROW_FIELDS = tuple(getattr(Instance, name) for name in InstanceRow._fields)
+
+
+def _find_sql(count: int) -> Callable[[Database], str]:
+    def build(db: Database) -> str:
+        columns = names(db, *(f.column_name for f in _ROW_FIELDS))
+        return (
+            f"SELECT {columns} FROM {ident(db, Instance._meta.table_name)} "  # noqa: S608 (names from the model)
+            f"WHERE {ident(db, Instance.instance_id.column_name)} IN ({placeholders(db, count)})"
+        )
+
+    return build
+
+
+def find_instances(instance_ids: Sequence[str]) -> dict[str, InstanceRow]:
+    """The instances with these ids, in one query (its text built once per number of ids)."""
+    ids = list(instance_ids)
+    if not ids:
+        return {}
+    cursor = database.execute_sql(statement(("instance.find", len(ids)), _find_sql(len(ids))), ids)
+    return {row.instance_id: row for row in map(InstanceRow._make, cursor.fetchall())}  # text columns
+
+
+def app_info(instance: Instance | InstanceRow, data_keys: DataKeys) -> AppInfo | None:
     """The stored AppInfo with the password decrypted (by any of `data_keys`), or None while there is none."""
     if instance.front_end_url is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -23,12 +24,24 @@ def _key_tuple(keys: DataKeys) -> tuple[bytes, ...]:
 
 def _fernets(keys: DataKeys) -> MultiFernet:
     """A MultiFernet over `keys`: encrypts with the first, decrypts with any."""
-    return MultiFernet([Fernet(key) for key in _key_tuple(keys)])
+    return _multi(_key_tuple(keys))
+
+
+@lru_cache(maxsize=16)
+def _multi(keys: tuple[bytes, ...]) -> MultiFernet:
+    """Built once per key tuple (it was built again for every row of a 100-id queryInstance)."""
+    return MultiFernet([_fernet(key) for key in keys])
+
+
+@lru_cache(maxsize=16)
+def _fernet(key: bytes) -> Fernet:
+    """One key's Fernet (stateless: it only holds the key), built once per key."""
+    return Fernet(key)
 
 
 def seal(keys: DataKeys, plaintext: str) -> str:
     """Encrypt and authenticate `plaintext` for storage with the first key."""
-    return Fernet(_key_tuple(keys)[0]).encrypt(plaintext.encode("utf-8")).decode("ascii")
+    return _fernet(_key_tuple(keys)[0]).encrypt(plaintext.encode("utf-8")).decode("ascii")
 
 
 def unseal(keys: DataKeys, token: str) -> str:
@@ -42,7 +55,7 @@ def unseal(keys: DataKeys, token: str) -> str:
 def sealed_with_first(keys: DataKeys, token: str) -> bool:
     """Whether the first key alone opens `token` (a Fernet token names no key: trying is the only way)."""
     try:
-        Fernet(_key_tuple(keys)[0]).decrypt(token.encode("ascii"))
+        _fernet(_key_tuple(keys)[0]).decrypt(token.encode("ascii"))
     except (InvalidToken, UnicodeError):
         return False
     return True

@@ -486,6 +486,23 @@ def test_replayed_order_notify_is_not_counted_again(send):
     assert [r["times_received"] for r in notifications()] == [1]
 
 
+def test_replayed_query_instance_is_rejected_and_logged(send, instance_id):
+    """queryInstance is answered before its short write transaction: replayed, it is still 000001, its
+    nonce is stored once, and its log row says replayed_nonce."""
+    raw = _real("queryInstance", instanceId=instance_id)
+    query = urlencode(params_for(raw))
+    assert send(raw, query).code == "000000"
+    before = table_state()
+    answer = send(raw, query)
+    assert answer.code == "000001"
+    assert "nonce" in answer.json["resultMsg"]
+    assert "info" not in answer.json
+    assert table_state() == before
+    with connected():
+        last = CallbackLog.select().order_by(CallbackLog.id.desc()).first()
+    assert (last.activity, last.verdict, last.result_code) == ("queryInstance", "replayed_nonce", "000001")
+
+
 def test_same_nonce_with_other_body_and_timestamp_is_rejected(send):
     """A nonce already used is refused even under a new body, timestamp and valid signature."""
     nonce = secrets.token_hex(32).upper()

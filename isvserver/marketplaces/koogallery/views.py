@@ -7,10 +7,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from flask import Blueprint, Response, g, request
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import keystore, lifecycle, metrics, replay
@@ -66,10 +67,45 @@ def signed_response(body: Reply, key: str, status: int = 200, activity: str | No
         if body["resultCode"] in (SUCCESS, IN_PROGRESS)
         else RESULT_OUT
     )
-    data = json.dumps(schema.dump(body), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    data = json.dumps(_dumped(schema, body), ensure_ascii=True, separators=(",", ":")).encode("ascii")
     response = Response(data, status=status, content_type="application/json")
     response.headers["Body-Sign"] = body_sign(key, data)
     return response
+
+
+def _dumped(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    """What `schema.dump(data)` gives for the reply schemas, without marshmallow's per-call machinery.
+
+    The schema's fields in its order, each only when present and not None (OutSchema drops empty
+    values), strings as str, nested schemas and lists of them the same way (see _plan).
+    """
+    out = {}
+    for name, key, nested, many in _plan(schema):
+        value = data.get(name)
+        if value is None:
+            continue
+        if nested is None:
+            out[key] = str(value)
+        elif many:
+            out[key] = [_dumped(nested, item) for item in value]
+        else:
+            out[key] = _dumped(nested, value)
+    return out
+
+
+@lru_cache(maxsize=32)
+def _plan(schema: Schema) -> tuple[tuple[str, str, Schema | None, bool], ...]:
+    """(name, key in the reply, nested schema or None, is a list) of each field, in dump order."""
+    plan = []
+    for name, field in schema.dump_fields.items():
+        inner = field.inner if isinstance(field, fields.List) else field
+        if isinstance(inner, fields.Nested):
+            plan.append((name, field.data_key or name, inner.schema, inner is not field))
+        elif isinstance(inner, fields.String) and inner is field:
+            plan.append((name, field.data_key or name, None, False))
+        else:
+            raise TypeError(f"{type(schema).__name__}.{name}: only strings and nested schemas are dumped")
+    return tuple(plan)
 
 
 def envelope(status: int, code: str, message: str) -> Response:
@@ -140,14 +176,11 @@ def _produce() -> Response:
         answer = reply(verification.code, verification.message)
     else:
         try:
-            # One transaction for the nonce, the change and the call's log row: one write lock per
-            # call on SQLite, and a reply is never sent for a change that did not commit.
             g.after_commit = []
             with connected():
-                with database.atomic():
-                    answer = _answer(rt, call, params["nonce"], int(now_ms), body)
-                    response = _signed(call, answer, sign_key, status, started)
-                    row = store(call)
+                answer, response, row = _verified_call(
+                    rt, call, params["nonce"], int(now_ms), body, sign_key, status, started
+                )
                 if g.after_commit:
                     final = _run_after_commit(call, answer)
                     if final is not answer:
@@ -258,13 +291,62 @@ def _storable(value: Any) -> bool:
     return "\\u0000" not in text
 
 
-def _answer(rt: Runtime, call: CallRecord, nonce: str, now_ms: int, body: dict[str, Any] | None) -> Reply:
-    """The reply to an authentic call, inside the call's transaction: replay check, validation, handler."""
+# Activities that change nothing: with testFlag=1 every activity is one of them.
+READ_ONLY_ACTIVITIES = frozenset({"queryInstance", "changeInstanceCheck"})
+Handler = Callable[[Runtime, dict[str, Any]], Reply]
+
+
+def _verified_call(
+    rt: Runtime,
+    call: CallRecord,
+    nonce: str,
+    now_ms: int,
+    body: dict[str, Any] | None,
+    sign_key: str,
+    status: int,
+    started: float,
+) -> tuple[Reply, Response, int]:
+    """The answer to an authentic call, its signed reply and its callback_log row, committed.
+
+    One write transaction per call holds the nonce, the change and the call's log row, and a reply
+    is never sent for anything that did not commit. A call that changes nothing (queryInstance,
+    changeInstanceCheck, every testFlag=1 call, a rejected request) is answered and signed with no
+    transaction open and only then takes the write lock (SQLite: BEGIN IMMEDIATE) for its nonce and
+    log row; a nonce already taken turns its answer into 000001. A changing call validates first and
+    runs its handler inside that transaction, after the nonce.
+    """
     keep_ms = 2 * rt.settings.signature_tolerance * 1000
-    if not replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
-        call.verdict = Verdict.REPLAYED_NONCE.value
-        call.reason = "nonce was already used"
-        return reply(AUTH_FAILED, "authentication failed: nonce was already used")
+    checked = _checked(call, body)
+    if isinstance(checked, dict) or checked[0] in _READ_ONLY_HANDLERS:
+        answer = checked if isinstance(checked, dict) else _handled(rt, call, *checked)
+        response = _signed(call, answer, sign_key, status, started)
+        with database.atomic():
+            if not replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
+                answer = _replayed(call)
+                response = _signed(call, answer, sign_key, status, started)
+            row = store(call)
+        return answer, response, row
+    handler, data = checked
+    with database.atomic():
+        if replay.first_use(INTERFACE, nonce, now_ms, keep_ms):
+            answer = _handled(rt, call, handler, data)
+        else:
+            answer = _replayed(call)
+        response = _signed(call, answer, sign_key, status, started)
+        row = store(call)
+    return answer, response, row
+
+
+def _replayed(call: CallRecord) -> Reply:
+    """The answer to a call whose nonce was already used (nothing it would have done is kept)."""
+    g.after_commit = []
+    call.verdict = Verdict.REPLAYED_NONCE.value
+    call.reason = "nonce was already used"
+    return reply(AUTH_FAILED, "authentication failed: nonce was already used")
+
+
+def _checked(call: CallRecord, body: dict[str, Any] | None) -> Reply | tuple[Handler, dict[str, Any]]:
+    """The handler of an authentic call with its validated data, or the reply that rejects the call."""
     if body is None:
         call.reason = "body is not a JSON object"
         return reply(INVALID_PARAMETERS, "body must be a JSON object")
@@ -283,7 +365,11 @@ def _answer(rt: Runtime, call: CallRecord, nonce: str, now_ms: int, body: dict[s
     except ValidationError as exc:
         call.reason = _describe(exc.messages)
         return reply(INVALID_PARAMETERS, f"invalid request parameters: {call.reason}")
-    handler = TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]
+    return (TEST_HANDLERS[activity] if data["testFlag"] == "1" else HANDLERS[activity]), data
+
+
+def _handled(rt: Runtime, call: CallRecord, handler: Handler, data: dict[str, Any]) -> Reply:
+    """The handler's reply, lifecycle and provisioning errors turned into their answers."""
     try:
         return handler(rt, data)
     except lifecycle.LifecycleError as exc:
@@ -520,3 +606,6 @@ TEST_HANDLERS: dict[str, Callable[[Runtime, dict[str, Any]], Reply]] = {
     "newInstance": test_new_instance,
     "queryInstance": test_query_instance,
 }
+
+# The handlers that only read: answered before the call's write transaction (see _verified_call).
+_READ_ONLY_HANDLERS = frozenset({*(HANDLERS[a] for a in READ_ONLY_ACTIVITIES), *TEST_HANDLERS.values()})
