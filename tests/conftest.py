@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,6 +18,11 @@ from isvserver.settings import Settings, load_settings
 
 from support.harness import FixedClock, Marketplace, base_env
 from support.postgres import PostgresServer, require_postgres
+
+# Properties judge what an example gives, not how fast: on a loaded 2-core machine one slow example
+# must not fail a run (speed is measured by bench/, never by a test).
+hypothesis.settings.register_profile("isvserver", deadline=None)
+hypothesis.settings.load_profile("isvserver")
 
 
 @pytest.fixture(scope="session")

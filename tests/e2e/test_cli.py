@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from isvserver.keystore import AccessKey
+from isvserver.models import ALL_MODELS
+
 from support.harness import ACCESS_KEY, base_env
 from support.server import (
     CliResult,
@@ -31,17 +34,7 @@ from support.server import (
 
 pytestmark = pytest.mark.e2e
 
-TABLES = {
-    "instance",
-    "instance_event",
-    "nonce",
-    "callback_log",
-    "order_notification",
-    "access_key",
-    "delivery",
-    "order_line",
-    "schema_version",
-}
+TABLES = {model._meta.table_name for model in (*ALL_MODELS, AccessKey)} | {"schema_version"}
 
 # spec §2.1 (the newInstance example) and §4 (its known signature with key test-access-key)
 EXAMPLE_BODY = (
