@@ -15,8 +15,10 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
+from flask.testing import FlaskClient
 
 from isvserver import admin, create_app, db, keystore
+from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.models import Instance
 from isvserver.provisioning import ProvisioningError
 from isvserver.settings import Settings
@@ -486,6 +488,23 @@ def test_retired_stored_key_is_refused_at_once(cli: Cli, marketplace: Marketplac
     assert output == f"retired basic key {fp(NEW_KEY)} (stored): every worker refuses it now\n"
     assert basic(marketplace, NEW_KEY, "CSS1", reply_key=ACCESS_KEY).code == AUTH
     assert key_table(cli)[2] == ["basic", fp(NEW_KEY), "stored", "retired", ANY_TIME, ANY_TIME, "leaked"]
+
+
+def test_replies_outside_the_produce_flow_are_signed_with_the_first_active_key(
+    cli: Cli, client: FlaskClient
+) -> None:
+    """404 and 405 replies: once ACCESS_KEY (the first configured) is retired, SECOND_ACCESS_KEY signs."""
+    before = client.get("/no-such-path")
+    ok(cli(admin.keys, "retire", fp(ACCESS_KEY)))
+    not_found = client.get("/no-such-path")
+    not_allowed = client.get("/saasproduce")
+
+    assert before.status_code == 404
+    assert body_sign_valid(ACCESS_KEY, before.data, before.headers["Body-Sign"])
+    assert (not_found.status_code, not_allowed.status_code) == (404, 405)
+    for answer in (not_found, not_allowed):
+        assert body_sign_valid(SECOND_ACCESS_KEY, answer.data, answer.headers["Body-Sign"])
+        assert not body_sign_valid(ACCESS_KEY, answer.data, answer.headers["Body-Sign"])
 
 
 def test_the_last_basic_key_cannot_be_retired(cli: Cli, marketplace: Marketplace) -> None:

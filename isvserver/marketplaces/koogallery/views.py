@@ -109,8 +109,13 @@ def _plan(schema: Schema) -> tuple[tuple[str, str, Schema | None, bool], ...]:
 
 
 def envelope(status: int, code: str, message: str) -> Response:
-    """A signed resultCode/resultMsg reply outside the produce flow, keyed with the first key."""
-    return signed_response(reply(code, message), runtime().settings.access_keys[0], status=status)
+    """A signed resultCode/resultMsg reply outside the produce flow, keyed with the first active key."""
+    settings = runtime().settings
+    try:
+        active = keystore.verification_keys(settings, keystore.BASIC)
+    except Exception:  # the database cannot say which keys are retired: the first configured one
+        active = ()
+    return signed_response(reply(code, message), (active or settings.access_keys)[0], status=status)
 
 
 def _parse_json(raw: bytes) -> dict[str, Any] | None:
