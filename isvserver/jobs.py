@@ -18,9 +18,9 @@ from huey.api import TaskWrapper
 
 from isvserver import deliveries, lifecycle, order_lines
 from isvserver.db import connected, database
-from isvserver.marketplaces.koogallery.orders import OrderQueryClient, client_from_env
+from isvserver.marketplaces.koogallery.orders import OrderQueryClient, OrderQueryError, client_from_env
 from isvserver.models import Delivery, utcnow
-from isvserver.provisioning import Provisioner
+from isvserver.provisioning import Provisioner, ProvisioningError
 from isvserver.queue import make_huey
 from isvserver.settings import Settings
 
@@ -34,6 +34,17 @@ ORDER_EVENTS = frozenset(
 
 class OrderDetailsPending(Exception):
     """The change's order line could not be fetched yet; the delivery is retried."""
+
+
+# Exceptions whose messages say what failed without secrets, passwords or buyer data.
+SAFE_TO_SHOW = (ProvisioningError, OrderQueryError, OrderDetailsPending)
+
+
+def _failure_reason(exc: Exception) -> str:
+    """A failed attempt as stored and shown: the message only where its class promises it is safe."""
+    if isinstance(exc, SAFE_TO_SHOW):
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:255]
+    return f"{type(exc).__name__} (details in the consumer's log)"
 
 
 def _every_minutes(minutes: int):
@@ -119,7 +130,9 @@ class Jobs:
                 self.provisioner.apply(event)
                 deliveries.delivered(item)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:255]
+            reason = _failure_reason(exc)
+            if not isinstance(exc, SAFE_TO_SHOW):  # its message may hold anything: the log's guard masks it
+                log.warning("delivery raised instance=%s", instance.instance_id, exc_info=True)
             settings = self.settings
             retry_at = deliveries.attempt_failed(
                 item, reason, settings.job_max_attempts, settings.job_retry_base_s, settings.job_retry_max_s

@@ -579,3 +579,23 @@ def test_app_info_outside_the_contract_is_never_answered(
     assert created.code == INTERNAL, created.json
     assert queried.code == NOT_FOUND, queried.json
     assert counts() == (0, 0)
+
+
+def test_an_unexpected_provisioner_error_is_stored_without_its_message(
+    app: Flask, market: Marketplace, provisioner: Switchable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only ProvisioningError (and the order-query errors) promise a message safe to store and show; any
+    other exception is stored by its type, its message going only to the log, masked there."""
+    provisioner.mode = "pending"
+    instance_id = market.new_instance("CS-CRASH-Q", business_id="crash-q").json["instanceId"]
+    provisioner.mode = "crash"
+
+    run_deliveries(app, instance_id)
+
+    with db.connected():
+        [error] = [
+            d.last_error for d in Delivery.select().join(Instance).where(Instance.instance_id == instance_id)
+        ]
+    assert error == "RuntimeError (details in the consumer's log)"
+    assert "hunter2" not in "".join(str(e.detail) for e in events(instance_id))
+    assert any(r.exc_info and "delivery raised" in r.getMessage() for r in caplog.records)
