@@ -230,8 +230,8 @@ def isvserver_argv(workers: int, code: Path) -> list[str]:
     ]
 
 
-def patched_argv(workers: int, code: Path) -> list[str]:
-    """isvserver's app with bench/patches.py's simulated fixes (ISV_BENCH_PATCHES), same gunicorn config."""
+def _bench_app_argv(workers: int, code: Path, target: str) -> list[str]:
+    """gunicorn with isvserver's config serving `target` from bench/."""
     return [
         sys.executable,
         "-m",
@@ -244,25 +244,18 @@ def patched_argv(workers: int, code: Path) -> list[str]:
         str(workers),
         "--pythonpath",
         str(ROOT / "bench"),
-        "patched_app:create_app()",
+        target,
     ]
+
+
+def patched_argv(workers: int, code: Path) -> list[str]:
+    """isvserver's app with bench/patches.py's simulated fixes (ISV_BENCH_PATCHES), same gunicorn config."""
+    return _bench_app_argv(workers, code, "patched_app:create_app()")
 
 
 def bare_argv(workers: int, code: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(code / "config" / "gunicorn.conf.py"),
-        "--bind",
-        "{bind}",
-        "--workers",
-        str(workers),
-        "--pythonpath",
-        str(ROOT / "bench"),
-        "bare_app:app",
-    ]
+    """The bare Flask route, same gunicorn config."""
+    return _bench_app_argv(workers, code, "bare_app:app")
 
 
 # --- wrk ----------------------------------------------------------------------------------------

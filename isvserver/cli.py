@@ -150,8 +150,9 @@ def worker(threads: int | None, supervised: bool) -> None:
             "order details are not fetched: ISV_MARKET_AK and ISV_MARKET_SK are not set"
         )
     jobs.sweep()  # what a killed consumer left behind
+    threads = threads or settings.job_workers
     consumer = jobs.huey.create_consumer(
-        workers=threads or settings.job_workers,
+        workers=threads,
         worker_type="thread",
         periodic=True,
         initial_delay=0.05,
@@ -164,7 +165,7 @@ def worker(threads: int | None, supervised: bool) -> None:
     logging.getLogger("isvserver.jobs").info(
         "job consumer pid=%d threads=%d queue=%s",
         os.getpid(),
-        threads or settings.job_workers,
+        threads,
         queue.describe(settings),
     )
     consumer.run()

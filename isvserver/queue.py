@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huey import Huey, RedisHuey, SqliteHuey
 
-from isvserver.settings import Settings
+from isvserver.settings import Settings, redacted_url
 
 QUEUE_NAME = "isvserver"
 QUEUE_FILE = "queue.sqlite3"
@@ -22,8 +22,6 @@ def make_huey(settings: Settings) -> Huey:
 
 def describe(settings: Settings) -> str:
     """Where the queue lives, safe to print (no password)."""
-    from isvserver.settings import redacted_url
-
     if settings.queue_url:
         return redacted_url(settings.queue_url)
     return str(settings.instance_dir / QUEUE_FILE)

@@ -105,10 +105,6 @@ def state(server: Server, instance_id: str) -> str:
     return value
 
 
-def consumer_pids(server: Server) -> set[int]:
-    return job_consumers(server.pid)
-
-
 def test_fast_product_answers_000000_and_every_change_reaches_it_in_order(
     serve: Callable[..., Any], receiver: WebhookReceiver
 ) -> None:
@@ -236,17 +232,17 @@ def test_kill_9_of_the_consumer_mid_job_runs_the_job_again_with_one_tenant(
 ) -> None:
     receiver.hold()
     with serve() as server:
-        assert wait_until(lambda: len(consumer_pids(server)) == 1, 20), "serve started no job consumer"
-        [victim] = consumer_pids(server)
+        assert wait_until(lambda: len(job_consumers(server.pid)) == 1, 20), "serve started no job consumer"
+        [victim] = job_consumers(server.pid)
         answer, _ = new_instance(server)
         instance_id = answer["instanceId"]
         assert receiver.wait_for(lambda: receiver.held == 1, 10), "the creation never reached the product"
 
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        assert wait_until(lambda: victim not in consumer_pids(server), 10)
+        assert wait_until(lambda: victim not in job_consumers(server.pid), 10)
         receiver.release_hold()  # the product creates the tenant; nobody is left to hear its answer
-        assert wait_until(lambda: consumer_pids(server) - {victim}, 20), "the consumer was not restarted"
+        assert wait_until(lambda: job_consumers(server.pid) - {victim}, 20), "the consumer was not restarted"
         assert wait_until(lambda: state(server, instance_id) == "active", 30)
         recovered_s = time.monotonic() - killed_at
         query = call(server, {"activity": "queryInstance", "instanceId": instance_id})
@@ -266,7 +262,7 @@ def test_split_deployment_serve_without_jobs_and_a_separate_worker(
 ) -> None:
     env = webhook_env(tmp_path, database_url, receiver, ISV_SERVE_JOBS="0")
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=2) as server:
-        assert consumer_pids(server) == set()
+        assert job_consumers(server.pid) == set()
         answer, _ = new_instance(server)
         instance_id = answer["instanceId"]
         time.sleep(1)
