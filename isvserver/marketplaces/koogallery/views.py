@@ -424,7 +424,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     _duplicate_unless(created)
     instance_id = instance.instance_id
     if created:
-        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+        _fetch_order_line(rt, data)
     if instance.state not in lifecycle.NOT_PROVISIONED:
         return reply(SUCCESS, "success", instanceId=instance_id)
     deadline = g.call_started + rt.settings.provision_budget_ms / 1000
@@ -446,10 +446,18 @@ def _provisioning_answer(instance_id: str, state: str) -> Reply:
     return reply(SUCCESS, "success", instanceId=instance_id)
 
 
-def _queue_delivery(rt: Runtime, instance_id: str) -> None:
-    """After commit, have the change just recorded handed to a provisioner that is not inline."""
-    if not rt.provisioner.inline:
+def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
+    """After commit, have the call's order line fetched from the order-query API (when AK/SK are set)."""
+    after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+
+
+def _recorded(rt: Runtime, instance_id: str, changed: bool) -> bool:
+    """`changed`, after counting a repeat that changed nothing, or having the change just recorded
+    handed (after commit) to a provisioner that is not inline."""
+    _duplicate_unless(changed)
+    if changed and not rt.provisioner.inline:
         after_commit(lambda: rt.jobs.deliver_soon(instance_id))
+    return changed
 
 
 def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
@@ -485,10 +493,8 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data.get("productId"),
         outbox=not rt.provisioner.inline,
     )
-    _duplicate_unless(changed)
-    if changed:
-        _queue_delivery(rt, data["instanceId"])
-        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+    if _recorded(rt, data["instanceId"], changed):
+        _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
 
 
@@ -497,9 +503,7 @@ def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     changed = lifecycle.set_frozen(
         data["instanceId"], data["status"] == "FREEZE", outbox=not rt.provisioner.inline
     )
-    _duplicate_unless(changed)
-    if changed:
-        _queue_delivery(rt, data["instanceId"])
+    _recorded(rt, data["instanceId"], changed)
     return reply(SUCCESS, "success")
 
 
@@ -508,9 +512,7 @@ def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     changed = lifecycle.release(
         data["instanceId"], data.get("orderId"), data.get("orderLineId"), outbox=not rt.provisioner.inline
     )
-    _duplicate_unless(changed)
-    if changed:
-        _queue_delivery(rt, data["instanceId"])
+    _recorded(rt, data["instanceId"], changed)
     return reply(SUCCESS, "success")
 
 
@@ -519,10 +521,8 @@ def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     changed = lifecycle.upgrade(
         data["instanceId"], data["orderId"], data["orderLineId"], outbox=not rt.provisioner.inline
     )
-    _duplicate_unless(changed)
-    if changed:
-        _queue_delivery(rt, data["instanceId"])
-        after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+    if _recorded(rt, data["instanceId"], changed):
+        _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
 
 
@@ -553,7 +553,7 @@ def order_notify(rt: Runtime, data: dict[str, Any]) -> Reply:
             OrderNotification.last_received_at: now,
         },
     ).execute()
-    after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+    _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
 
 
