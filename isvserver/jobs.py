@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from huey import Huey
 from huey.api import TaskWrapper
 
-from isvserver import deliveries, lifecycle, order_lines
+from isvserver import deliveries, lifecycle, order_lines, reconcile
 from isvserver.db import connected, database
 from isvserver.marketplaces.koogallery.orders import OrderQueryClient, OrderQueryError, client_from_env
 from isvserver.models import Delivery, utcnow
@@ -197,7 +197,5 @@ class Jobs:
 
     def reconcile(self) -> None:
         """Find instances past their expiry or their freeze period (acting only with ISV_AUTO_FREEZE)."""
-        from isvserver import reconcile
-
         with connected():
             reconcile.periodic(self.settings)
