@@ -107,3 +107,8 @@ def on_exit(server):
         process.kill()
         process.wait()
     server.log.info("Job consumer (pid: %s) stopped", process.pid)
+
+
+def post_worker_init(worker):
+    """Say when a worker has loaded the app and takes calls (start-up checks wait for every worker)."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -259,9 +259,10 @@ def _healthz(base: str) -> int | None:
 
 
 def _wait_until_up(
-    process: subprocess.Popen[Any], base: str, log_path: Path, log_offset: int, deadline: float
+    process: subprocess.Popen[Any], base: str, log_path: Path, log_offset: int, deadline: float, workers: int
 ) -> str:
-    """'up', 'port-taken' or 'down' (exited or too slow), judged from the log after `log_offset`."""
+    """'up' (every worker has loaded the app), 'port-taken' or 'down' (exited or too slow), judged from
+    the log after `log_offset`."""
     listening = f"Listening at: {base} ({process.pid})"
     while time.monotonic() < deadline:
         log = log_path.read_bytes()[log_offset:].decode("utf-8", errors="replace")
@@ -270,7 +271,7 @@ def _wait_until_up(
         if _has_exited(process.pid):
             return "down"
         # The log line proves that *our* master holds the port, the 200 that a worker answers.
-        if listening in log and _healthz(base) == 200:
+        if listening in log and log.count("Worker ready (pid: ") >= workers and _healthz(base) == 200:
             return "up"
         time.sleep(0.1)
     return "down"
@@ -307,7 +308,7 @@ def running_server(
                 start_new_session=True,
             )
         try:
-            state = _wait_until_up(process, base, log_path, log_offset, deadline)
+            state = _wait_until_up(process, base, log_path, log_offset, deadline, workers)
         except BaseException:
             stop_group(process, graceful=False)
             raise
