@@ -116,8 +116,8 @@ def apply_before_app(names: list[str]) -> None:
     if "keys-cache" in names:
         import time
 
+        from isvserver import calls as views
         from isvserver import keystore
-        from isvserver.marketplaces.koogallery import views
 
         original_keys = keystore.verification_keys
         cache: dict[str, tuple[float, tuple[str, ...]]] = {}
@@ -140,7 +140,7 @@ def apply_before_app(names: list[str]) -> None:
     if "short-txn" in names:
         import contextlib
 
-        from isvserver.marketplaces.koogallery import views
+        from isvserver import calls as views
 
         class NoCallTransaction:
             """The database, except that atomic() at the call level opens no transaction."""
@@ -161,9 +161,10 @@ def apply_before_app(names: list[str]) -> None:
 def _raw_sql(names: list[str]) -> None:
     from dataclasses import astuple, fields
 
-    from isvserver import callbacks, lifecycle
+    from isvserver import calllog as callbacks
+    from isvserver import calls as views
+    from isvserver import lifecycle
     from isvserver.db import database
-    from isvserver.marketplaces.koogallery import views
     from isvserver.models import Instance, utcnow
 
     columns = [f.name for f in fields(callbacks.CallRecord)]

@@ -6,24 +6,14 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, health, logs, metrics, openapi
+from isvserver import db, logs
+from isvserver.adapters import Adapter
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("isvserver")
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-        )
-        logger.addHandler(handler)
-        logger.propagate = False
+from isvserver.web import health, metrics, openapi
 
 
 def create_app(
@@ -32,45 +22,72 @@ def create_app(
     clock: Callable[[], float] | None = None,
 ) -> Flask:
     """Build the WSGI app; opens no database connection (each request opens its own)."""
+    from isvserver.adapters import load_all
     from isvserver.jobs import Jobs
-    from isvserver.marketplaces.koogallery.views import bp as koogallery_bp
-    from isvserver.marketplaces.koogallery.views import envelope
+    from isvserver.lifecycle import Lifecycle, register_event_types
     from isvserver.provisioning.loader import load_provisioner
-    from isvserver.results import INTERNAL_ERROR, INVALID_PARAMETERS
     from isvserver.runtime import Runtime, wall_clock_ms
 
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see views._read_body
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
+    adapters = load_all(settings.marketplaces)
+    for adapter in adapters:
+        register_event_types(dict(adapter.event_types))
     provisioner = provisioner or load_provisioner(settings)
     jobs = Jobs(settings, provisioner)
-    app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, clock or wall_clock_ms)
+    for adapter in adapters:
+        if adapter.init_jobs is not None:
+            adapter.init_jobs(jobs)
+    lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
+    app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, clock or wall_clock_ms, lifecycle)
     db.bind(settings.database_url)
-    app.register_blueprint(koogallery_bp, url_prefix=settings.produce_path)
+    prefixes = []
+    for adapter in adapters:
+        prefix = adapter.url_prefix(settings)
+        app.register_blueprint(adapter.blueprint, url_prefix=prefix)
+        prefixes.append((prefix.rstrip("/"), adapter))
+    prefixes.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
 
+    def owner(path: str) -> Adapter | None:
+        """The adapter whose URL prefix holds `path`."""
+        for prefix, adapter in prefixes:
+            if path == prefix or path.startswith(prefix + "/") or not prefix:
+                return adapter
+        return None
+
+    def answer(status: int, message: str) -> Response:
+        adapter = owner(request.path)
+        if adapter is not None and adapter.error_response is not None:
+            return adapter.error_response(status, message)
+        response = jsonify(error=message, status=status)
+        response.status_code = status
+        return response
+
     @app.before_request
     def assign_request_id() -> None:
-        """Every request gets an id: in its log lines, its callback_log row and the X-Request-Id header."""
+        """Every request gets an id: in its log lines, its call-log row and the X-Request-Id header."""
         g.request_id = uuid.uuid4().hex
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        """405, 413, 404…: the signed JSON envelope, with the HTTP status the error calls for."""
-        status = exc.code or 500
-        code = INTERNAL_ERROR if status >= 500 else INVALID_PARAMETERS
-        response = envelope(status, code, (exc.name or "error").lower())
-        if status == 405 and getattr(exc, "valid_methods", None):
+        """405, 413, 404…: the adapter's signed envelope under its prefix, plain JSON elsewhere."""
+        response = answer(exc.code or 500, (exc.name or "error").lower())
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        """Anything unhandled still answers a signed 000005 with HTTP 200, never a stack trace."""
+        """Anything unhandled still answers (an adapter's with HTTP 200), never with a stack trace."""
         logging.getLogger("isvserver").exception("unhandled error")
-        return envelope(200, INTERNAL_ERROR, "internal error; the call can be retried")
+        adapter = owner(request.path)
+        if adapter is not None and adapter.error_response is not None:
+            return adapter.error_response(200, "internal error; the call can be retried")
+        return answer(500, "internal error")
 
     return app

@@ -13,10 +13,12 @@ from typing import Any
 import click
 from peewee import DatabaseError
 
-from isvserver import db, keystore, order_lines
+from isvserver import db, keystore
 from isvserver.lifecycle import State
-from isvserver.models import CallbackLog, Delivery, Instance, InstanceEvent, OrderLineRecord
-from isvserver.orders_cli import MASK
+from isvserver.marketplaces.koogallery import order_lines
+from isvserver.marketplaces.koogallery.models import OrderLineRecord
+from isvserver.marketplaces.koogallery.orders_cli import MASK
+from isvserver.models import CallbackLog, Delivery, Instance, InstanceEvent
 from isvserver.sealing import DataKeys, UnsealError
 from isvserver.settings import Settings, SettingsError, load_settings, redacted_url
 
@@ -503,7 +505,7 @@ def _read_key() -> str:
 
 
 @keys.command("add")
-@click.argument("interface", type=click.Choice(keystore.INTERFACES))
+@click.argument("interface")
 @click.option("--generate", is_flag=True, help="Generate a random key (UUID4) and print it, once.")
 @click.option("--note", help="A reminder stored with the key (at most 100 characters).")
 def keys_add(interface: str, generate: bool, note: str | None) -> None:
@@ -537,8 +539,10 @@ def keys_retire(fingerprint: str, note: str | None) -> None:
         f"retired {info.interface} key {info.fingerprint} ({info.source}): every worker refuses it now"
     )
     if info.source == keystore.ENV:
-        variable = keystore.ENV_VARIABLES[info.interface]
-        click.echo(f"remove it from {variable} at the next restart")
+        declared = keystore.interfaces(settings).get(info.interface)
+        click.echo(
+            f"remove it from {declared.env_var if declared else 'the environment'} at the next restart"
+        )
     if not any(k.active for k in infos if k.interface == info.interface):
         click.echo(f"the {info.interface} interface has no active key left: its calls now fail with 000001")
 

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 import click
 
 from isvserver import queue
+from isvserver.adapters import AdapterError, load
 from isvserver.admin import instances, keys, log_group
-from isvserver.orders_cli import order
 from isvserver.reconcile_cli import reconcile
 from isvserver.rotation import rotate_data_key
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
@@ -50,8 +51,11 @@ def _settings_announced() -> Settings:
         return settings
     keys = json.loads(keys_path.read_text(encoding="utf-8"))
     click.echo(f"development mode: generated keys, saved in {keys_path}", err=True)
-    click.echo(f"  basic interface key (ISV_ACCESS_KEYS): {keys['ISV_ACCESS_KEYS']}", err=True)
-    click.echo(f"  orderNotify key     (ISV_NOTIFY_KEYS): {keys['ISV_NOTIFY_KEYS']}", err=True)
+    for name in settings.marketplaces:
+        for interface in load(name).key_interfaces:
+            if interface.env_var in keys:
+                label = f"{interface.name} interface key"
+                click.echo(f"  {label:<24} ({interface.env_var}): {keys[interface.env_var]}", err=True)
     return settings
 
 
@@ -118,8 +122,9 @@ def serve(bind: str, workers: int, config_path: str, run_migrations: bool, run_j
     settings = _settings_announced()
     if run_migrations:
         _migrate(settings)
+    where = ", ".join(f"http://{bind}{load(name).url_prefix(settings)}" for name in settings.marketplaces)
     click.echo(
-        f"isvserver ({settings.env}) on http://{bind}{settings.produce_path} with {workers} workers, "
+        f"isvserver ({settings.env}) on {where} with {workers} workers, "
         f"database {redacted_url(settings.database_url)}, jobs "
         + (
             f"consumed here from {queue.describe(settings)}" if run_jobs else "consumed by `isvserver worker`"
@@ -227,7 +232,7 @@ def _key_for(activity: str, key: str | None) -> str:
     if key:
         return key
     settings = _settings()
-    keys = settings.notify_keys if activity == "orderNotify" else settings.access_keys
+    keys = settings.keys("notify" if activity == "orderNotify" else "basic")
     if not keys:
         raise click.ClickException("no key: pass --key or set ISV_SIGN_KEY")
     return keys[0]
@@ -438,6 +443,17 @@ def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], N
 main.add_command(instances)
 main.add_command(log_group)
 main.add_command(keys)
-main.add_command(order)
 main.add_command(rotate_data_key)
 main.add_command(reconcile)
+
+
+def _adapter_commands() -> None:
+    """The commands of the adapters ISV_MARKETPLACES enables (koogallery by default)."""
+    names = os.environ.get("ISV_MARKETPLACES") or "koogallery"
+    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
+        with suppress(AdapterError):  # a wrong name is reported with the settings, by the command
+            for command in load(name).cli_commands:
+                main.add_command(command)
+
+
+_adapter_commands()

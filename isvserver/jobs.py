@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from huey import Huey
 from huey.api import TaskWrapper
 
-from isvserver import deliveries, lifecycle, order_lines, reconcile
+from isvserver import deliveries, lifecycle, reconcile
 from isvserver.db import connected, database
+from isvserver.marketplaces.koogallery import order_lines
 from isvserver.marketplaces.koogallery.orders import OrderQueryClient, OrderQueryError, client_from_env
 from isvserver.models import Delivery, utcnow
 from isvserver.provisioning import Provisioner, ProvisioningError

@@ -11,15 +11,12 @@ from typing import Any
 
 from peewee import CharField, Database, DateTimeField, IntegrityError, TextField
 
+from isvserver.adapters import KeyInterface, load
 from isvserver.db import connected, database, ident, is_postgres, names, statement
 from isvserver.models import BaseModel, utcnow
 from isvserver.sealing import UnsealError, seal, unseal
 from isvserver.settings import Settings
 
-BASIC = "basic"
-NOTIFY = "notify"
-INTERFACES = (BASIC, NOTIFY)
-ENV_VARIABLES = {BASIC: "ISV_ACCESS_KEYS", NOTIFY: "ISV_NOTIFY_KEYS"}
 ENV, STORED = "env", "stored"
 FINGERPRINT_LENGTH = 16
 NOTE_LENGTH = 100
@@ -81,7 +78,12 @@ def _unsealed(data_keys: tuple[bytes, ...], token: str) -> str | None:
 
 def env_keys(settings: Settings, interface: str) -> tuple[str, ...]:
     """The keys of `interface` configured in the environment."""
-    return settings.access_keys if interface == BASIC else settings.notify_keys
+    return settings.keys(interface)
+
+
+def interfaces(settings: Settings) -> dict[str, KeyInterface]:
+    """The key interfaces the enabled adapters declare, by name."""
+    return {i.name: i for name in settings.marketplaces for i in load(name).key_interfaces}
 
 
 def _rows() -> list[AccessKey]:
@@ -135,7 +137,7 @@ def list_keys(settings: Settings) -> list[KeyInfo]:
         rows = _rows()
     by_fingerprint = {row.fingerprint: row for row in rows}
     infos = []
-    for interface in INTERFACES:
+    for interface in interfaces(settings):
         configured = {fingerprint(key) for key in env_keys(settings, interface)}
         for fp in dict.fromkeys(fingerprint(key) for key in env_keys(settings, interface)):
             row = by_fingerprint.get(fp)
@@ -170,14 +172,15 @@ def _check_note(note: str | None) -> str | None:
     return note
 
 
-def _check_interface(interface: str) -> None:
-    if interface not in INTERFACES:
-        raise KeyStoreError(f"interface must be one of {', '.join(INTERFACES)}")
+def _check_interface(settings: Settings, interface: str) -> None:
+    known = interfaces(settings)
+    if interface not in known:
+        raise KeyStoreError(f"interface must be one of {', '.join(known)}")
 
 
 def add_key(settings: Settings, interface: str, key: str, note: str | None = None) -> str:
     """Store `key` for `interface`, sealed with ISV_DATA_KEY, active at once; return its fingerprint."""
-    _check_interface(interface)
+    _check_interface(settings, interface)
     key = check_key(key)
     note = _check_note(note)
     fp = fingerprint(key)
@@ -189,10 +192,10 @@ def add_key(settings: Settings, interface: str, key: str, note: str | None = Non
                 raise KeyStoreError(
                     f"key {fp} was retired; a retired key cannot be used again: generate a new one"
                 )
-            for other in INTERFACES:
-                if key in env_keys(settings, other):
+            for other in interfaces(settings).values():
+                if key in env_keys(settings, other.name):
                     raise KeyStoreError(
-                        f"key {fp} is already active: it is in {ENV_VARIABLES[other]} ({other} interface)"
+                        f"key {fp} is already active: it is in {other.env_var} ({other.name} interface)"
                     )
             if row is not None:
                 raise KeyStoreError(f"key {fp} is already stored as an active {row.interface} key")
@@ -211,7 +214,7 @@ def add_key(settings: Settings, interface: str, key: str, note: str | None = Non
 def retire_key(settings: Settings, fp: str, note: str | None = None) -> None:
     """Stop accepting the key with fingerprint `fp` in every worker at once (stored or environment key).
 
-    The last active key of the basic interface cannot be retired: add its successor first.
+    The last active key of an interface that requires one cannot be retired: add its successor first.
     """
     fp = fp.strip().lower()
     note = _check_note(note)
@@ -221,20 +224,22 @@ def retire_key(settings: Settings, fp: str, note: str | None = None) -> None:
         row = next((r for r in rows if r.fingerprint == fp), None)
         if row is not None and row.retired_at is not None:
             raise KeyStoreError(f"key {fp} is already retired (since {row.retired_at:%Y-%m-%d %H:%M:%S} UTC)")
+        known = interfaces(settings)
         env_interface = next(
-            (i for i in INTERFACES if fp in {fingerprint(k) for k in env_keys(settings, i)}), None
+            (i for i in known if fp in {fingerprint(k) for k in env_keys(settings, i)}), None
         )
         interface = row.interface if row is not None else env_interface
         if interface is None:
             raise KeyStoreError(f"no key has fingerprint {fp} (see `isvserver keys list`)")
-        if interface == BASIC:
+        declared = known.get(interface)
+        if declared is not None and declared.required:
             retired = {r.fingerprint for r in rows if r.retired_at is not None}
-            stored = {r.fingerprint for r in rows if r.interface == BASIC and r.key_sealed}
-            active = ({fingerprint(k) for k in settings.access_keys} | stored) - retired
+            stored = {r.fingerprint for r in rows if r.interface == interface and r.key_sealed}
+            active = ({fingerprint(k) for k in env_keys(settings, interface)} | stored) - retired
             if active <= {fp}:
                 raise KeyStoreError(
-                    f"key {fp} is the last active key of the basic interface; "
-                    "add its successor first (`isvserver keys add basic`)"
+                    f"key {fp} is the last active key of the {interface} interface; "
+                    f"add its successor first (`isvserver keys add {interface}`)"
                 )
         now = utcnow()
         if row is not None:
@@ -246,5 +251,5 @@ def retire_key(settings: Settings, fp: str, note: str | None = None) -> None:
                 key_sealed=None,
                 created_at=now,
                 retired_at=now,
-                note=note or f"retired from {ENV_VARIABLES[interface]}",
+                note=note or f"retired from {known[interface].env_var if interface in known else interface}",
             )

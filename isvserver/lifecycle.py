@@ -9,13 +9,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from peewee import Database
 
 from isvserver.db import database, ident, names, placeholders, statement
+from isvserver.deferred import after_commit
 from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
-from isvserver.provisioning import EVENT_TYPES, AppInfo, InstanceView, LifecycleEvent, Provisioner
+from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
 
 
@@ -66,6 +67,28 @@ class ChangeRejected(LifecycleError):
 
 
 CREATED = "created"  # the event kind of a new instance
+
+# The event types a provisioner hears about, by instance_event kind (adapters add their own kinds).
+EVENT_TYPES: dict[str, str] = {
+    "created": "instance.created",
+    "renewed": "instance.renewed",
+    "trial_converted": "instance.renewed",
+    "renewal_unsubscribed": "instance.renewed",
+    "renewal_changed": "instance.renewed",
+    "frozen": "instance.frozen",
+    "unfrozen": "instance.unfrozen",
+    "upgraded": "instance.upgraded",
+    "released": "instance.released",
+}
+
+
+def register_event_types(types: dict[str, str]) -> None:
+    """Add an adapter's own event kinds (a kind already known keeps its type, or must agree)."""
+    for kind, event_type in types.items():
+        if EVENT_TYPES.setdefault(kind, event_type) != event_type:
+            raise ValueError(f"event kind {kind!r} is already {EVENT_TYPES[kind]!r}")
+
+
 SAME = "same"  # accepted, nothing to record
 RECORD = "record"  # accepted, state unchanged, the change is recorded (expiry, spec)
 EXPIRY_ACTIONS = (Action.RENEW, Action.CONVERT_TRIAL, Action.UNSUBSCRIBE_RENEWAL, Action.CHANGE_RENEWAL)
@@ -213,11 +236,6 @@ def _frozen_meanwhile(instance: Instance) -> bool:
     return last is not None and last.kind == Action.FREEZE.value
 
 
-def order_key(order_id: str, order_line_id: str) -> str:
-    """The idempotency key of an order line (length-prefixed: ids may contain the separator)."""
-    return f"order:{len(order_id)}:{order_id}:{order_line_id}"
-
-
 def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> None:
     app_info.check()
     instance.front_end_url = app_info.front_end_url
@@ -342,13 +360,13 @@ def fail_provisioning(instance_id: str, reason: str) -> bool:
 def change_expiry(
     instance_id: str,
     action: Action,
-    order_id: str,
-    order_line_id: str,
+    reference: tuple[str | None, str | None],
+    idempotency_key: str,
     expire_at: datetime,
     product_id: str | None = None,
     outbox: bool = False,
 ) -> bool:
-    """Renew, convert a trial, unsubscribe a renewal period or change a renewal; once per order line."""
+    """Renew, convert a trial, unsubscribe a renewal period or change a renewal; once per key."""
     if action not in EXPIRY_ACTIONS:
         raise ValueError(f"{action} does not change the expiry")
     with database.atomic():
@@ -356,8 +374,8 @@ def change_expiry(
         changed = _apply(
             instance,
             action,
-            (order_id, order_line_id),
-            order_key(order_id, order_line_id),
+            reference,
+            idempotency_key,
             outbox,
             expire_at=expire_at,
             product_id=product_id,
@@ -382,13 +400,13 @@ def set_frozen(instance_id: str, frozen: bool, outbox: bool = False, **detail: A
         return changed
 
 
-def upgrade(instance_id: str, order_id: str, order_line_id: str, outbox: bool = False) -> bool:
-    """Record an upgrade order for the instance; once per order line."""
+def upgrade(
+    instance_id: str, reference: tuple[str | None, str | None], idempotency_key: str, outbox: bool = False
+) -> bool:
+    """Record an upgrade of the instance; once per idempotency key."""
     with database.atomic():
         instance = _locked(instance_id)
-        changed = _apply(
-            instance, Action.UPGRADE, (order_id, order_line_id), order_key(order_id, order_line_id), outbox
-        )
+        changed = _apply(instance, Action.UPGRADE, reference, idempotency_key, outbox)
         if changed:
             instance.save()
         return changed
@@ -478,3 +496,75 @@ def app_info(instance: Instance | InstanceRow, data_keys: DataKeys) -> AppInfo |
         password=unseal(data_keys, instance.password_encrypted) if instance.password_encrypted else None,
         memo=instance.memo,
     )
+
+
+class Deliveries(Protocol):
+    """What the lifecycle needs of the job queue: a runner for an instance's pending changes."""
+
+    def deliver_soon(self, instance_id: str, at: datetime | None = None) -> None:
+        """Ask a consumer to hand over the instance's pending changes."""
+        ...
+
+
+class Lifecycle:
+    """The lifecycle's commands as adapters call them: each decides whether its change goes to the
+    outbox (any provisioner that is not inline) and queues the delivery once the call has committed."""
+
+    def __init__(self, provisioner: Provisioner, jobs: Deliveries, data_key: bytes) -> None:
+        self.provisioner = provisioner
+        self.jobs = jobs
+        self.data_key = data_key
+
+    @property
+    def outbox(self) -> bool:
+        """Whether changes reach the product through the outbox (the provisioner is not inline)."""
+        return not self.provisioner.inline
+
+    def _queued(self, instance_id: str, changed: bool) -> bool:
+        if changed and self.outbox:
+            after_commit(lambda: self.jobs.deliver_soon(instance_id))
+        return changed
+
+    def create(
+        self, marketplace: str, order_id: str, order_line_id: str, proposed_id: str
+    ) -> tuple[Instance, bool]:
+        """The instance of this order line and whether this call created it; provisioning is queued."""
+        instance, created = create_instance(
+            marketplace, order_id, order_line_id, proposed_id, self.provisioner, self.data_key
+        )
+        if instance.state in NOT_PROVISIONED:
+            after_commit(lambda: self.jobs.deliver_soon(instance.instance_id))
+        return instance, created
+
+    def change_expiry(
+        self,
+        instance_id: str,
+        action: Action,
+        idempotency_key: str,
+        expire_at: datetime,
+        product_id: str | None = None,
+        reference: tuple[str | None, str | None] = (None, None),
+    ) -> bool:
+        """Renew, convert a trial, unsubscribe or change a renewal; once per idempotency key."""
+        changed = change_expiry(
+            instance_id, action, reference, idempotency_key, expire_at, product_id, outbox=self.outbox
+        )
+        return self._queued(instance_id, changed)
+
+    def set_frozen(self, instance_id: str, frozen: bool) -> bool:
+        """Freeze (keep data) or unfreeze; repeating the current status changes nothing."""
+        return self._queued(instance_id, set_frozen(instance_id, frozen, outbox=self.outbox))
+
+    def upgrade(
+        self, instance_id: str, idempotency_key: str, reference: tuple[str | None, str | None] = (None, None)
+    ) -> bool:
+        """Record an upgrade; once per idempotency key."""
+        return self._queued(instance_id, upgrade(instance_id, reference, idempotency_key, outbox=self.outbox))
+
+    def release(self, instance_id: str, reference: tuple[str | None, str | None] = (None, None)) -> bool:
+        """Mark released (never deleted); a repeated release changes nothing."""
+        return self._queued(instance_id, release(instance_id, *reference, outbox=self.outbox))
+
+    def check_change(self, instance_id: str, product_info: dict[str, Any]) -> None:
+        """Raise unless the product can take this renewal change."""
+        check_change(instance_id, product_info, self.provisioner)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 import click
 from peewee import Field
 
+from isvserver.adapters import load
 from isvserver.admin import _clean, _database, _settings
 from isvserver.db import connected, database
 from isvserver.keystore import AccessKey
-from isvserver.models import BaseModel, Instance, OrderLineRecord
+from isvserver.models import BaseModel, Instance
 from isvserver.sealing import UnsealError, reseal, sealed_with_first
 from isvserver.settings import Settings
 
@@ -29,8 +30,17 @@ class SealedColumn:
 SEALED_COLUMNS = (
     SealedColumn(Instance, Instance.password_encrypted, Instance.instance_id),
     SealedColumn(AccessKey, AccessKey.key_sealed, AccessKey.fingerprint),
-    SealedColumn(OrderLineRecord, OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),
 )
+
+
+def sealed_columns(settings: Settings) -> tuple[SealedColumn, ...]:
+    """The core's sealed columns and those of every enabled adapter."""
+    own = (
+        SealedColumn(secret.model, secret, name)
+        for adapter in map(load, settings.marketplaces)
+        for secret, name in adapter.sealed_columns
+    )
+    return (*SEALED_COLUMNS, *own)
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ def reseal_all(settings: Settings, batch_size: int = BATCH_SIZE) -> RotationRepo
     keys = settings.data_keys
     report = RotationReport([])
     with connected():
-        for column in SEALED_COLUMNS:
+        for column in sealed_columns(settings):
             column_report = ColumnReport(column.model._meta.table_name, column.secret.column_name)
             report.columns.append(column_report)
             last = _reseal_batch(column, keys, 0, batch_size, column_report)

@@ -14,6 +14,7 @@ from isvserver.settings import Settings
 
 if TYPE_CHECKING:
     from isvserver.jobs import Jobs
+    from isvserver.lifecycle import Lifecycle
 
 
 def wall_clock_ms() -> float:
@@ -29,6 +30,7 @@ class Runtime:
     provisioner: Provisioner
     jobs: Jobs
     clock: Callable[[], float] = wall_clock_ms
+    lifecycle: Lifecycle | None = None  # set by create_app: the lifecycle's commands, bound to the above
 
 
 def runtime() -> Runtime:

@@ -9,15 +9,19 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Formatter
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from isvserver.adapters import Adapter, AdapterError, load_all
 
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
 DEV_KEYS_FILE = "development-keys.json"
+DEV_SECRETS = ("ISV_DATA_KEY",)
 
 
 class SettingsError(Exception):
@@ -29,17 +33,13 @@ class Settings:
     """Everything isvserver reads from its environment, validated."""
 
     env: str
-    access_keys: tuple[str, ...]
-    notify_keys: tuple[str, ...]
     database_url: str
     data_key: bytes = field(repr=False)  # the first of data_keys: seals new secrets
     data_keys: tuple[bytes, ...] = field(repr=False)  # every ISV_DATA_KEY key, first first: all unseal
     signature_tolerance: int
-    produce_path: str
     frontend_url_template: str
     admin_url_template: str
     max_body_bytes: int
-    test_app_info: dict[str, str] | None
     instance_dir: Path
     log_level: str
     log_format: str
@@ -57,11 +57,23 @@ class Settings:
     auto_freeze: bool = False
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
+    marketplaces: tuple[str, ...] = ("koogallery",)
+    env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    adapter_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def keys(self, interface: str) -> tuple[str, ...]:
+        """The keys of a key interface configured in the environment (empty when none)."""
+        return self.env_keys.get(interface, ())
+
+    def of(self, adapter: str) -> Any:
+        """The settings an enabled adapter loaded for itself."""
+        return self.adapter_settings[adapter]
 
     def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={len(keys)}" for name, keys in self.env_keys.items())
         return (
             f"Settings(env={self.env!r}, database={redacted_url(self.database_url)!r}, "
-            f"access_keys={len(self.access_keys)}, notify_keys={len(self.notify_keys)})"
+            f"marketplaces={','.join(self.marketplaces)}, keys: {counts or 'none'})"
         )
 
 
@@ -267,47 +279,81 @@ def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
     return raw
 
 
-def _test_app_info(env: Mapping[str, str]) -> dict[str, str] | None:
-    raw = _raw(env, "ISV_TEST_APP_INFO")
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise SettingsError("ISV_TEST_APP_INFO must be a JSON object") from None
-    limits = {"frontEndUrl": 512, "adminUrl": 512, "userName": 128, "password": 128, "memo": 1024}
-    if (
-        not isinstance(value, dict)
-        or not isinstance(value.get("frontEndUrl"), str)
-        or any(k not in limits or not isinstance(v, str) or len(v) > limits[k] for k, v in value.items())
-    ):
-        raise SettingsError(
-            "ISV_TEST_APP_INFO must be a JSON object with a frontEndUrl and only the string fields "
-            "frontEndUrl, adminUrl, userName, password, memo within their lengths"
-        )
-    return value
+def _new_secret(name: str) -> str:
+    """A fresh development value of `name`: a data key, or a UUID-like access key."""
+    if name == "ISV_DATA_KEY":
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+    return str(uuid.uuid4())
 
 
-def development_secrets(instance_dir: Path) -> dict[str, str]:
-    """The development keys kept in the instance folder, generated on first use (race-free across workers)."""
+def development_secrets(instance_dir: Path, names: Sequence[str] = DEV_SECRETS) -> dict[str, str]:
+    """The development keys kept in the instance folder, generated on first use (race-free across workers).
+
+    A name the file does not hold yet (an adapter enabled later) is added to it.
+    """
     path = instance_dir / DEV_KEYS_FILE
-    if not path.exists():
+    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if known is None or any(name not in known for name in names):
         instance_dir.mkdir(parents=True, exist_ok=True)
-        generated = {
-            "ISV_ACCESS_KEYS": str(uuid.uuid4()),
-            "ISV_NOTIFY_KEYS": str(uuid.uuid4()),
-            "ISV_DATA_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii"),
-        }
+        generated = {**{name: _new_secret(name) for name in names}, **(known or {})}
         fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".keys-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(generated, handle, indent=2)
         try:
-            os.link(tmp, path)  # fails if another process won the race: theirs is kept
+            if known is None:
+                os.link(tmp, path)  # fails if another process won the race: theirs is kept
+            else:
+                os.replace(tmp, path)
         except FileExistsError:
             pass
         finally:
-            os.unlink(tmp)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read(env: Mapping[str, str], name: str) -> str | None:
+    """The value of setting `name` (from `name` or the file `name`_FILE), stripped; None when unset."""
+    return _raw(env, name)
+
+
+def read_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number setting within [low, high]."""
+    return _int(env, name, default, low, high)
+
+
+def read_flag(env: Mapping[str, str], name: str) -> bool:
+    """A 1/0 setting."""
+    return _flag(env, name)
+
+
+def _marketplaces(env: Mapping[str, str]) -> tuple[Adapter, ...]:
+    raw = _raw(env, "ISV_MARKETPLACES") or "koogallery"
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if not names:
+        raise SettingsError("ISV_MARKETPLACES names no adapter (e.g. koogallery,koogallery_kit)")
+    try:
+        return load_all(names)
+    except AdapterError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _key_sets(env: Mapping[str, str], adapters: Sequence[Adapter]) -> dict[str, tuple[str, ...]]:
+    """The environment's keys of every key interface the adapters declare, each interface's its own."""
+    found: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    for interface in (i for adapter in adapters for i in adapter.key_interfaces):
+        keys = _keys(env, interface.env_var)
+        if interface.required and not keys:
+            raise SettingsError(f"{interface.env_var} is required in production ({interface.description})")
+        for key in keys:
+            if key in owner and owner[key] != interface.env_var:
+                raise SettingsError(
+                    f"{interface.env_var} must differ from {owner[key]}: each interface has its key"
+                )
+            owner[key] = interface.env_var
+        found[interface.name] = keys
+    return found
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -318,29 +364,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"ISV_ENV must be one of {', '.join(ENVIRONMENTS)}")
     production = mode == "production"
     instance_dir = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve()
+    adapters = _marketplaces(env)
+    interfaces = [i for adapter in adapters for i in adapter.key_interfaces]
 
     if not production:
-        missing = [n for n in ("ISV_ACCESS_KEYS", "ISV_DATA_KEY") if not _raw(env, n)]
-        if missing:
-            generated = development_secrets(instance_dir)
-            for name in ("ISV_ACCESS_KEYS", "ISV_NOTIFY_KEYS", "ISV_DATA_KEY"):
+        generated_names = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.generated_in_development)]
+        required = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.required)]
+        if any(not _raw(env, n) for n in required):
+            generated = development_secrets(instance_dir, generated_names)
+            for name in generated_names:
                 if not _raw(env, name):
                     env[name] = generated[name]
 
-    access_keys = _keys(env, "ISV_ACCESS_KEYS")
-    if not access_keys:
-        raise SettingsError("ISV_ACCESS_KEYS is required in production (the keys of the basic interface)")
-    notify_keys = _keys(env, "ISV_NOTIFY_KEYS")
-    if set(access_keys) & set(notify_keys):
-        raise SettingsError("ISV_NOTIFY_KEYS must differ from ISV_ACCESS_KEYS: each interface has its key")
+    env_keys = _key_sets(env, adapters)
     raw_data_key = _raw(env, "ISV_DATA_KEY")
     if not raw_data_key:
         raise SettingsError("ISV_DATA_KEY is required in production (encrypts stored passwords)")
     data_keys = _data_keys(raw_data_key)
 
-    produce_path = _raw(env, "ISV_PRODUCE_PATH") or "/saasproduce"
-    if not produce_path.startswith("/") or "?" in produce_path or "#" in produce_path:
-        raise SettingsError("ISV_PRODUCE_PATH must be a path starting with /")
     log_level = (_raw(env, "ISV_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("ISV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
@@ -352,13 +393,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     dev_url = "http://localhost:8000/tenants/{instance_id}"
     return Settings(
         env=mode,
-        access_keys=access_keys,
-        notify_keys=notify_keys,
         database_url=_database_url(env, instance_dir),
         data_key=data_keys[0],
         data_keys=data_keys,
         signature_tolerance=_int(env, "ISV_SIGNATURE_TOLERANCE", 60, 1, 3600),
-        produce_path=produce_path,
         frontend_url_template=_template(
             env, "ISV_FRONTEND_URL_TEMPLATE", None if production else dev_url, required=True
         ),
@@ -366,7 +404,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ISV_ADMIN_URL_TEMPLATE", None if production else dev_url + "/admin", required=False
         ),
         max_body_bytes=_int(env, "ISV_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024),
-        test_app_info=_test_app_info(env),
         instance_dir=instance_dir,
         log_level=log_level,
         log_format=log_format,
@@ -384,4 +421,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auto_freeze=_flag(env, "ISV_AUTO_FREEZE"),
         freeze_days=_int(env, "ISV_FREEZE_DAYS", 15, 1, 365),
         reconcile_interval_s=_int(env, "ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
+        marketplaces=tuple(adapter.name for adapter in adapters),
+        env_keys=env_keys,
+        adapter_settings={
+            adapter.name: adapter.load_settings(env, production)
+            for adapter in adapters
+            if adapter.load_settings is not None
+        },
     )

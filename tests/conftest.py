@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from isvserver import create_app, db
 from isvserver.keystore import AccessKey
 from isvserver.migrations import migrate
-from isvserver.models import ALL_MODELS
 from isvserver.settings import Settings, load_settings
 
 from support.harness import FixedClock, Marketplace, base_env
 from support.postgres import PostgresServer, require_postgres
+from support.tables import ALL_MODELS
 
 # Properties judge what an example gives, not how fast: on a loaded 2-core machine one slow example
 # must not fail a run (speed is measured by bench/, never by a test).
@@ -103,4 +103,4 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def marketplace(client: FlaskClient, settings: Settings) -> Marketplace:
     """The marketplace, talking to the app through the test client."""
-    return Marketplace(client, settings.produce_path)
+    return Marketplace(client, settings.of("koogallery").produce_path)

@@ -35,7 +35,13 @@ class Migration:
             line for line in self.path.read_text(encoding="utf-8").splitlines() if not line.startswith("--")
         )
         text = text.replace("{pk}", DIALECT[dialect]["pk"]).replace("{fk}", DIALECT[dialect]["fk"])
-        return [s.strip() for s in text.split(";") if s.strip()]
+        statements = [s.strip() for s in text.split(";") if s.strip()]
+        # A statement starting with @sqlite or @postgres runs on that dialect only.
+        return [
+            s.removeprefix(f"@{dialect}").strip()
+            for s in statements
+            if not s.startswith("@") or s.startswith(f"@{dialect} ")
+        ]
 
 
 def available() -> list[Migration]:

@@ -44,26 +44,12 @@ class InstanceView:
     state: str = "provisioning"
 
 
-# The event types a provisioner hears about, by instance_event kind.
-EVENT_TYPES = {
-    "created": "instance.created",
-    "renewed": "instance.renewed",
-    "trial_converted": "instance.renewed",
-    "renewal_unsubscribed": "instance.renewed",
-    "renewal_changed": "instance.renewed",
-    "frozen": "instance.frozen",
-    "unfrozen": "instance.unfrozen",
-    "upgraded": "instance.upgraded",
-    "released": "instance.released",
-}
-
-
 @dataclass(frozen=True)
 class LifecycleEvent:
     """One accepted lifecycle change as a provisioner is told it; `id` is the same on every retry."""
 
     id: str
-    type: str  # one of EVENT_TYPES' values
+    type: str  # one of lifecycle.EVENT_TYPES' values: instance.created, instance.renewed…
     occurred_at: datetime
     instance: InstanceView
     change: dict[str, Any] = field(default_factory=dict)  # the change itself: kind, scene, expire_at…

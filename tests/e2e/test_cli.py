@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from isvserver.keystore import AccessKey
-from isvserver.models import ALL_MODELS
 
 from support.harness import ACCESS_KEY, base_env
 from support.server import (
@@ -31,6 +30,7 @@ from support.server import (
     running_server,
     subprocess_env,
 )
+from support.tables import ALL_MODELS
 
 pytestmark = pytest.mark.e2e
 
@@ -86,13 +86,14 @@ def test_migrate_fresh_database_then_current(
         (1, "initial"),
         (2, "access_keys"),
         (3, "jobs"),
+        (4, "key_interfaces"),
     ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 3
+    assert db_count(url, "schema_version") == 4
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:

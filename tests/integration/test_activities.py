@@ -16,7 +16,8 @@ from flask import Flask
 
 from isvserver import create_app, db, lifecycle
 from isvserver.marketplaces.koogallery.client import encode_body, signed_query
-from isvserver.models import CallbackLog, Instance, InstanceEvent, OrderNotification
+from isvserver.marketplaces.koogallery.models import OrderNotification
+from isvserver.models import CallbackLog, Instance, InstanceEvent
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
@@ -174,7 +175,7 @@ def marketplace_with(settings: Settings, clock: FixedClock) -> Iterator[Callable
         application: Flask = create_app(settings, provisioner=provisioner, clock=clock)
         application.config["TESTING"] = True
         databases.append(db.database.obj)
-        return Marketplace(application.test_client(), settings.produce_path)
+        return Marketplace(application.test_client(), settings.of("koogallery").produce_path)
 
     yield build
     for database in databases:

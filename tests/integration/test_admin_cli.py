@@ -240,7 +240,7 @@ class ProductDown:
 
 def test_instances_show_says_how_far_each_change_got_to_the_product(cli: Cli, settings: Settings) -> None:
     app = create_app(dataclasses.replace(settings, provision_budget_ms=0), provisioner=ProductDown())
-    marketplace = Marketplace(app.test_client(), settings.produce_path)
+    marketplace = Marketplace(app.test_client(), settings.of("koogallery").produce_path)
     try:
         instance_id = marketplace.new_instance("CSD1", business_id="down-1").json["instanceId"]
         marketplace.send({"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "FREEZE"})
@@ -493,11 +493,16 @@ def test_retired_stored_key_is_refused_at_once(cli: Cli, marketplace: Marketplac
 def test_replies_outside_the_produce_flow_are_signed_with_the_first_active_key(
     cli: Cli, client: FlaskClient
 ) -> None:
-    """404 and 405 replies: once ACCESS_KEY (the first configured) is retired, SECOND_ACCESS_KEY signs."""
-    before = client.get("/no-such-path")
+    """404 and 405 replies under the produce path: once ACCESS_KEY (the first configured) is retired,
+    SECOND_ACCESS_KEY signs. Outside every adapter's prefix a 404 is the core's plain JSON."""
+    before = client.get("/saasproduce/no-such-path")
     ok(cli(admin.keys, "retire", fp(ACCESS_KEY)))
-    not_found = client.get("/no-such-path")
+    not_found = client.get("/saasproduce/no-such-path")
     not_allowed = client.get("/saasproduce")
+    elsewhere = client.get("/no-such-path")
+
+    assert (elsewhere.status_code, elsewhere.get_json()) == (404, {"error": "not found", "status": 404})
+    assert "Body-Sign" not in elsewhere.headers
 
     assert before.status_code == 404
     assert body_sign_valid(ACCESS_KEY, before.data, before.headers["Body-Sign"])
@@ -554,8 +559,8 @@ def test_verification_keys_order_and_unreadable_keys(
 
     try:
         with db.connected():
-            basic_keys = keystore.verification_keys(settings, keystore.BASIC)
-            notify_keys = keystore.verification_keys(settings, keystore.NOTIFY)
+            basic_keys = keystore.verification_keys(settings, "basic")
+            notify_keys = keystore.verification_keys(settings, "notify")
     finally:
         logger.removeHandler(caplog.handler)
         db.close_all()

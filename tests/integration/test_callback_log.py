@@ -14,9 +14,10 @@ import pytest
 
 from isvserver import lifecycle
 from isvserver.db import connected
-from isvserver.models import ALL_MODELS, CallbackLog
+from isvserver.models import CallbackLog
 
 from support.harness import ACCESS_KEY, DATA_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY
+from support.tables import ALL_MODELS
 
 NOW_MS = 1_700_000_000_000
 CALLS_LOGGER = "isvserver.calls"
@@ -418,7 +419,7 @@ def test_oversized_body_still_leaves_one_row(caller, settings):
     raw = b'{"activity":"newInstance","pad":"' + b"x" * settings.max_body_bytes + b'"}'
     before = len(log_rows())
     response = caller.marketplace.client.post(
-        f"{settings.produce_path}?{urlencode(caller.params(raw))}",
+        f"{settings.of('koogallery').produce_path}?{urlencode(caller.params(raw))}",
         data=raw,
         headers={"Content-Type": "application/json;charset=utf8"},
     )

@@ -38,7 +38,7 @@ def serving(env: dict[str, str]) -> Iterator[Marketplace]:
     app = create_app(settings)
     app.config["TESTING"] = True
     try:
-        yield Marketplace(app.test_client(), settings.produce_path)
+        yield Marketplace(app.test_client(), settings.of("koogallery").produce_path)
     finally:
         db.close_all()
 
@@ -81,7 +81,7 @@ def passwords_of(marketplace: Marketplace, *instance_ids: str) -> dict[str, str]
 def store_key(settings: Settings, key: str = STORED_KEY) -> None:
     """An access key added at run time (sealed with the settings' first data key)."""
     with db.connected():
-        keystore.add_key(settings, keystore.BASIC, key)
+        keystore.add_key(settings, "basic", key)
 
 
 def sealed_values() -> dict[tuple[str, int], str]:

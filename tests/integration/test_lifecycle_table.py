@@ -83,7 +83,7 @@ def app(settings: Settings, clock: FixedClock, provisioner: Switchable) -> Itera
 
 @pytest.fixture
 def market(app: Flask, settings: Settings) -> Marketplace:
-    return Marketplace(app.test_client(), settings.produce_path)
+    return Marketplace(app.test_client(), settings.of("koogallery").produce_path)
 
 
 def run_deliveries(app: Flask, instance_id: str) -> None:

@@ -97,10 +97,13 @@ def test_calls_are_counted_by_activity_code_reason_and_duplicate_kind(client, ma
     unknown = {"interface": "koogallery.v2", "activity": "unknown", "result_code": "000002"}
     assert delta("isv_requests_total", **unknown) == 1
     assert not any("evil" in str(labels) for _, labels in after)
-    assert delta("isv_rejected_calls_total", reason="bad_timestamp") == 1
-    assert delta("isv_duplicates_total", kind="business_key") == 1
-    assert delta("isv_request_duration_seconds_count", activity="newInstance") == 3
-    assert ("isv_request_duration_seconds_bucket", (("activity", "newInstance"), ("le", "5.0"))) in after
+    assert delta("isv_rejected_calls_total", interface="koogallery.v2", reason="bad_timestamp") == 1
+    assert delta("isv_duplicates_total", interface="koogallery.v2", kind="business_key") == 1
+    assert delta("isv_request_duration_seconds_count", interface="koogallery.v2", activity="newInstance") == 3
+    assert (
+        "isv_request_duration_seconds_bucket",
+        (("activity", "newInstance"), ("interface", "koogallery.v2"), ("le", "5.0")),
+    ) in after
     assert value(after, "isv_instances", state="active") == 2
     assert value(after, "isv_provisioning_queue_depth") == 0
 
@@ -115,11 +118,11 @@ def test_replayed_nonce_counts_as_a_duplicate(client, marketplace) -> None:
     assert marketplace.send(body, query=query).code == "000001"
     after = samples(client)
     assert (
-        value(after, "isv_duplicates_total", kind="nonce")
-        - value(before, "isv_duplicates_total", kind="nonce")
+        value(after, "isv_duplicates_total", interface="koogallery.v2", kind="nonce")
+        - value(before, "isv_duplicates_total", interface="koogallery.v2", kind="nonce")
         == 1
     )
-    reason = {"reason": "replayed_nonce"}
+    reason = {"interface": "koogallery.v2", "reason": "replayed_nonce"}
     assert (
         value(after, "isv_rejected_calls_total", **reason)
         - value(before, "isv_rejected_calls_total", **reason)

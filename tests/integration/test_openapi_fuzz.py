@@ -21,11 +21,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from isvserver import openapi
 from isvserver.marketplaces.koogallery.client import encode_body, signed_query
 from isvserver.marketplaces.koogallery.schemas import ACTIVITIES
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.settings import Settings, load_settings
+from isvserver.web import openapi
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY, base_env
 
@@ -142,7 +142,9 @@ CONFORMANCE = [
 def test_document_lists_every_activity_and_is_valid(settings: Settings) -> None:
     document = openapi.build_spec(settings)
     schemathesis.openapi.from_dict(document).validate()
-    body = document["paths"][settings.produce_path]["post"]["requestBody"]["content"]["application/json"]
+    body = document["paths"][settings.of("koogallery").produce_path]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
     assert set(body["schema"]["discriminator"]["mapping"]) == set(ACTIVITIES)
     assert len(body["schema"]["oneOf"]) == len(ACTIVITIES)
 
@@ -161,7 +163,7 @@ def test_wrong_method_and_oversized_body_get_signed_documented_replies(
     served_app: Flask, settings: Settings, method: str, oversized: bool, status: int
 ) -> None:
     body = b" " * (settings.max_body_bytes + 1) if oversized else b"{}"
-    case = signed_schema[settings.produce_path]["POST"].Case(method=method, body=body)
+    case = signed_schema[settings.of("koogallery").produce_path]["POST"].Case(method=method, body=body)
     sign(case)
     response = case.call_and_validate(app=served_app, checks=CONFORMANCE)
     assert response.status_code == status

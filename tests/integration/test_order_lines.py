@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 import pytest
 from click.testing import CliRunner, Result
 
-from isvserver import admin, db, order_lines, rotation
+from isvserver import admin, db, rotation
+from isvserver.marketplaces.koogallery import order_lines
+from isvserver.marketplaces.koogallery.models import OrderLineRecord
 from isvserver.marketplaces.koogallery.orders import OrderQueryClient
-from isvserver.models import Instance, InstanceEvent, OrderLineRecord, utcnow
+from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.sealing import seal, sealed_with_first, unseal
 from isvserver.settings import Settings, load_settings
 

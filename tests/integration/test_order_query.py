@@ -28,7 +28,7 @@ from isvserver.marketplaces.koogallery.orders import (
     OrderQueryError,
     client_from_env,
 )
-from isvserver.orders_cli import order as order_command
+from isvserver.marketplaces.koogallery.orders_cli import order as order_command
 from isvserver.settings import SettingsError
 
 from support.order_api import AK, BUYER, MOCK_ORDERS, PRODUCT, SK, WRONG_SK, mock_order, serving

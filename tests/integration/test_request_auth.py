@@ -13,10 +13,12 @@ import pytest
 
 from isvserver import replay
 from isvserver.db import connected
+from isvserver.marketplaces.koogallery.models import OrderNotification
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
-from isvserver.models import ALL_MODELS, CallbackLog, Instance, Nonce, OrderNotification
+from isvserver.models import CallbackLog, Instance, Nonce
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY
+from support.tables import ALL_MODELS
 
 NOW_MS = 1_700_000_000_000  # a multiple of 1000, so the same instant is also a 10-digit seconds value
 UNKNOWN_KEY = "not-a-configured-key-9"

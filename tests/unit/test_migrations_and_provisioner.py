@@ -16,8 +16,9 @@ from peewee import Database, IntegrityError
 
 from isvserver import db, migrations
 from isvserver.keystore import AccessKey
+from isvserver.marketplaces.koogallery.models import OrderNotification
 from isvserver.migrations import available, migrate, pending
-from isvserver.models import ALL_MODELS, Instance, InstanceEvent, OrderNotification, utcnow
+from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.provisioning import InstanceView, LifecycleEvent, ProvisioningError
 from isvserver.provisioning.template import (
     PASSWORD_SYMBOLS,
@@ -27,6 +28,8 @@ from isvserver.provisioning.template import (
     render_url,
 )
 from isvserver.sealing import UnsealError, seal, unseal
+
+from support.tables import ALL_MODELS
 
 TABLES = {
     "instance",
@@ -38,7 +41,7 @@ TABLES = {
     "delivery",
     "order_line",
 }
-SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs")]
+SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs"), (4, "key_interfaces")]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def tables(database: Database) -> set[str]:
 
 def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) -> None:
     assert tables(fresh_db) == set()
-    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2, 3]
+    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2, 3, 4]
 
     applied = migrate(fresh_db)
 
@@ -149,23 +152,23 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0004_instance_note.sql").write_text(
+    (migrations_dir / "0005_instance_note.sql").write_text(
         "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
         encoding="utf-8",
     )
-    (migrations_dir / "0005_tag.sql").write_text(
+    (migrations_dir / "0006_tag.sql").write_text(
         "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
         "CREATE INDEX tag_instance ON tag (instance_ref);\n",
         encoding="utf-8",
     )
     (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
 
-    assert [(m.version, m.name) for m in pending(fresh_db)] == [(4, "instance_note"), (5, "tag")]
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(5, "instance_note"), (6, "tag")]
 
     applied = migrate(fresh_db)
 
-    assert [m.version for m in applied] == [4, 5]
-    assert versions(fresh_db) == [*SHIPPED, (4, "instance_note"), (5, "tag")]
+    assert [m.version for m in applied] == [5, 6]
+    assert versions(fresh_db) == [*SHIPPED, (5, "instance_note"), (6, "tag")]
     assert "tag" in tables(fresh_db)
     with db.connected(fresh_db):
         assert "note" in {c.name for c in fresh_db.get_columns("instance")}
@@ -177,7 +180,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     fresh_db: Database, migrations_dir: Path
 ) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0004_broken.sql").write_text(
+    (migrations_dir / "0005_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
     )
 
@@ -186,7 +189,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
 
     assert "half_done" not in tables(fresh_db)
     assert versions(fresh_db) == SHIPPED
-    assert [m.version for m in pending(fresh_db)] == [4]
+    assert [m.version for m in pending(fresh_db)] == [5]
 
 
 # --- template provisioner --------------------------------------------------------------------------
@@ -332,3 +335,25 @@ def test_unseal_of_an_altered_token_fails_discreetly(alter: object) -> None:
     error = sealing_failure(KEY, alter(token))  # type: ignore[operator]
 
     assert_discreet(error, plaintext)
+
+
+def test_access_keys_of_any_declared_interface_survive_migration(
+    fresh_db: Database, migrations_dir: Path
+) -> None:
+    """0004 drops the CHECK naming basic/notify: a key of another interface is stored, old rows kept."""
+    script = migrations_dir / "0004_key_interfaces.sql"
+    held = script.read_text(encoding="utf-8")
+    script.unlink()
+    migrate(fresh_db)
+    now = utcnow()
+    with db.connected(fresh_db), fresh_db.bind_ctx([AccessKey]):
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            AccessKey.create(interface="kit", fingerprint="f" * 16, created_at=now)
+        AccessKey.create(interface="basic", fingerprint="a" * 16, created_at=now)
+    script.write_text(held, encoding="utf-8")
+    assert [m.version for m in migrate(fresh_db)] == [4]
+    with db.connected(fresh_db), fresh_db.bind_ctx([AccessKey]):
+        AccessKey.create(interface="kit", fingerprint="b" * 16, created_at=now)
+        assert sorted(k.interface for k in AccessKey.select()) == ["basic", "kit"]
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            AccessKey.create(interface="kit", fingerprint="b" * 16, created_at=now)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from isvserver.marketplaces.koogallery.replies import _dumped
 from isvserver.marketplaces.koogallery.schemas import REPLIES, RESULT_OUT
-from isvserver.marketplaces.koogallery.views import _dumped
 
 BODIES: list[dict[str, Any]] = [
     {"resultCode": "000000", "resultMsg": "success", "instanceId": "i-1", "extra": "dropped"},

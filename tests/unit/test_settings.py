@@ -53,17 +53,17 @@ def test_development_defaults(tmp_path, monkeypatch):
     instance_dir = (tmp_path / "instance").resolve()
     assert settings.env == "development"
     assert settings.signature_tolerance == 60
-    assert settings.produce_path == "/saasproduce"
+    assert settings.of("koogallery").produce_path == "/saasproduce"
     assert settings.instance_dir == instance_dir
     assert settings.database_url == f"sqlite:///{instance_dir / 'isvserver.sqlite3'}"
     assert settings.max_body_bytes == 65536
     assert settings.log_level == "INFO"
-    assert settings.test_app_info is None
+    assert settings.of("koogallery").test_app_info is None
     assert settings.frontend_url_template.startswith("http://localhost")
     assert "{instance_id}" in settings.frontend_url_template
-    assert len(settings.access_keys) == 1
-    assert len(settings.notify_keys) == 1
-    assert settings.access_keys != settings.notify_keys
+    assert len(settings.keys("basic")) == 1
+    assert len(settings.keys("notify")) == 1
+    assert settings.keys("basic") != settings.keys("notify")
     assert len(settings.data_key) == 44
     assert (instance_dir / DEV_KEYS_FILE).is_file()
 
@@ -74,10 +74,10 @@ def test_production_defaults(tmp_path):
     instance_dir = (tmp_path / "instance").resolve()
     assert settings.env == "production"
     assert settings.signature_tolerance == 60
-    assert settings.produce_path == "/saasproduce"
+    assert settings.of("koogallery").produce_path == "/saasproduce"
     assert settings.database_url == f"sqlite:///{instance_dir / 'isvserver.sqlite3'}"
     assert settings.admin_url_template == ""
-    assert settings.notify_keys == (NOTIFY_KEY,)
+    assert settings.keys("notify") == (NOTIFY_KEY,)
     assert not (instance_dir / DEV_KEYS_FILE).exists()
 
 
@@ -106,17 +106,17 @@ def test_every_variable_is_read(tmp_path):
     }
     settings = load_settings(env)
     assert settings.env == "production"
-    assert settings.access_keys == ("key-one-111", "key-two-222")
-    assert settings.notify_keys == ("notify-333", "notify-444")
+    assert settings.keys("basic") == ("key-one-111", "key-two-222")
+    assert settings.keys("notify") == ("notify-333", "notify-444")
     assert settings.database_url == env["ISV_DATABASE_URL"]
     assert settings.data_key == DATA_KEY.encode()
     assert settings.instance_dir == (tmp_path / "inst").resolve()
     assert settings.frontend_url_template == env["ISV_FRONTEND_URL_TEMPLATE"]
     assert settings.admin_url_template == env["ISV_ADMIN_URL_TEMPLATE"]
     assert settings.signature_tolerance == 120
-    assert settings.produce_path == "/kg/produce"
+    assert settings.of("koogallery").produce_path == "/kg/produce"
     assert settings.max_body_bytes == 2048
-    assert settings.test_app_info == app_info
+    assert settings.of("koogallery").test_app_info == app_info
     assert settings.log_level == "DEBUG"
 
 
@@ -126,7 +126,7 @@ def test_process_environment_is_not_consulted_when_env_is_given(tmp_path, monkey
     monkeypatch.setenv("ISV_PRODUCE_PATH", "/from-process")
     settings = load_settings(production(tmp_path))
     assert settings.signature_tolerance == 60
-    assert settings.produce_path == "/saasproduce"
+    assert settings.of("koogallery").produce_path == "/saasproduce"
 
 
 # --- *_FILE ---------------------------------------------------------------------------------------------
@@ -156,7 +156,17 @@ def test_file_variant_is_read_and_trimmed(tmp_path, name):
     env.pop(name, None)
     env[f"{name}_FILE"] = str(secret_file)
     settings = load_settings(env)
-    assert getattr(settings, attribute) == (value if expected is None else expected)
+    assert setting(settings, attribute) == (value if expected is None else expected)
+
+
+def setting(settings, attribute: str):
+    """A setting by name: the core's attributes, the keys by interface, KooGallery's own."""
+    adapter_views = {
+        "access_keys": lambda s: s.keys("basic"),
+        "notify_keys": lambda s: s.keys("notify"),
+        "test_app_info": lambda s: s.of("koogallery").test_app_info,
+    }
+    return adapter_views.get(attribute, lambda s: getattr(s, attribute))(settings)
 
 
 @pytest.mark.parametrize("name", ["ISV_ACCESS_KEYS", "ISV_DATA_KEY", "ISV_NOTIFY_KEYS", "ISV_DATABASE_URL"])
@@ -293,13 +303,13 @@ def test_development_keys_are_generated_once_and_reused(tmp_path):
     keys_file = tmp_path / "instance" / DEV_KEYS_FILE
     stored = json.loads(keys_file.read_text(encoding="utf-8"))
     second = load_settings(development(tmp_path))
-    assert (second.access_keys, second.notify_keys, second.data_key) == (
-        first.access_keys,
-        first.notify_keys,
+    assert (second.keys("basic"), second.keys("notify"), second.data_key) == (
+        first.keys("basic"),
+        first.keys("notify"),
         first.data_key,
     )
-    assert first.access_keys == (stored["ISV_ACCESS_KEYS"],)
-    assert first.notify_keys == (stored["ISV_NOTIFY_KEYS"],)
+    assert first.keys("basic") == (stored["ISV_ACCESS_KEYS"],)
+    assert first.keys("notify") == (stored["ISV_NOTIFY_KEYS"],)
     assert first.data_key == stored["ISV_DATA_KEY"].encode()
     assert json.loads(keys_file.read_text(encoding="utf-8")) == stored
     assert list((tmp_path / "instance").glob(".keys-*")) == []  # no temporary file left behind
@@ -316,7 +326,7 @@ def test_development_keys_differ_per_instance_dir(tmp_path):
     """Each instance folder gets its own random keys."""
     one = load_settings(development(tmp_path, "one"))
     two = load_settings(development(tmp_path, "two"))
-    assert one.access_keys != two.access_keys
+    assert one.keys("basic") != two.keys("basic")
     assert one.data_key != two.data_key
 
 
@@ -324,7 +334,7 @@ def test_development_with_explicit_keys_generates_nothing(tmp_path):
     """Development with its keys given uses them and writes no keys file."""
     env = development(tmp_path) | {"ISV_ACCESS_KEYS": ACCESS_KEY, "ISV_DATA_KEY": DATA_KEY}
     settings = load_settings(env)
-    assert settings.access_keys == (ACCESS_KEY,)
+    assert settings.keys("basic") == (ACCESS_KEY,)
     assert settings.data_key == DATA_KEY.encode()
     assert not (tmp_path / "instance" / DEV_KEYS_FILE).exists()
 
@@ -333,7 +343,7 @@ def test_development_keeps_a_given_data_key(tmp_path):
     """Only the missing secrets are generated: a given ISV_DATA_KEY is kept."""
     settings = load_settings(development(tmp_path) | {"ISV_DATA_KEY": DATA_KEY})
     assert settings.data_key == DATA_KEY.encode()
-    assert len(settings.access_keys) == 1
+    assert len(settings.keys("basic")) == 1
 
 
 # --- nothing secret in repr or printed URLs -------------------------------------------------------------

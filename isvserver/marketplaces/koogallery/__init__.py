@@ -1,1 +1,22 @@
 """Huawei Cloud KooGallery (云商店) SaaS produce interface, generation V2 basic."""
+
+from __future__ import annotations
+
+from isvserver.adapters import Adapter
+from isvserver.marketplaces.koogallery import config, openapi
+from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
+from isvserver.marketplaces.koogallery.orders_cli import order
+from isvserver.marketplaces.koogallery.views import bp, envelope
+
+ADAPTER = Adapter(
+    name="koogallery",
+    blueprint=bp,
+    url_prefix=lambda settings: settings.of("koogallery").produce_path,
+    load_settings=config.load,
+    key_interfaces=(config.BASIC, config.NOTIFY),
+    cli_commands=(order,),
+    openapi=openapi.paths,
+    sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
+    models=MODELS,
+    error_response=envelope,
+)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from isvserver.marketplaces.koogallery.results import AUTH_FAILED, INVALID_PARAMETERS, SUCCESS
 from isvserver.marketplaces.koogallery.signing import matching_key
-from isvserver.results import AUTH_FAILED, INVALID_PARAMETERS, SUCCESS
 
 MAX_NONCE_LENGTH = 128
 

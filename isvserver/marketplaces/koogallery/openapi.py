@@ -1,4 +1,4 @@
-"""The OpenAPI document of the produce endpoint, generated from its marshmallow schemas, served as JSON."""
+"""The OpenAPI paths of the V2 basic produce endpoint, generated from its marshmallow schemas."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, jsonify
 from marshmallow import fields
 
 from isvserver.marketplaces.koogallery.schemas import (
@@ -17,7 +16,6 @@ from isvserver.marketplaces.koogallery.schemas import (
     ExpireTime,
     ProductInfo,
 )
-from isvserver.runtime import runtime
 from isvserver.settings import Settings
 
 OPENAPI_VERSION = "3.0.3"
@@ -27,8 +25,6 @@ EXPIRE_TIME_PATTERN = (
 )
 BODY_SIGN_PATTERN = r'^sign_type="HMAC-SHA256", signature="[A-Za-z0-9+/]{43}="$'
 JSON = "application/json"
-
-bp = Blueprint("openapi", __name__)
 
 
 def custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
@@ -123,8 +119,8 @@ def _register_replies(spec: APISpec) -> list[str]:
     return names
 
 
-def build_spec(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI document of the produce endpoint at `settings.produce_path` and of /healthz."""
+def paths(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paths and schema components of the produce endpoint at ISV_PRODUCE_PATH."""
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title="isvserver: Huawei Cloud KooGallery produce interface (V2 basic)",
@@ -141,7 +137,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     replies = _register_replies(spec)
     envelope = type(RESULT_OUT).__name__
     spec.path(
-        path=settings.produce_path,
+        path=settings.of("koogallery").produce_path,
         operations={
             "post": {
                 "operationId": "produce",
@@ -170,33 +166,5 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             }
         },
     )
-    spec.path(
-        path="/healthz",
-        operations={
-            "get": {
-                "operationId": "healthz",
-                "summary": "The process is up (no database needed)",
-                "responses": {
-                    "200": {
-                        "description": "up",
-                        "content": {
-                            JSON: {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["status"],
-                                    "properties": {"status": {"type": "string", "enum": ["ok"]}},
-                                }
-                            }
-                        },
-                    }
-                },
-            }
-        },
-    )
-    return spec.to_dict()
-
-
-@bp.get("/openapi.json")
-def openapi_json() -> Response:
-    """The OpenAPI document (no signature needed)."""
-    return jsonify(build_spec(runtime().settings))
+    document = spec.to_dict()
+    return document["paths"], document["components"]["schemas"]

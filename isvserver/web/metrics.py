@@ -31,12 +31,19 @@ REQUESTS = Counter(
     "Marketplace calls answered, by activity and result code",
     ["interface", "activity", "result_code"],
 )
-REJECTIONS = Counter("isv_rejected_calls", "Calls refused before their activity ran, by reason", ["reason"])
+REJECTIONS = Counter(
+    "isv_rejected_calls", "Calls refused before their activity ran, by reason", ["interface", "reason"]
+)
 DUPLICATES = Counter(
-    "isv_duplicates", "Repeated calls recognised: replayed nonces, repeated business keys", ["kind"]
+    "isv_duplicates",
+    "Repeated calls recognised: replayed nonces, repeated business keys",
+    ["interface", "kind"],
 )
 LATENCY = Histogram(
-    "isv_request_duration_seconds", "Time to answer a call", ["activity"], buckets=LATENCY_BUCKETS
+    "isv_request_duration_seconds",
+    "Time to answer a call",
+    ["interface", "activity"],
+    buckets=LATENCY_BUCKETS,
 )
 
 DEFAULT_FREEZE_DAYS = 15

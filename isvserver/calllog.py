@@ -1,4 +1,4 @@
-"""The callback log: one row per marketplace call, with ids, verdict, result and latency; no secrets."""
+"""The call log: one row per marketplace call, with ids, verdict, result and latency; no secrets."""
 
 from __future__ import annotations
 
@@ -39,8 +39,23 @@ def _storable_text(value: object) -> object:
     return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
+def _limits() -> dict[str, int]:
+    """The longest text each call-log column holds (instance ids: as many as 100 ids of 64 and commas)."""
+    limits = {f.name: getattr(f, "max_length", None) or 6500 for f in CallbackLog._meta.sorted_fields}
+    return {name: limits[name] for name in (f.name for f in fields(CallRecord))}
+
+
+_LIMITS = _limits()
+
+
+def _fitted(name: str, value: object) -> object:
+    """`value` escaped for storage, then cut to its column (after escaping, never before)."""
+    value = _storable_text(value)
+    return value[: _LIMITS[name]] if isinstance(value, str) else value
+
+
 def _clean(call: CallRecord) -> CallRecord:
-    return CallRecord(**{name: _storable_text(value) for name, value in asdict(call).items()})
+    return CallRecord(**{name: _fitted(name, value) for name, value in asdict(call).items()})
 
 
 def log_line(call: CallRecord) -> None:
@@ -81,7 +96,7 @@ def store(call: CallRecord) -> int:
 
     The statement's text is built once (peewee compiling a 15-column INSERT was a fifth of a call).
     """
-    values = (utcnow(), *(_storable_text(v) for v in astuple(call)))
+    values = (utcnow(), *astuple(_clean(call)))
     cursor = database.execute_sql(
         statement("callback_log.insert", _insert_sql),
         [convert(value) for convert, value in zip(_CONVERT, values, strict=True)],

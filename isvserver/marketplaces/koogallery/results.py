@@ -1,4 +1,4 @@
-"""Result codes of the produce interface (spec §6)."""
+"""Result codes of the KooGallery produce interface (spec §6)."""
 
 SUCCESS = "000000"
 AUTH_FAILED = "000001"

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from isvserver.db import connected, database, is_postgres
+from isvserver.marketplaces.koogallery.models import OrderLineRecord
 from isvserver.marketplaces.koogallery.orders import OrderInfo, OrderLine, OrderQueryClient, OrderQueryError
-from isvserver.models import Instance, InstanceEvent, OrderLineRecord, utcnow
-from isvserver.orders_cli import order_document
+from isvserver.marketplaces.koogallery.orders_cli import order_document
+from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.sealing import DataKeys, seal, unseal
 from isvserver.settings import Settings
 

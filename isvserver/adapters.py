@@ -1,0 +1,84 @@
+"""The adapter protocol: what a marketplace interface declares to the core, and the registry that finds it.
+
+An adapter is a package `isvserver.marketplaces.<name>` whose module-level `ADAPTER` is an `Adapter`.
+The core never imports one by its name in code: `load` finds the names listed in ISV_MARKETPLACES.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import click
+    from flask import Blueprint, Response
+    from peewee import Field, Model
+
+    from isvserver.provisioning import LifecycleEvent
+    from isvserver.settings import Settings
+
+PACKAGE = "isvserver.marketplaces"
+
+
+class AdapterError(Exception):
+    """An adapter named in ISV_MARKETPLACES cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class KeyInterface:
+    """An interface type bound to its own access keys in the marketplace's console (spec §1)."""
+
+    name: str  # stored in access_key.interface, at most 16 characters
+    env_var: str  # the comma-separated keys, e.g. ISV_ACCESS_KEYS
+    description: str
+    required: bool = True  # production refuses to start without a key
+    generated_in_development: bool = True
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
+
+    name: str
+    blueprint: Blueprint
+    url_prefix: Callable[[Settings], str]
+    # The adapter's own settings from the environment; raise SettingsError naming the variable.
+    load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
+    key_interfaces: tuple[KeyInterface, ...] = ()
+    cli_commands: tuple[click.Command, ...] = ()
+    # OpenAPI paths and components of its endpoints: (paths, schemas) for the settings given.
+    openapi: Callable[[Settings], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    # What the adapter adds to an event of one of its instances before the product hears of it.
+    enrich: Callable[[LifecycleEvent, Settings], LifecycleEvent] | None = None
+    # Columns sealed with ISV_DATA_KEY (re-sealed by `isvserver reseal`): (secret, the row's name).
+    sealed_columns: tuple[tuple[Field, Field], ...] = ()
+    models: tuple[type[Model], ...] = ()
+    # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
+    error_response: Callable[[int, str], Response] | None = None
+    # Background work of its own, registered on the app's job queue.
+    init_jobs: Callable[[Any], None] | None = None
+    # Event types of its own: instance_event kind → the type the product hears.
+    event_types: Mapping[str, str] = field(default_factory=dict)
+
+
+def load(name: str) -> Adapter:
+    """The adapter of package `isvserver.marketplaces.<name>`."""
+    if not name.isidentifier():
+        raise AdapterError(f"ISV_MARKETPLACES: {name!r} is not an adapter name")
+    try:
+        module = importlib.import_module(f"{PACKAGE}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"{PACKAGE}.{name}",):
+            raise AdapterError(f"ISV_MARKETPLACES: there is no adapter {name!r}") from None
+        raise
+    adapter = getattr(module, "ADAPTER", None)
+    if not isinstance(adapter, Adapter):
+        raise AdapterError(f"ISV_MARKETPLACES: {PACKAGE}.{name} declares no ADAPTER")
+    return adapter
+
+
+def load_all(names: Sequence[str]) -> tuple[Adapter, ...]:
+    """The adapters of `names`, in that order."""
+    return tuple(load(name) for name in names)

@@ -1,0 +1,361 @@
+"""The one call pipeline every adapter runs.
+
+wire (body within the size limit) → verify (the adapter's verifier) → nonce → validate → handler →
+one transaction (the change and its call-log row) → after-commit work → the adapter's signed reply.
+Every failure on the way becomes the adapter's own error reply; nothing here knows a marketplace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from flask import Request, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from isvserver import deferred, keystore, lifecycle, metrics, replay
+from isvserver.calllog import CallRecord, log_line, record, store, update_result
+from isvserver.db import connected, database, held_for_call
+from isvserver.provisioning import ProvisioningError
+from isvserver.runtime import Runtime, runtime
+
+log = logging.getLogger("isvserver.calls")
+
+Reply = dict[str, Any]
+VERIFIED = "verified"
+REPLAYED_NONCE = "replayed_nonce"
+
+
+class Outcome(StrEnum):
+    """What an answer says, in words every marketplace has a result code for."""
+
+    SUCCESS = "success"
+    IN_PROGRESS = "in_progress"
+    AUTH_FAILED = "auth_failed"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """An adapter's verdict on a call: `key` verified it; `nonce` is what the replay store keeps."""
+
+    verdict: str
+    message: str = "success"
+    outcome: Outcome = Outcome.SUCCESS
+    key: str | None = field(default=None, repr=False)
+    nonce: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call is authentic and fresh."""
+        return self.verdict == VERIFIED
+
+
+Handler = Callable[[Runtime, dict[str, Any]], Reply]
+
+
+@dataclass(frozen=True)
+class Handling:
+    """A validated call: the handler to run, its data, and whether it only reads."""
+
+    handler: Handler
+    data: dict[str, Any]
+    read_only: bool = False
+
+
+LIFECYCLE_ANSWERS: dict[type[lifecycle.LifecycleError], tuple[Outcome, str]] = {
+    lifecycle.InstanceNotFound: (Outcome.NOT_FOUND, "instance does not exist"),
+    lifecycle.InstanceReleased: (Outcome.NOT_FOUND, "instance has been released"),
+    lifecycle.StillProvisioning: (
+        Outcome.IN_PROGRESS,
+        "instance is still being provisioned; try again later",
+    ),
+}
+
+
+class Endpoint:
+    """An adapter's call interface: the pipeline asks it what only the marketplace's contract says."""
+
+    interface: str = ""  # the call log's and the metrics' name of the interface
+    activities: frozenset[str] = frozenset()  # the names that may become a metrics label
+    key_interface: str = ""  # whose keys verify its calls (and sign its replies)
+
+    def keys_for(self, body: dict[str, Any] | None) -> str:
+        """The key interface of this call (an activity may have a key of its own)."""
+        return self.key_interface
+
+    def parse(self, raw: bytes, req: Request) -> dict[str, Any] | None:
+        """The call's parameters as one object (the JSON body by default), or None."""
+        return parse_json_object(raw)
+
+    def record_ids(self, call: CallRecord, body: dict[str, Any]) -> None:
+        """Copy the call's ids (never secrets) into its call record."""
+
+    def verify(
+        self, req: Request, raw: bytes, body: dict[str, Any] | None, keys: tuple[str, ...], now_ms: float
+    ) -> Verification:
+        """Authenticate the call with one of `keys`."""
+        raise NotImplementedError
+
+    def check(self, call: CallRecord, body: dict[str, Any] | None) -> Reply | Handling:
+        """The handler of an authentic call with its validated data, or the reply that rejects it."""
+        raise NotImplementedError
+
+    def reply(self, outcome: Outcome, message: str, **fields: Any) -> Reply:
+        """The adapter's reply body for `outcome`."""
+        raise NotImplementedError
+
+    def render(self, answer: Reply, key: str, status: int, call: CallRecord) -> Response:
+        """The signed response carrying `answer` (serialised once, the exact bytes signed)."""
+        raise NotImplementedError
+
+    def result_code(self, answer: Reply) -> tuple[str, str | None]:
+        """The result code and message of a reply, as logged."""
+        return str(answer.get("resultCode", "")), answer.get("resultMsg")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one (NaN and Infinity are not JSON)."""
+
+    def no_constants(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def storable(value: Any) -> bool:
+    """Whether every string in `value` can be stored in both databases (no NUL, no lone surrogate)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, RecursionError):
+        return False
+    return "\\u0000" not in text
+
+
+def read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (chunked bodies included).
+
+    The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
+    an over-long chunked body shows itself, since Werkzeug cuts those off silently.
+    """
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = request.stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except RequestEntityTooLarge:
+        return None
+    return None if size > limit else b"".join(chunks)
+
+
+def signing_keys(settings: Any, interface: str) -> tuple[str, ...]:
+    """The active keys of `interface` (the environment's when the database cannot say)."""
+    try:
+        active = keystore.verification_keys(settings, interface)
+    except Exception:  # the database cannot say which keys are retired: the configured ones
+        active = ()
+    return active or settings.keys(interface)
+
+
+def repeated() -> None:
+    """Count a call that changed nothing because it repeated an earlier one (same business key)."""
+    metrics.DUPLICATES.labels(g.get("call_interface", "unknown"), "business_key").inc()
+
+
+def handle(endpoint: Endpoint) -> Response:
+    """Run one call through the pipeline and answer it signed."""
+    with held_for_call():
+        return _handle(endpoint)
+
+
+def _handle(endpoint: Endpoint) -> Response:
+    rt = runtime()
+    started = g.call_started = time.perf_counter()
+    g.call_interface = endpoint.interface
+    call = CallRecord(request_id=g.request_id, interface=endpoint.interface)
+    status = 200
+    raw = read_body(rt.settings.max_body_bytes)
+    if raw is None:
+        raw, status = b"", 413
+    body = endpoint.parse(raw, request)
+    if body is not None:
+        endpoint.record_ids(call, body)
+    keys, reply_keys = _current_keys(rt, endpoint, call, body)
+    now_ms = rt.clock()
+    verification = endpoint.verify(request, raw, body, keys or (), now_ms)
+    call.verdict = verification.verdict
+    sign_key = verification.key or reply_keys[0]
+    if status == 413:
+        call.verdict, call.reason = "body_too_large", f"body over {rt.settings.max_body_bytes} bytes"
+        answer = endpoint.reply(
+            Outcome.INVALID, f"request body is larger than {rt.settings.max_body_bytes} bytes"
+        )
+    elif keys is None:
+        call.verdict, call.reason = "keys_unavailable", "access keys could not be read from the database"
+        answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
+    elif not verification.ok:
+        call.reason = verification.message
+        answer = endpoint.reply(verification.outcome, verification.message)
+    else:
+        try:
+            with deferred.collecting() as steps, connected():
+                answer, response, row = _verified_call(
+                    rt, endpoint, call, verification, int(now_ms), body, status, started, steps
+                )
+                if steps:
+                    final = _run_after_commit(call, answer, steps)
+                    if final is not answer:
+                        response = _signed(endpoint, call, final, sign_key, status, started)
+                        update_result(row, call)
+            log_line(call)
+            return _counted(endpoint, call, response)
+        except Exception:
+            log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
+            answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
+    response = _signed(endpoint, call, answer, sign_key, status, started)
+    record(call)
+    return _counted(endpoint, call, response)
+
+
+def _run_after_commit(call: CallRecord, answer: Reply, steps: list[deferred.Step]) -> Reply:
+    """The committed call's follow-up steps (queueing jobs, waiting for provisioning) and the final answer.
+
+    A step that fails is logged and skipped: what it would queue is committed and the sweeper finds it.
+    """
+    for step in steps:
+        try:
+            answer = step() or answer
+        except Exception:
+            log.exception(
+                "after-commit step failed request_id=%s activity=%s", call.request_id, call.activity
+            )
+    return answer
+
+
+def _signed(
+    endpoint: Endpoint, call: CallRecord, answer: Reply, key: str, status: int, started: float
+) -> Response:
+    """The signed reply; the call record gets its result and latency."""
+    call.result_code, call.result_msg = endpoint.result_code(answer)
+    response = endpoint.render(answer, key, status, call)
+    call.latency_ms = (time.perf_counter() - started) * 1000
+    return response
+
+
+def _counted(endpoint: Endpoint, call: CallRecord, response: Response) -> Response:
+    """Count the call in the metrics and tag the reply with its request id."""
+    activity = call.activity if call.activity in endpoint.activities else "unknown"
+    interface = endpoint.interface
+    metrics.REQUESTS.labels(interface, activity, call.result_code).inc()
+    metrics.LATENCY.labels(interface, activity).observe(call.latency_ms / 1000)
+    if call.verdict == REPLAYED_NONCE:
+        metrics.DUPLICATES.labels(interface, "nonce").inc()
+    if call.verdict != VERIFIED:
+        metrics.REJECTIONS.labels(interface, call.verdict).inc()
+    response.headers["X-Request-Id"] = call.request_id
+    return response
+
+
+def _current_keys(
+    rt: Runtime, endpoint: Endpoint, call: CallRecord, body: dict[str, Any] | None
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The active keys of the call's interface (None when unreadable) and the keys replies are signed with."""
+    interface = endpoint.keys_for(body)
+    try:
+        with connected():
+            keys = keystore.verification_keys(rt.settings, interface)
+            fallback = keys or keystore.verification_keys(rt.settings, endpoint.key_interface)
+    except Exception:
+        log.exception("access keys not readable request_id=%s", call.request_id)
+        return None, rt.settings.keys(endpoint.key_interface) or rt.settings.keys(interface)
+    return keys, fallback or rt.settings.keys(endpoint.key_interface) or rt.settings.keys(interface)
+
+
+def _verified_call(
+    rt: Runtime,
+    endpoint: Endpoint,
+    call: CallRecord,
+    verification: Verification,
+    now_ms: int,
+    body: dict[str, Any] | None,
+    status: int,
+    started: float,
+    steps: list[deferred.Step],
+) -> tuple[Reply, Response, int]:
+    """The answer to an authentic call, its signed reply and its call-log row, committed.
+
+    One write transaction per call holds the nonce, the change and the call's log row, and a reply
+    is never sent for anything that did not commit. A call that changes nothing (a read, every debug
+    call, a rejected request) is answered and signed with no transaction open and only then takes the
+    write lock (SQLite: BEGIN IMMEDIATE) for its nonce and log row; a nonce already taken turns its
+    answer into an authentication failure. A changing call validates first and runs its handler
+    inside that transaction, after the nonce.
+    """
+    keep_ms = 2 * rt.settings.signature_tolerance * 1000
+    nonce, sign_key = verification.nonce, verification.key or ""
+    checked = endpoint.check(call, body)
+    if not isinstance(checked, Handling) or checked.read_only:
+        answer = checked if not isinstance(checked, Handling) else _handled(rt, endpoint, call, checked)
+        response = _signed(endpoint, call, answer, sign_key, status, started)
+        with database.atomic():
+            if not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+                answer = _replayed(endpoint, call, steps)
+                response = _signed(endpoint, call, answer, sign_key, status, started)
+            row = store(call)
+        return answer, response, row
+    with database.atomic():
+        if replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+            answer = _handled(rt, endpoint, call, checked)
+        else:
+            answer = _replayed(endpoint, call, steps)
+        response = _signed(endpoint, call, answer, sign_key, status, started)
+        row = store(call)
+    return answer, response, row
+
+
+def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:
+    """The answer to a call whose nonce was already used (nothing it would have done is kept)."""
+    steps.clear()
+    call.verdict = REPLAYED_NONCE
+    call.reason = "nonce was already used"
+    return endpoint.reply(Outcome.AUTH_FAILED, "authentication failed: nonce was already used")
+
+
+def _handled(rt: Runtime, endpoint: Endpoint, call: CallRecord, checked: Handling) -> Reply:
+    """The handler's reply, lifecycle and provisioning errors turned into the adapter's answers."""
+    try:
+        return checked.handler(rt, checked.data)
+    except lifecycle.LifecycleError as exc:
+        if isinstance(exc, lifecycle.ChangeRejected):
+            return endpoint.reply(Outcome.INVALID, f"change not acceptable: {exc}"[:255])
+        outcome, message = LIFECYCLE_ANSWERS[type(exc)]
+        return endpoint.reply(outcome, message)
+    except ProvisioningError as exc:
+        log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
+        return endpoint.reply(Outcome.INTERNAL, f"provisioning failed: {exc}"[:255])
+
+
+def describe(messages: Any) -> str:
+    """`field: problem; …` from marshmallow's messages (field names and rules only, no values)."""
+    if isinstance(messages, dict):
+        parts = []
+        for name, problems in messages.items():
+            first = problems[0] if isinstance(problems, list) and problems else problems
+            parts.append(f"{name}: {first if isinstance(first, str) else 'invalid'}")
+        return "; ".join(parts)[:200]
+    return "invalid"

@@ -1,0 +1,1 @@
+"""Core web endpoints: health probes, metrics, the OpenAPI document."""

@@ -1,0 +1,63 @@
+"""The adapter registry, ISV_MARKETPLACES and the after-commit collector (no HTTP, no database)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from isvserver import deferred
+from isvserver.adapters import Adapter, AdapterError, load
+from isvserver.settings import SettingsError, load_settings
+
+from support.harness import base_env
+
+
+def test_adapters_are_found_by_name() -> None:
+    adapter = load("koogallery")
+    assert isinstance(adapter, Adapter)
+    assert adapter.name == "koogallery"
+    assert [i.env_var for i in adapter.key_interfaces] == ["ISV_ACCESS_KEYS", "ISV_NOTIFY_KEYS"]
+
+
+@pytest.mark.parametrize("name", ["no_such_adapter", "../etc", "koogallery.views", ""])
+def test_an_unknown_adapter_is_refused_by_name(name: str) -> None:
+    with pytest.raises(AdapterError, match="ISV_MARKETPLACES"):
+        load(name)
+
+
+def test_isv_marketplaces_defaults_to_koogallery(tmp_path: Path) -> None:
+    settings = load_settings(base_env(tmp_path, "sqlite:///x.sqlite3"))
+    assert settings.marketplaces == ("koogallery",)
+    assert settings.of("koogallery").produce_path == "/saasproduce"
+
+
+def test_an_unknown_marketplace_stops_start_up(tmp_path: Path) -> None:
+    env = {**base_env(tmp_path, "sqlite:///x.sqlite3"), "ISV_MARKETPLACES": "koogallery,nowhere"}
+    with pytest.raises(SettingsError, match="there is no adapter 'nowhere'"):
+        load_settings(env)
+
+
+def test_keys_of_two_interfaces_must_differ(tmp_path: Path) -> None:
+    env = base_env(tmp_path, "sqlite:///x.sqlite3")
+    env["ISV_NOTIFY_KEYS"] = env["ISV_ACCESS_KEYS"].split(",")[0]
+    with pytest.raises(SettingsError, match="ISV_NOTIFY_KEYS must differ from ISV_ACCESS_KEYS"):
+        load_settings(env)
+
+
+def test_after_commit_runs_at_once_outside_a_call() -> None:
+    ran: list[str] = []
+    deferred.after_commit(lambda: ran.append("now"))
+    assert ran == ["now"]
+
+
+def test_after_commit_steps_wait_for_the_collector() -> None:
+    ran: list[str] = []
+    with deferred.collecting() as steps:
+        deferred.after_commit(lambda: ran.append("later"))
+        assert ran == []
+    assert len(steps) == 1
+    steps[0]()
+    assert ran == ["later"]
+    deferred.after_commit(lambda: ran.append("again"))
+    assert ran == ["later", "again"]
