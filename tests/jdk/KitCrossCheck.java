@@ -69,7 +69,7 @@ public final class KitCrossCheck {
                 PublicKey key = KeyFactory.getInstance("RSA")
                         .generatePublic(new X509EncodedKeySpec(Base64.getDecoder().decode(text(a[2]))));
                 Cipher cipher;
-                switch (a[1]) {
+                switch (text(a[1])) {
                     case "sha1":
                         cipher = Cipher.getInstance("RSA/ECB/OAEPWithSHA-1AndMGF1Padding");
                         cipher.init(Cipher.ENCRYPT_MODE, key);
@@ -83,7 +83,7 @@ public final class KitCrossCheck {
                         cipher.init(Cipher.ENCRYPT_MODE, key, sha256Spec());
                         break;
                     default:
-                        throw new IllegalArgumentException(a[1]);
+                        throw new IllegalArgumentException(text(a[1]));
                 }
                 byte[] sealed = cipher.doFinal(text(a[3]).getBytes(StandardCharsets.UTF_8));
                 return Base64.getEncoder().encodeToString(sealed);
