@@ -1,13 +1,19 @@
-"""Versioned schema migrations: numbered SQL scripts, applied once, in order, under a lock."""
+"""Versioned schema migrations: numbered SQL scripts, applied once, in order, under a lock.
+
+The core's scripts live here and are recorded in `schema_version`; each adapter package may ship its own in
+`isvserver/marketplaces/<adapter>/migrations/NNNN_name.sql`, recorded per adapter in `adapter_schema_version`.
+"""
 
 from __future__ import annotations
 
+import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from peewee import Database, Table
 
+import isvserver.marketplaces
 from isvserver.db import connected, is_postgres
 from isvserver.models import utcnow
 
@@ -18,16 +24,29 @@ DIALECT = {
     "postgres": {"pk": "BIGSERIAL PRIMARY KEY", "fk": "BIGINT"},
 }
 SchemaVersion = Table("schema_version", ("version", "name", "applied_at"))
+AdapterSchemaVersion = Table("adapter_schema_version", ("adapter", "version", "name", "applied_at"))
 ADVISORY_LOCK_ID = 0x15F5E7E7  # any fixed number: serialises concurrent `isvserver migrate` runs
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One numbered SQL script."""
+    """One numbered SQL script: the core's (`adapter` empty) or an adapter package's."""
 
     version: int
-    name: str
+    name: str  # an adapter's carries its package: "koogallery_kit/sync", so `0001_koogallery_kit/sync`
     path: Path
+    adapter: str = ""
+
+    @property
+    def script_name(self) -> str:
+        """The name part of the file name (what the version tables record)."""
+        return self.name.removeprefix(f"{self.adapter}/") if self.adapter else self.name
+
+    @property
+    def label(self) -> str:
+        """How an operator reads it: `0003_jobs`, `koogallery_kit/0001_sync`."""
+        prefix = f"{self.adapter}/" if self.adapter else ""
+        return f"{prefix}{self.version:04d}_{self.script_name}"
 
     def statements(self, dialect: str) -> list[str]:
         """The script's statements with dialect placeholders filled in."""
@@ -44,35 +63,94 @@ class Migration:
         ]
 
 
-def available() -> list[Migration]:
-    """Every migration shipped with this version, in order."""
+def _scripts(folder: Path, adapter: str = "") -> list[Migration]:
     found = []
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+    for path in sorted(folder.glob("*.sql")):
         match = NAME.fullmatch(path.name)
         if match:
-            found.append(Migration(int(match.group(1)), match.group(2), path))
+            name = f"{adapter}/{match.group(2)}" if adapter else match.group(2)
+            found.append(Migration(int(match.group(1)), name, path, adapter))
     return found
 
 
-def _ensure_version_table(db: Database) -> None:
+def adapter_dirs() -> dict[str, Path]:
+    """Each adapter package that ships migrations, by name (found on disk: no adapter is imported)."""
+    found = {}
+    for module in pkgutil.iter_modules(isvserver.marketplaces.__path__):
+        base = getattr(module.module_finder, "path", None)  # a FileFinder: the packages are plain folders
+        if not module.ispkg or base is None:
+            continue
+        folder = Path(base) / module.name / "migrations"
+        if folder.is_dir():
+            found[module.name] = folder
+    return dict(sorted(found.items()))
+
+
+def available() -> list[Migration]:
+    """Every migration shipped with this version, in order: the core's, then each adapter's."""
+    found = _scripts(MIGRATIONS_DIR)
+    for adapter, folder in adapter_dirs().items():
+        found.extend(_scripts(folder, adapter))
+    return found
+
+
+def _ensure_version_tables(db: Database) -> None:
     db.execute_sql(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         "version INTEGER PRIMARY KEY, name VARCHAR(100) NOT NULL, applied_at TIMESTAMP NOT NULL)"
     )
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS adapter_schema_version ("
+        "adapter VARCHAR(32) NOT NULL, version INTEGER NOT NULL, name VARCHAR(100) NOT NULL, "
+        "applied_at TIMESTAMP NOT NULL, PRIMARY KEY (adapter, version))"
+    )
 
 
 def applied_versions(db: Database) -> set[int]:
-    """Versions recorded in schema_version (empty when the table does not exist yet)."""
+    """Core versions recorded in schema_version (empty when the table does not exist yet)."""
     if "schema_version" not in db.get_tables():
         return set()
     return {row[0] for row in db.execute_sql("SELECT version FROM schema_version").fetchall()}
 
 
+def applied_adapter_versions(db: Database) -> set[tuple[str, int]]:
+    """(adapter, version) pairs recorded in adapter_schema_version (empty before the table exists)."""
+    if "adapter_schema_version" not in db.get_tables():
+        return set()
+    rows = db.execute_sql("SELECT adapter, version FROM adapter_schema_version").fetchall()
+    return {(row[0], row[1]) for row in rows}
+
+
+def _is_applied(db: Database, migration: Migration) -> bool:
+    if migration.adapter:
+        return (migration.adapter, migration.version) in applied_adapter_versions(db)
+    return migration.version in applied_versions(db)
+
+
 def pending(db: Database) -> list[Migration]:
-    """Migrations not yet applied to `db`."""
+    """Migrations (the core's and the adapters') not yet applied to `db`."""
     with connected(db):
         done = applied_versions(db)
-    return [m for m in available() if m.version not in done]
+        done_adapter = applied_adapter_versions(db)
+    return [
+        m
+        for m in available()
+        if ((m.adapter, m.version) not in done_adapter if m.adapter else m.version not in done)
+    ]
+
+
+def _record(db: Database, migration: Migration) -> None:
+    if migration.adapter:
+        AdapterSchemaVersion.insert(
+            adapter=migration.adapter,
+            version=migration.version,
+            name=migration.script_name,
+            applied_at=utcnow(),
+        ).bind(db).execute()
+    else:
+        SchemaVersion.insert(version=migration.version, name=migration.name, applied_at=utcnow()).bind(
+            db
+        ).execute()
 
 
 def migrate(db: Database) -> list[Migration]:
@@ -83,17 +161,15 @@ def migrate(db: Database) -> list[Migration]:
         with db.atomic():
             if dialect == "postgres":
                 db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
-            _ensure_version_table(db)
+            _ensure_version_tables(db)
         for migration in available():
             with db.atomic():
                 if dialect == "postgres":
                     db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
-                if migration.version in applied_versions(db):
+                if _is_applied(db, migration):
                     continue
                 for statement in migration.statements(dialect):
                     db.execute_sql(statement)
-                SchemaVersion.insert(
-                    version=migration.version, name=migration.name, applied_at=utcnow()
-                ).bind(db).execute()
+                _record(db, migration)
                 applied.append(migration)
     return applied

@@ -17,6 +17,7 @@ from peewee import Database, IntegrityError
 from isvserver import db, migrations
 from isvserver.keystore import AccessKey
 from isvserver.marketplaces.koogallery.models import OrderNotification
+from isvserver.marketplaces.koogallery_kit.models import MODELS as KIT_MODELS
 from isvserver.migrations import available, migrate, pending
 from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.provisioning import InstanceView, LifecycleEvent, ProvisioningError
@@ -41,7 +42,10 @@ TABLES = {
     "delivery",
     "order_line",
 }
+KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs"), (4, "key_interfaces")]
+SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
+LABELS = ["0001_initial", "0002_access_keys", "0003_jobs", "0004_key_interfaces", "koogallery_kit/0001_sync"]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -71,6 +75,16 @@ def versions(database: Database) -> list[tuple[int, str]]:
     return [(version, name) for version, name, _ in rows]
 
 
+def adapter_versions(database: Database) -> list[tuple[str, int, str]]:
+    with db.connected(database):
+        cursor = database.execute_sql(
+            "SELECT adapter, version, name, applied_at FROM adapter_schema_version ORDER BY adapter, version"
+        )
+        rows = cursor.fetchall()
+    assert all(applied_at is not None for *_, applied_at in rows)
+    return [(adapter, version, name) for adapter, version, name, _ in rows]
+
+
 def tables(database: Database) -> set[str]:
     with db.connected(database):
         return {name for name in database.get_tables() if not name.startswith("sqlite_")}
@@ -78,13 +92,15 @@ def tables(database: Database) -> set[str]:
 
 def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) -> None:
     assert tables(fresh_db) == set()
-    assert [m.version for m in pending(fresh_db)] == [m.version for m in available()] == [1, 2, 3, 4]
+    assert [m.label for m in pending(fresh_db)] == [m.label for m in available()] == LABELS
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == SHIPPED
-    assert tables(fresh_db) == {*TABLES, "schema_version"}
+    assert [(m.version, m.name) for m in applied] == [*SHIPPED, (1, "koogallery_kit/sync")]
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-1] == "0001_koogallery_kit/sync"
+    assert tables(fresh_db) == {*TABLES, *KIT_TABLES, "schema_version", "adapter_schema_version"}
     assert versions(fresh_db) == SHIPPED
+    assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
     assert pending(fresh_db) == []
 
 
@@ -95,6 +111,7 @@ def test_second_migrate_applies_nothing(fresh_db: Database) -> None:
 
     assert again == []
     assert versions(fresh_db) == SHIPPED
+    assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
     assert pending(fresh_db) == []
 
 
@@ -102,7 +119,7 @@ def test_migrated_tables_match_the_models(fresh_db: Database) -> None:
     migrate(fresh_db)
 
     with db.connected(fresh_db):
-        for model in (*ALL_MODELS, AccessKey):
+        for model in (*ALL_MODELS, AccessKey, *KIT_MODELS):
             table = model._meta.table_name
             columns = {c.name for c in fresh_db.get_columns(table)}
             assert columns == {f.column_name for f in model._meta.sorted_fields}, table
@@ -145,6 +162,8 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "migrations"
     folder.mkdir()
     for script in available():
+        if script.adapter:
+            continue
         shutil.copy(script.path, folder / script.path.name)
     monkeypatch.setattr(migrations, "MIGRATIONS_DIR", folder)
     return folder
@@ -190,6 +209,60 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     assert "half_done" not in tables(fresh_db)
     assert versions(fresh_db) == SHIPPED
     assert [m.version for m in pending(fresh_db)] == [5]
+
+
+@pytest.fixture
+def adapters_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An extra folder on the adapters' path with an adapter `zz_probe` that must not be imported."""
+    import isvserver.marketplaces
+
+    folder = tmp_path / "adapters"
+    package = folder / "zz_probe"
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('adapters must not be imported')\n")
+    (package / "migrations" / "0001_probe.sql").write_text(
+        "CREATE TABLE zz_probe (id {pk}, note VARCHAR(20));\n", encoding="utf-8"
+    )
+    (folder / "zz_plain.py").write_text("raise RuntimeError('not a package')\n")
+    monkeypatch.setattr(isvserver.marketplaces, "__path__", [*isvserver.marketplaces.__path__, str(folder)])
+    return package / "migrations"
+
+
+def test_adapter_migrations_are_found_without_importing_the_adapter(
+    fresh_db: Database, adapters_dir: Path
+) -> None:
+    assert migrations.adapter_dirs()["zz_probe"] == adapters_dir
+    assert "koogallery_kit" in migrations.adapter_dirs()
+    assert [m.label for m in pending(fresh_db)] == [*LABELS, "zz_probe/0001_probe"]
+
+    applied = migrate(fresh_db)
+
+    assert applied[-1].adapter == "zz_probe" and f"{applied[-1].version:04d}_{applied[-1].name}" == (
+        "0001_zz_probe/probe"
+    )
+    assert adapter_versions(fresh_db) == [*SHIPPED_ADAPTERS, ("zz_probe", 1, "probe")]
+    assert versions(fresh_db) == SHIPPED
+    assert "zz_probe" in tables(fresh_db)
+
+
+def test_adapter_versions_are_counted_per_adapter(fresh_db: Database, adapters_dir: Path) -> None:
+    migrate(fresh_db)
+    (adapters_dir / "0002_more.sql").write_text("ALTER TABLE zz_probe ADD COLUMN more INTEGER;\n")
+    (adapters_dir / "0004_broken.sql").write_text(
+        "CREATE TABLE zz_half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
+    )
+
+    assert [m.label for m in pending(fresh_db)] == ["zz_probe/0002_more", "zz_probe/0004_broken"]
+    with pytest.raises(Exception, match="no_such_table"):
+        migrate(fresh_db)
+
+    assert adapter_versions(fresh_db) == [
+        *SHIPPED_ADAPTERS,
+        ("zz_probe", 1, "probe"),
+        ("zz_probe", 2, "more"),
+    ]
+    assert "zz_half" not in tables(fresh_db)
+    assert [m.label for m in pending(fresh_db)] == ["zz_probe/0004_broken"]
 
 
 # --- template provisioner --------------------------------------------------------------------------
