@@ -548,3 +548,10 @@ def keys_retire(fingerprint: str, note: str | None) -> None:
 
 
 COMMANDS = (instances, log_group, keys)
+
+# The helpers adapters' commands share (public names: an adapter imports no private one).
+settings_or_exit = _settings
+bound_database = _database
+print_json = _print_json
+print_table = _table
+print_fields = _fields

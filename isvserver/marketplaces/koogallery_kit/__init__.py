@@ -1,1 +1,21 @@
 """KooGallery V2 joint-operation (联营) Kit sync: tenantSync, applicationSync, authSync, the org syncs."""
+
+from __future__ import annotations
+
+from isvserver.adapters import Adapter
+from isvserver.marketplaces.koogallery_kit import config
+from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
+from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
+from isvserver.marketplaces.koogallery_kit.views import bp, envelope
+
+ADAPTER = Adapter(
+    name="koogallery_kit",
+    blueprint=bp,
+    url_prefix=lambda settings: settings.of("koogallery_kit").produce_path,
+    load_settings=config.load,
+    key_interfaces=(config.KIT,),
+    cli_commands=(kit, tenants),
+    sealed_columns=tuple((field, model.id) for model, field in SEALED_COLUMNS),
+    models=MODELS,
+    error_response=envelope,
+)
