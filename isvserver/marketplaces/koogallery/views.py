@@ -132,15 +132,15 @@ def _parse_json(raw: bytes) -> dict[str, Any] | None:
 
 
 def _ids_for_log(call: CallRecord, body: dict[str, Any]) -> None:
-    """Copy the business ids of the body into the call record (strings only, truncated)."""
+    """Copy the business ids of the body into the call record (strings only; callbacks cuts them to fit)."""
 
-    def pick(name: str, limit: int = 64) -> str | None:
+    def pick(name: str) -> str | None:
         value = body.get(name)
-        return value[:limit] if isinstance(value, str) else None
+        return value if isinstance(value, str) else None
 
-    call.activity = pick("activity", 32)
+    call.activity = pick("activity")
     call.test_flag = body.get("testFlag") == "1"
-    call.instance_id = pick("instanceId", 6500)
+    call.instance_id = pick("instanceId")
     call.order_id = pick("orderId")
     call.order_line_id = pick("orderLineId")
     call.business_id = pick("businessId")
