@@ -18,7 +18,7 @@ from isvserver import keystore, lifecycle, metrics, replay
 from isvserver.callbacks import CallRecord, log_line, record, store, update_result
 from isvserver.db import connected, database, held_for_call
 from isvserver.lifecycle import Action
-from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, split_ids
+from isvserver.marketplaces.koogallery.schemas import REPLIES, REQUESTS, RESULT_OUT, is_test_flag, split_ids
 from isvserver.marketplaces.koogallery.signing import body_sign
 from isvserver.marketplaces.koogallery.verify import Verdict, verify
 from isvserver.models import OrderNotification, utcnow
@@ -139,7 +139,7 @@ def _ids_for_log(call: CallRecord, body: dict[str, Any]) -> None:
         return value if isinstance(value, str) else None
 
     call.activity = pick("activity")
-    call.test_flag = body.get("testFlag") == "1"
+    call.test_flag = is_test_flag(body.get("testFlag"))
     call.instance_id = pick("instanceId")
     call.order_id = pick("orderId")
     call.order_line_id = pick("orderLineId")
