@@ -176,7 +176,8 @@ def _raw_sql(names: list[str]) -> None:
             f"INSERT INTO callback_log (received_at, {', '.join(columns)}) "
             f"VALUES ({', '.join([p] * (len(columns) + 1))})"
         )
-        values = astuple(callbacks.CallRecord(*(callbacks._storable_text(v) for v in astuple(call))))
+        limits = callbacks._LIMITS.values()
+        values = tuple(callbacks._storable_text(v, n) for v, n in zip(astuple(call), limits, strict=True))
         database.execute_sql(sql, (utcnow(), *values))
 
     for module in (callbacks, views):

@@ -32,30 +32,24 @@ class CallRecord:
     latency_ms: float = 0.0
 
 
-def _storable_text(value: object) -> object:
-    """`value` with what no database column can hold (NUL, lone surrogates) escaped."""
+# The longest text each column holds: its max_length, or for a text column the longest instanceId list
+# that validates (100 ids of 64 characters and their commas).
+TEXT_LIMIT = 6500
+_LIMITS = {
+    f.name: getattr(CallbackLog._meta.fields[f.name], "max_length", None) or TEXT_LIMIT
+    for f in fields(CallRecord)
+}
+
+
+def _storable_text(value: object, limit: int) -> object:
+    """`value` with what no database column can hold (NUL, lone surrogates) escaped, then cut to `limit`."""
     if not isinstance(value, str):
         return value
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def _limits() -> dict[str, int]:
-    """The longest text each call-log column holds (instance ids: as many as 100 ids of 64 and commas)."""
-    limits = {f.name: getattr(f, "max_length", None) or 6500 for f in CallbackLog._meta.sorted_fields}
-    return {name: limits[name] for name in (f.name for f in fields(CallRecord))}
-
-
-_LIMITS = _limits()
-
-
-def _fitted(name: str, value: object) -> object:
-    """`value` escaped for storage, then cut to its column (after escaping, never before)."""
-    value = _storable_text(value)
-    return value[: _LIMITS[name]] if isinstance(value, str) else value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:limit]
 
 
 def _clean(call: CallRecord) -> CallRecord:
-    return CallRecord(**{name: _fitted(name, value) for name, value in asdict(call).items()})
+    return CallRecord(**{name: _storable_text(value, _LIMITS[name]) for name, value in asdict(call).items()})
 
 
 def log_line(call: CallRecord) -> None:
@@ -96,7 +90,8 @@ def store(call: CallRecord) -> int:
 
     The statement's text is built once (peewee compiling a 15-column INSERT was a fifth of a call).
     """
-    values = (utcnow(), *astuple(_clean(call)))
+    texts = (_storable_text(v, limit) for v, limit in zip(astuple(call), _LIMITS.values(), strict=True))
+    values = (utcnow(), *texts)
     cursor = database.execute_sql(
         statement("callback_log.insert", _insert_sql),
         [convert(value) for convert, value in zip(_CONVERT, values, strict=True)],

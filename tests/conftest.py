@@ -12,7 +12,6 @@ from flask.testing import FlaskClient
 
 from isvserver import create_app, db
 from isvserver.keystore import AccessKey
-from isvserver.marketplaces.koogallery_kit.models import MODELS as KIT_MODELS
 from isvserver.migrations import migrate
 from isvserver.settings import Settings, load_settings
 
@@ -51,7 +50,7 @@ def _migrate(url: str) -> None:
 def _empty_tables(url: str) -> None:
     database = db.make_database(url)
     with database.connection_context():
-        names = ", ".join(model._meta.table_name for model in (*ALL_MODELS, AccessKey, *KIT_MODELS))
+        names = ", ".join(model._meta.table_name for model in (*ALL_MODELS, AccessKey))
         database.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     db.close_all(database)
 

@@ -105,6 +105,12 @@ def state(server: Server, instance_id: str) -> str:
     return value
 
 
+def undelivered(server: Server) -> int:
+    """How many deliveries are not delivered yet."""
+    [(count,)] = db_rows(server.database_url, "SELECT COUNT(*) FROM delivery WHERE status <> 'delivered'")
+    return count
+
+
 def test_fast_product_answers_000000_and_every_change_reaches_it_in_order(
     serve: Callable[..., Any], receiver: WebhookReceiver
 ) -> None:
@@ -157,7 +163,9 @@ def test_fast_product_answers_000000_and_every_change_reaches_it_in_order(
                 "testFlag": "1",
             },
         )
-        time.sleep(1)
+        # A debug call queues nothing: once every delivery is done nothing more can reach the product.
+        assert wait_until(lambda: undelivered(server) == 0, 20), "deliveries left pending"
+        assert db_rows(server.database_url, "SELECT COUNT(*) FROM delivery") == [(len(expected),)]
 
     assert receiver.event_types(instance_id) == expected
     assert receiver.rejected == []
@@ -265,8 +273,10 @@ def test_split_deployment_serve_without_jobs_and_a_separate_worker(
         assert job_consumers(server.pid) == set()
         answer, _ = new_instance(server)
         instance_id = answer["instanceId"]
-        time.sleep(1)
-        assert receiver.event_types(instance_id) == []  # nobody consumes yet: queued, not lost
+        # The call waited its whole budget and nobody consumed: the creation is queued, not lost.
+        assert answer["resultCode"] == IN_PROGRESS
+        assert db_rows(server.database_url, "SELECT status, attempts FROM delivery") == [("pending", 0)]
+        assert receiver.requests == []
         with (tmp_path / "worker.log").open("ab") as out:
             worker = subprocess.Popen(
                 [ISVSERVER, "worker"], env=env, cwd=tmp_path, stdout=out, stderr=out, start_new_session=True

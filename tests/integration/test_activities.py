@@ -1037,7 +1037,7 @@ def test_debug_call_with_bad_signature_fails(marketplace: Marketplace) -> None:
     assert (logged.test_flag, logged.result_code) == (True, AUTH)
 
 
-@pytest.mark.parametrize("test_flag", ["2", "", "true", "01", " 1", 1, 0], ids=repr)
+@pytest.mark.parametrize("test_flag", ["2", "", "true", "01", " 1", True, False, 2, 1.0], ids=repr)
 def test_other_test_flag_values_are_invalid(marketplace: Marketplace, test_flag: Any) -> None:
     answer = marketplace.send({**DEBUG_CALLS["newInstance"], "testFlag": test_flag})
 

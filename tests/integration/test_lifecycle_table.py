@@ -4,7 +4,6 @@ out-of-order calls), plus queued provisioning (its runner driven in-process) and
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,7 @@ from flask import Flask
 
 from isvserver import create_app, db, lifecycle
 from isvserver.lifecycle import TRANSITIONS, Action, State
-from isvserver.models import Delivery, Instance, InstanceEvent
+from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
 from isvserver.provisioning import AppInfo, LifecycleEvent, ProvisioningError
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
@@ -28,6 +27,7 @@ from support.harness import (
     instance_events,
     instance_row,
 )
+from support.server import wait_until
 
 OK, NOT_FOUND, IN_PROGRESS, INTERNAL = "000000", "000003", "000004", "000005"
 P, A, F, R, X = State.PROVISIONING, State.ACTIVE, State.FROZEN, State.RELEASED, State.FAILED
@@ -420,6 +420,18 @@ def deliveries_of(instance_id: str) -> list[tuple[str, str, int]]:
         return list(query)
 
 
+def retry_time(instance_id: str) -> datetime:
+    """When the instance's oldest pending delivery may be tried again."""
+    with db.connected():
+        return (
+            Delivery.select(Delivery.next_attempt_at)
+            .join(Instance)
+            .where((Instance.instance_id == instance_id) & (Delivery.status == "pending"))
+            .order_by(Delivery.id)
+            .scalar()
+        )
+
+
 def test_changes_during_provisioning_are_applied_in_order_after_it(
     app: Flask, market: Marketplace, provisioner: Switchable
 ) -> None:
@@ -457,7 +469,7 @@ def test_failing_creation_is_retried_then_failed_and_a_resend_restarts_it(
     """Each failed attempt is recorded with a backoff; the last marks the instance failed, with the
     changes behind it waiting; the marketplace's resend restarts it and everything is then handed over."""
     jobs = app.extensions["isvserver"].jobs
-    jobs.settings = dataclasses.replace(jobs.settings, job_max_attempts=2, job_retry_base_s=0.05)
+    jobs.settings = dataclasses.replace(jobs.settings, job_max_attempts=2, job_retry_base_s=0.5)
     provisioner.mode = "pending"
     instance_id = market.new_instance("CS-RETRY", business_id="retry-1").json["instanceId"]
     assert market.send(status(instance_id, "FREEZE")).code == OK
@@ -465,8 +477,9 @@ def test_failing_creation_is_retried_then_failed_and_a_resend_restarts_it(
 
     run_deliveries(app, instance_id)
     first = deliveries_of(instance_id)
-    run_deliveries(app, instance_id)  # inside the backoff: nothing is tried
-    time.sleep(0.1)
+    run_deliveries(app, instance_id)  # inside the backoff (0.4 s at least): nothing is tried
+    retry_at = retry_time(instance_id)
+    assert wait_until(lambda: utcnow() >= retry_at, 5), f"the retry at {retry_at} never came due"
     run_deliveries(app, instance_id)
 
     assert first == [("instance.created", "pending", 1), ("instance.frozen", "pending", 0)]

@@ -15,6 +15,7 @@ from isvserver.marketplaces.koogallery.schemas import (
     RESULT_OUT,
     ExpireTime,
     ProductInfo,
+    TestFlag,
 )
 from isvserver.settings import Settings
 
@@ -34,6 +35,11 @@ def custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, An
             "type": "string",
             "pattern": EXPIRE_TIME_PATTERN,
             "description": "yyyyMMddHHmmss or yyyyMMddHHmmssSSS, UTC",
+        }
+    if isinstance(field, TestFlag):
+        return {
+            "oneOf": [{"type": "string", "enum": ["0", "1"]}, {"type": "integer", "enum": [0, 1]}],
+            "description": '"1" (or 1): a debug call, verified and logged, touching no instance',
         }
     if isinstance(field, ProductInfo):
         return {

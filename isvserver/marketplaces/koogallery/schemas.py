@@ -62,6 +62,20 @@ class ProductInfo(fields.Field):
         return value
 
 
+class TestFlag(fields.Field):
+    """`"0"` or `"1"`, or the JSON number 0 or 1 (the Kit interfaces send a number); loaded as the string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if value in ("0", "1") or (type(value) is int and value in (0, 1)):  # not True/False, not 1.0
+            return str(value)
+        raise ValidationError('must be "0" or "1" (or the number 0 or 1)')
+
+
+def is_test_flag(value: Any) -> bool:
+    """Whether a body's `testFlag` as sent marks a debug call: `"1"` or the number 1."""
+    return value == "1" or (type(value) is int and value == 1)
+
+
 class RequestIn(Schema):
     """Fields every activity carries; unknown fields are ignored (the marketplace adds fields over time)."""
 
@@ -69,7 +83,7 @@ class RequestIn(Schema):
         unknown = EXCLUDE
 
     activity = fields.String(required=True, validate=validate.OneOf(ACTIVITIES))
-    testFlag = fields.String(load_default="0", validate=validate.OneOf(("0", "1")))
+    testFlag = TestFlag(load_default="0")
 
 
 class NewInstanceIn(RequestIn):

@@ -21,7 +21,7 @@ from isvserver.marketplaces.koogallery.results import (
     INVALID_PARAMETERS,
     SUCCESS,
 )
-from isvserver.marketplaces.koogallery.schemas import REQUESTS
+from isvserver.marketplaces.koogallery.schemas import REQUESTS, is_test_flag
 from isvserver.marketplaces.koogallery.verify import verify
 from isvserver.runtime import runtime
 
@@ -37,11 +37,6 @@ CODES = {
 }
 
 bp = Blueprint("koogallery", __name__)
-
-
-def is_debug(value: Any) -> bool:
-    """Whether a testFlag marks a debug request ("1" or 1; never the boolean true)."""
-    return value in ("1", 1) and not isinstance(value, bool)
 
 
 class BasicEndpoint(calls.Endpoint):
@@ -63,7 +58,7 @@ class BasicEndpoint(calls.Endpoint):
             return value if isinstance(value, str) else None
 
         call.activity = pick("activity")
-        call.test_flag = is_debug(body.get("testFlag"))
+        call.test_flag = is_test_flag(body.get("testFlag"))
         call.instance_id = pick("instanceId")
         call.order_id = pick("orderId")
         call.order_line_id = pick("orderLineId")
