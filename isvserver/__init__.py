@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, health, logs, metrics, openapi
+from isvserver import db, files, health, logs, metrics, openapi
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
 
@@ -42,6 +42,7 @@ def create_app(
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see views._read_body
     provisioner = provisioner or load_provisioner(settings)
     jobs = Jobs(settings, provisioner)

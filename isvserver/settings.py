@@ -15,6 +15,8 @@ from pathlib import Path
 from string import Formatter
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from isvserver.files import private_dir
+
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
 DEV_KEYS_FILE = "development-keys.json"
@@ -292,7 +294,7 @@ def development_secrets(instance_dir: Path) -> dict[str, str]:
     """The development keys kept in the instance folder, generated on first use (race-free across workers)."""
     path = instance_dir / DEV_KEYS_FILE
     if not path.exists():
-        instance_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(instance_dir)
         generated = {
             "ISV_ACCESS_KEYS": str(uuid.uuid4()),
             "ISV_NOTIFY_KEYS": str(uuid.uuid4()),
