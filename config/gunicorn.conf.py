@@ -1,114 +1,20 @@
-"""gunicorn settings for isvserver (used by `isvserver serve`; command-line flags override them)."""
+"""gunicorn settings for isvserver: the ones installed with the package, then your changes.
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
+`isvserver serve` uses isvserver/web/gunicorn.conf.py (installed with the package) by itself. To
+change a setting, pass this file, or a copy of it, to `isvserver serve --config FILE` (or to
+`gunicorn -c FILE`) with your settings at the end. It runs the installed file rather than importing
+isvserver: the gunicorn master must not import it (prometheus_client has to see the metrics folder
+that the installed file sets before anything imports it).
+"""
+
+from importlib.util import find_spec
 from pathlib import Path
 
-# Where to listen. TLS terminates in front (nginx or a cloud load balancer): keep this on loopback
-# or a private address.
-bind = os.environ.get("ISV_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("ISV_WORKERS", "3"))
-worker_class = "sync"
+_spec = find_spec("isvserver")  # finds the installed package without importing it
+if _spec is None or _spec.origin is None:
+    raise RuntimeError("isvserver is not installed in the Python that runs gunicorn")
+_SHIPPED = Path(_spec.origin).parent / "web" / "gunicorn.conf.py"
+exec(compile(_SHIPPED.read_text(encoding="utf-8"), str(_SHIPPED), "exec"))  # noqa: S102
 
-# The marketplace waits 5 s; a worker stuck far longer than that is killed and replaced.
-timeout = 30
-graceful_timeout = 30
-keepalive = 5
-
-# Never load the app in the master: each worker opens its own database connections after the fork.
-preload_app = False
-
-# Request limits (the body limit itself is ISV_MAX_BODY_BYTES, enforced by the app with a 413).
-limit_request_line = 8190
-limit_request_fields = 100
-
-# Which proxies may set X-Forwarded-* (the nginx in front, on the same host by default).
-forwarded_allow_ips = os.environ.get("ISV_FORWARDED_ALLOW_IPS", "127.0.0.1")
-
-# Logs to stderr. The access log format leaves out the query string (%(U)s is the path alone):
-# the query carries signature, timestamp and nonce, which must never reach a log line.
-accesslog = "-"
-errorlog = "-"
-loglevel = os.environ.get("ISV_LOG_LEVEL", "info").lower()
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)sB %(M)sms request_id=%({x-request-id}o)s'
-
-# gunicorn >= 25 opens a control socket at one fixed path per user; two servers on one host would
-# fight over it. isvserver does not use it.
-control_socket_disable = True
-
-# Prometheus metrics from every worker are merged through files in this folder (prometheus_client's
-# multiprocess mode). It is set here, before any worker imports the app, and emptied at start.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    str(Path(os.environ.get("ISV_INSTANCE_DIR") or "instance").resolve() / "metrics"),
-)
-
-
-def on_starting(server):
-    """Start with no metrics left over from an earlier run."""
-    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-
-
-def child_exit(server, worker):
-    """Drop a dead worker's live gauges (its counters stay counted)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-# The job consumer (`isvserver worker`) runs beside the workers when `isvserver serve` asks for it
-# (ISV_START_CONSUMER=1): started once the master is ready, restarted if it dies, stopped at exit.
-CONSUMER_RESTART_PAUSE_S = 5.0
-CONSUMER_STOP_TIMEOUT_S = 20.0
-_consumer = {}
-
-
-def _start_consumer(server):
-    process = subprocess.Popen([sys.executable, "-m", "isvserver", "worker", "--supervised"])
-    _consumer.update(process=process, started=time.monotonic())
-    server.log.info("Job consumer started (pid: %s)", process.pid)
-
-
-def when_ready(server):
-    """Start the job consumer and have the master's loop keep it running."""
-    if os.environ.get("ISV_START_CONSUMER") != "1":
-        return
-    _start_consumer(server)
-    manage_workers = server.manage_workers
-
-    def manage_workers_and_consumer():
-        manage_workers()
-        process = _consumer["process"]
-        # gunicorn's own reaping may collect the consumer first; poll() then reports 0.
-        if process.poll() is not None and time.monotonic() - _consumer["started"] > CONSUMER_RESTART_PAUSE_S:
-            server.log.error(
-                "Job consumer (pid: %s) exited with %s; restarting it", process.pid, process.returncode
-            )
-            _start_consumer(server)
-
-    server.manage_workers = manage_workers_and_consumer
-
-
-def on_exit(server):
-    """Stop the job consumer gracefully (it finishes its running jobs), then for good."""
-    process = _consumer.get("process")
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(CONSUMER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    server.log.info("Job consumer (pid: %s) stopped", process.pid)
-
-
-def post_worker_init(worker):
-    """Say when a worker has loaded the app and takes calls (start-up checks wait for every worker)."""
-    worker.log.info("Worker ready (pid: %s)", worker.pid)
+# Your changes, e.g.:
+# timeout = 60

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, logs
+from isvserver import db, files, logs
 from isvserver.adapters import Adapter
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
@@ -31,6 +31,7 @@ def create_app(
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
     adapters = load_all(settings.marketplaces)
     for adapter in adapters:

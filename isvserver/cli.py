@@ -22,11 +22,12 @@ import click
 from isvserver import queue
 from isvserver.adapters import AdapterError, load
 from isvserver.admin import instances, keys, log_group
+from isvserver.files import restrict_umask
 from isvserver.reconcile_cli import reconcile
 from isvserver.rotation import rotate_data_key
 from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+GUNICORN_CONFIG = Path(__file__).resolve().parent / "web" / "gunicorn.conf.py"  # installed with it
 APP_TARGET = "isvserver:create_app()"
 SECRET_FIELDS = ("password",)
 
@@ -80,6 +81,7 @@ def _migrate(settings: Settings) -> None:
 @click.group()
 def main() -> None:
     """isvserver: the server a SaaS seller runs for Huawei Cloud KooGallery."""
+    restrict_umask()  # files it (and gunicorn, exec'd by serve) creates are its user's alone
 
 
 @main.command()
@@ -103,10 +105,8 @@ def migrate() -> None:
 @click.option(
     "--config",
     "config_path",
-    default=str(CONFIG_DIR / "gunicorn.conf.py"),
-    show_default=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="gunicorn configuration file.",
+    help="gunicorn configuration file [default: isvserver/web/gunicorn.conf.py, installed with it].",
 )
 @click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Migrate before starting.")
 @click.option(
@@ -117,7 +117,7 @@ def migrate() -> None:
     show_default=True,
     help="Also run the job consumer (use --no-jobs when `isvserver worker` runs elsewhere) [ISV_SERVE_JOBS].",
 )
-def serve(bind: str, workers: int, config_path: str, run_migrations: bool, run_jobs: bool) -> None:
+def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool, run_jobs: bool) -> None:
     """Migrate, then run the produce endpoint under gunicorn, with the job consumer beside it."""
     settings = _settings_announced()
     if run_migrations:
@@ -132,7 +132,8 @@ def serve(bind: str, workers: int, config_path: str, run_migrations: bool, run_j
         err=True,
     )
     os.environ["ISV_START_CONSUMER"] = "1" if run_jobs else "0"
-    argv = [sys.executable, "-m", "gunicorn", "-c", config_path, "--bind", bind, "--workers", str(workers)]
+    config = config_path or str(GUNICORN_CONFIG)
+    argv = [sys.executable, "-m", "gunicorn", "-c", config, "--bind", bind, "--workers", str(workers)]
     os.execv(sys.executable, [*argv, APP_TARGET])  # noqa: S606 (replaces this process with gunicorn)
 
 

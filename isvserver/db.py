@@ -12,6 +12,8 @@ from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledSqliteDatabase
 
+from isvserver.files import private_sqlite
+
 database = DatabaseProxy()
 
 SQLITE_BUSY_TIMEOUT_S = 3.0  # well under the marketplace's 5 s; a busy writer waits instead of failing
@@ -23,7 +25,7 @@ def make_database(url: str) -> Database:
     if scheme == "sqlite":
         path = unquote(url[len("sqlite:///") :])
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(Path(path))  # 0600, and so its -wal and -shm
         # Pooled: opening the file and running the pragmas on every call costs more than the call, and
         # closing the last connection checkpoints the WAL each time.
         return PooledSqliteDatabase(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import traceback
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import g, has_request_context
 
@@ -14,9 +16,31 @@ from flask import g, has_request_context
 SECRET_PAIR = re.compile(r"(?i)\b(signature|nonce|password|key|secret|token|authToken)=([^&\s\"']+)")
 
 
+# Exceptions whose message quotes what the client sent (request line, headers, body bytes).
+QUOTES_THE_REQUEST = ("gunicorn.http.errors",)
+WITHHELD = "(message withheld: it quotes the request)"
+
+
 def redact(text: str) -> str:
     """`text` with the value of every secret-looking name=value pair replaced by ***."""
     return SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def format_exception(exc_info: Any) -> str:
+    """A traceback, redacted, with the messages of exceptions that quote the request left out."""
+    formatted = traceback.TracebackException(*exc_info)
+    seen: set[int] = set()
+    stack = [formatted]
+    while stack:
+        part = stack.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        exc_type = getattr(part, "exc_type", None)
+        if exc_type is not None and exc_type.__module__.startswith(QUOTES_THE_REQUEST):
+            part._str = WITHHELD
+        stack += [p for p in (part.__cause__, part.__context__) if p is not None]
+    return redact("".join(formatted.format()).rstrip())
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,7 +66,7 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
+            entry["exception"] = format_exception(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -57,6 +81,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The record as a text line."""
         return redact(super().format(record))
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback as format_exception gives it."""
+        return format_exception(ei)
 
 
 def configure(level: str, fmt: str) -> None:

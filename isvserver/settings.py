@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from isvserver.adapters import Adapter, AdapterError, load_all
+from isvserver.files import private_dir
 
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
@@ -294,7 +295,7 @@ def development_secrets(instance_dir: Path, names: Sequence[str] = DEV_SECRETS) 
     path = instance_dir / DEV_KEYS_FILE
     known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     if known is None or any(name not in known for name in names):
-        instance_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(instance_dir)
         generated = {**{name: _new_secret(name) for name in names}, **(known or {})}
         fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".keys-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
