@@ -38,6 +38,16 @@ class KeyInterface:
 
 
 @dataclass(frozen=True)
+class Section:
+    """What an adapter shows of an instance in `isvserver instances show`: rows and how to print them."""
+
+    name: str  # its key in --json
+    title: str  # its heading in the text output
+    rows: list[dict[str, Any]]
+    render: Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
 class Adapter:
     """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
 
@@ -59,6 +69,8 @@ class Adapter:
     error_response: Callable[[int, str], Response] | None = None
     # Background work of its own, registered on the app's job queue.
     init_jobs: Callable[[Any], None] | None = None
+    # What it shows of one of its instances in `isvserver instances show`.
+    instance_sections: Callable[[Any, Settings], tuple[Section, ...]] | None = None
     # Event types of its own: instance_event kind → the type the product hears.
     event_types: Mapping[str, str] = field(default_factory=dict)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import click
 from peewee import Field
 
 from isvserver.adapters import load
-from isvserver.admin import _clean, _database, _settings
 from isvserver.db import connected, database
 from isvserver.keystore import AccessKey
 from isvserver.models import BaseModel, Instance
@@ -147,41 +145,3 @@ def reseal_all(settings: Settings, batch_size: int = BATCH_SIZE) -> RotationRepo
             while last:
                 last = _reseal_batch(column, keys, last, batch_size, column_report)
     return report
-
-
-@click.command("reseal")
-@click.option(
-    "--batch-size",
-    default=BATCH_SIZE,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Rows per transaction.",
-)
-def rotate_data_key(batch_size: int) -> None:
-    """Re-encrypt every stored secret with the first ISV_DATA_KEY."""
-    settings = _settings()
-    with _database(settings):
-        report = reseal_all(settings, batch_size)
-    for column in report.columns:
-        line = (
-            f"{column.table}.{column.column}: {column.resealed} resealed, {column.current} already current, "
-            f"{len(column.unreadable)} unreadable"
-        )
-        if column.changed_meanwhile:
-            line += f", {column.changed_meanwhile} changed meanwhile (run again)"
-        click.echo(line)
-    for row in report.unreadable:
-        click.echo(
-            f"unreadable: {row.table} row {row.row_id} ({row.name_column} {_clean(row.name)}): "
-            "no ISV_DATA_KEY key opens it; left as it is"
-        )
-    if report.unreadable:
-        raise click.ClickException(
-            f"{len(report.unreadable)} stored secret(s) cannot be decrypted with any ISV_DATA_KEY key: "
-            "add the key that sealed them to ISV_DATA_KEY (after the first) and run `isvserver reseal` again"
-        )
-    if not report.changed_meanwhile:
-        click.echo(
-            f"done: every stored secret is sealed with the first ISV_DATA_KEY key "
-            f"({len(settings.data_keys)} configured)"
-        )

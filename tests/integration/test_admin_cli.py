@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -17,13 +18,17 @@ import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 
-from isvserver import admin, create_app, db, keystore
+from isvserver import create_app, db, keystore
+from isvserver.cli import call_log, instances, keys
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.models import Instance
 from isvserver.provisioning import ProvisioningError
 from isvserver.settings import Settings
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY, Answer, Marketplace, base_env
+
+# The operator's command groups, as the tests call them.
+admin = SimpleNamespace(keys=keys.keys, instances=instances.instances, log_group=call_log.log_group)
 
 OK, AUTH = "000000", "000001"
 NEW_KEY = "operator-added-key-1"
@@ -421,7 +426,7 @@ def test_generated_key_is_printed_once_and_accepted(cli: Cli, marketplace: Marke
 
 
 def test_key_typed_at_the_prompt_is_hidden(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(admin, "_interactive", lambda: True)
+    monkeypatch.setattr(keys, "_interactive", lambda: True)
 
     output = ok(cli(admin.keys, "add", "basic", input=f"{NEW_KEY}\n{NEW_KEY}\n"))
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from isvserver import create_app, db, keystore, rotation
+from isvserver.cli import reseal
 from isvserver.models import Instance
 from isvserver.sealing import UnsealError, seal, sealed_with_first, unseal
 from isvserver.settings import Settings, load_settings
@@ -49,7 +50,7 @@ def run_reseal(env: dict[str, str], *args: str) -> Result:
     isolated.update(env)
     previous = db.database.obj
     try:
-        return CliRunner().invoke(rotation.rotate_data_key, list(args), env=isolated, catch_exceptions=False)
+        return CliRunner().invoke(reseal.rotate_data_key, list(args), env=isolated, catch_exceptions=False)
     finally:
         if previous is not None:
             db.database.initialize(previous)
@@ -267,7 +268,7 @@ def test_reseal_refuses_invalid_settings_without_showing_keys(env: dict[str, str
 
 
 def test_reseal_help_says_what_it_does() -> None:
-    result = CliRunner().invoke(rotation.rotate_data_key, ["--help"])
+    result = CliRunner().invoke(reseal.rotate_data_key, ["--help"])
 
     assert "Re-encrypt every stored secret with the first ISV_DATA_KEY" in result.output
     assert "--batch-size" in result.output

@@ -11,11 +11,13 @@ import re
 import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner, Result
 
-from isvserver import admin, db, rotation
+from isvserver import db
+from isvserver.cli import instances, reseal
 from isvserver.marketplaces.koogallery import order_lines
 from isvserver.marketplaces.koogallery.models import OrderLineRecord
 from isvserver.marketplaces.koogallery.orders import OrderQueryClient
@@ -25,6 +27,9 @@ from isvserver.settings import Settings, load_settings
 
 from support.harness import DATA_KEY
 from support.order_api import AK, BUYER, PRODUCT, SK, WRONG_SK, OrderApi, mock_order, serving
+
+# The operator's command groups, as the tests call them.
+admin = SimpleNamespace(instances=instances.instances)
 
 KOO = "koogallery"
 KEY_B = "0dkqMcI6nHuWJ6nEvS3h8GZ4a4nJm1C9tLz0Q2pX7yE="
@@ -349,7 +354,7 @@ def test_reseal_moves_order_details_to_the_first_key(
     order_lines.fetch(settings, KOO, *RENEW, market)
     before = {key: order_lines.details(KOO, *key, DATA_KEY) for key in (YEAR, RENEW)}
 
-    result = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, rotation.rotate_data_key)
+    result = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, reseal.rotate_data_key)
 
     assert result.exit_code == 0, result.output
     assert "order_line.details_sealed: 2 resealed, 0 already current, 0 unreadable\n" in result.output
@@ -358,7 +363,7 @@ def test_reseal_moves_order_details_to_the_first_key(
         assert sealed_with_first(KEY_B.encode(), row(*key).details_sealed)
         assert order_lines.details(KOO, *key, KEY_B) == before[key]
 
-    again = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, rotation.rotate_data_key)
+    again = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, reseal.rotate_data_key)
     assert "order_line.details_sealed: 0 resealed, 2 already current, 0 unreadable\n" in again.output
 
 
@@ -370,7 +375,7 @@ def test_reseal_names_order_details_no_key_opens(
     with db.connected():
         OrderLineRecord.update(details_sealed=seal(KEY_UNKNOWN.encode(), "{}")).execute()
 
-    result = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, rotation.rotate_data_key)
+    result = run_cli({**env, "ISV_DATA_KEY": f"{KEY_B},{DATA_KEY}"}, reseal.rotate_data_key)
 
     assert result.exit_code == 1
     assert (

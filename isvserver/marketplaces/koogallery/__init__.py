@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from isvserver.adapters import Adapter
 from isvserver.marketplaces.koogallery import config, openapi
+from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
+from isvserver.marketplaces.koogallery.simulator import sign, simulate
 from isvserver.marketplaces.koogallery.views import bp, envelope
 
 ADAPTER = Adapter(
@@ -14,7 +16,8 @@ ADAPTER = Adapter(
     url_prefix=lambda settings: settings.of("koogallery").produce_path,
     load_settings=config.load,
     key_interfaces=(config.BASIC, config.NOTIFY),
-    cli_commands=(order,),
+    cli_commands=(order, sign, simulate),
+    instance_sections=instance_sections,
     openapi=openapi.paths,
     sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
     models=MODELS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from isvserver.admin import bound_database, print_fields, print_json, print_table, settings_or_exit
+from isvserver.cli.helpers import bound_database, print_fields, print_json, print_table, settings_or_exit
 from isvserver.marketplaces.koogallery_kit import reads
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair, public_key_base64
 

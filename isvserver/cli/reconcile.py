@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from isvserver.admin import JSON_OPTION, _database, _print_json, _settings, _table
+from isvserver.cli.helpers import JSON_OPTION, bound_database, print_json, print_table, settings_or_exit
 from isvserver.models import utcnow
 from isvserver.reconcile import EXPIRED_NOT_FROZEN, FROZEN_NOT_RELEASED, Overdue, run
 
@@ -18,7 +18,7 @@ def _print_rows(title: str, rows: list[Overdue]) -> None:
     if not rows:
         click.echo("none")
         return
-    _table(
+    print_table(
         HEADERS,
         (
             (r.instance_id, r.order_id, r.state, r.expire_at, r.frozen_since, f"{r.days_overdue:.1f}")
@@ -41,8 +41,8 @@ def _print_rows(title: str, rows: list[Overdue]) -> None:
 @JSON_OPTION
 def reconcile(freeze: bool, freeze_days: int | None, as_json: bool) -> None:
     """List instances past their expiry the marketplace never froze, and freezes it never released."""
-    settings = _settings()
-    with _database(settings):
+    settings = settings_or_exit()
+    with bound_database(settings):
         report = run(settings, utcnow(), act=freeze, freeze_days=freeze_days)
     totals = {
         EXPIRED_NOT_FROZEN: len(report.expired_not_frozen),
@@ -50,7 +50,7 @@ def reconcile(freeze: bool, freeze_days: int | None, as_json: bool) -> None:
         "auto_frozen": report.auto_frozen,
     }
     if as_json:
-        _print_json(
+        print_json(
             {
                 "now": report.now,
                 "freeze_days": report.freeze_days,

@@ -1,0 +1,118 @@
+"""`isvserver log list/show`: the call log, one row per marketplace call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from isvserver.cli.helpers import (
+    DEFAULT_LIMIT,
+    JSON_OPTION,
+    LIMIT,
+    bound_database,
+    clean,
+    more,
+    print_fields,
+    print_json,
+    print_table,
+    row,
+    settings_or_exit,
+    short,
+)
+from isvserver.models import CallbackLog
+
+CALL_FIELDS = tuple(f.name for f in CallbackLog._meta.sorted_fields)
+
+
+def names_instance(call: CallbackLog, instance_id: str) -> bool:
+    """Whether the call's instanceId (one id or a comma-separated list) names this instance."""
+    return instance_id in {i.strip() for i in (call.instance_id or "").split(",")}
+
+
+@click.group("log")
+def log_group() -> None:
+    """The callback log: every call the marketplace made (read only)."""
+
+
+def call_table(calls: Sequence[CallbackLog]) -> None:
+    print_table(
+        ("time", "request_id", "activity", "verdict", "code", "latency", "ids"),
+        (
+            (
+                c.received_at,
+                c.request_id,
+                (c.activity or "-") + (" [test]" if c.test_flag else ""),
+                c.verdict,
+                c.result_code,
+                f"{c.latency_ms:.1f} ms",
+                " ".join(
+                    f"{label}={short(value)}"
+                    for label, value in (
+                        ("instance", c.instance_id),
+                        ("order", c.order_id),
+                        ("line", c.order_line_id),
+                    )
+                    if value
+                ),
+            )
+            for c in calls
+        ),
+    )
+
+
+@log_group.command("list")
+@click.option("--instance", "instance_id", help="Only calls naming this instance.")
+@click.option("--order", "order_id", help="Only calls of this order.")
+@click.option("--code", help="Only calls answered with this result code (e.g. 000001).")
+@click.option("--activity", help="Only calls of this activity (e.g. newInstance).")
+@click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=LIMIT, help="At most this many.")
+@JSON_OPTION
+def log_list(
+    instance_id: str | None,
+    order_id: str | None,
+    code: str | None,
+    activity: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List calls, newest first (times in UTC)."""
+    settings = settings_or_exit()
+    with bound_database(settings):
+        query = CallbackLog.select().order_by(CallbackLog.received_at.desc(), CallbackLog.id.desc())
+        for column, value in (
+            (CallbackLog.order_id, order_id),
+            (CallbackLog.result_code, code),
+            (CallbackLog.activity, activity),
+        ):
+            if value:
+                query = query.where(column == value)
+        if instance_id:
+            query = query.where(CallbackLog.instance_id.contains(instance_id))
+            calls = [c for c in query.iterator() if names_instance(c, instance_id)][: limit + 1]
+        else:
+            calls = list(query.limit(limit + 1))
+    more(len(calls), limit)
+    calls = calls[:limit]
+    if as_json:
+        print_json([row(c, CALL_FIELDS) for c in calls])
+    elif calls:
+        call_table(calls)
+    else:
+        click.echo("no calls match")
+
+
+@log_group.command("show")
+@click.argument("request_id")
+@JSON_OPTION
+def log_show(request_id: str, as_json: bool) -> None:
+    """Show every column of one call (the X-Request-Id of its reply)."""
+    settings = settings_or_exit()
+    with bound_database(settings):
+        call = CallbackLog.select().where(CallbackLog.request_id == request_id).first()
+    if call is None:
+        raise click.ClickException(f"no call with request id {clean(request_id)}")
+    if as_json:
+        print_json(row(call, CALL_FIELDS))
+    else:
+        print_fields((name, getattr(call, name)) for name in CALL_FIELDS)
