@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from flask import Blueprint, Response
     from peewee import Field, Model
 
-    from isvserver.provisioning import LifecycleEvent
     from isvserver.settings import Settings
 
 PACKAGE = "isvserver.marketplaces"
@@ -60,14 +59,13 @@ class Adapter:
     cli_commands: tuple[click.Command, ...] = ()
     # OpenAPI paths and components of its endpoints: (paths, schemas) for the settings given.
     openapi: Callable[[Settings], tuple[dict[str, Any], dict[str, Any]]] | None = None
-    # What the adapter adds to an event of one of its instances before the product hears of it.
-    enrich: Callable[[LifecycleEvent, Settings], LifecycleEvent] | None = None
     # Columns sealed with ISV_DATA_KEY (re-sealed by `isvserver reseal`): (secret, the row's name).
     sealed_columns: tuple[tuple[Field, Field], ...] = ()
     models: tuple[type[Model], ...] = ()
     # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
     error_response: Callable[[int, str], Response] | None = None
-    # Background work of its own, registered on the app's job queue.
+    # Background work of its own on the app's job queue (isvserver.jobs.Jobs): its tasks, its sweeps,
+    # and the enricher that adds what it knows to an event of its instances before the product hears it.
     init_jobs: Callable[[Any], None] | None = None
     # What it shows of one of its instances in `isvserver instances show`.
     instance_sections: Callable[[Any, Settings], tuple[Section, ...]] | None = None

@@ -18,11 +18,12 @@ from typing import Any
 from flask import Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from isvserver import deferred, keystore, lifecycle, metrics, replay
+from isvserver import deferred, keystore, lifecycle, replay
 from isvserver.calllog import CallRecord, log_line, record, store, update_result
 from isvserver.db import connected, database, held_for_call
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
+from isvserver.web import metrics
 
 log = logging.getLogger("isvserver.calls")
 

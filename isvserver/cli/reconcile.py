@@ -7,8 +7,8 @@ from dataclasses import asdict
 import click
 
 from isvserver.cli.helpers import JSON_OPTION, bound_database, print_json, print_table, settings_or_exit
+from isvserver.jobs.reconcile import EXPIRED_NOT_FROZEN, FROZEN_NOT_RELEASED, Overdue, run
 from isvserver.models import utcnow
-from isvserver.reconcile import EXPIRED_NOT_FROZEN, FROZEN_NOT_RELEASED, Overdue, run
 
 HEADERS = ("instance_id", "order_id", "state", "expiry", "frozen since", "days overdue")
 

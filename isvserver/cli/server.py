@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from isvserver import queue
 from isvserver.adapters import load
 from isvserver.cli import helpers
 from isvserver.cli.helpers import settings_or_exit
+from isvserver.jobs import queue
 from isvserver.settings import redacted_url
 
 GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "web" / "gunicorn.conf.py"  # installed with it
@@ -89,10 +89,8 @@ def worker(threads: int | None, supervised: bool) -> None:
 
     settings = settings_or_exit()
     jobs = create_app(settings).extensions["isvserver"].jobs
-    if not jobs.fetches_orders:
-        logging.getLogger("isvserver.jobs").info(
-            "order details are not fetched: ISV_MARKET_AK and ISV_MARKET_SK are not set"
-        )
+    for started in jobs.starts:
+        started()
     jobs.sweep()  # what a killed consumer left behind
     threads = threads or settings.job_workers
     consumer = jobs.huey.create_consumer(

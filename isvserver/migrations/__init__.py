@@ -6,6 +6,7 @@ The core's scripts live here and are recorded in `schema_version`; each adapter 
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ from pathlib import Path
 
 from peewee import Database, Table
 
-import isvserver.marketplaces
 from isvserver.db import connected, is_postgres
 from isvserver.models import utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent
+ADAPTERS_PACKAGE = "isvserver.marketplaces"  # the namespace of the adapters (its __init__ holds no code)
 NAME = re.compile(r"(\d{4})_(\w+)\.sql")
 DIALECT = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "fk": "INTEGER"},
@@ -76,7 +77,7 @@ def _scripts(folder: Path, adapter: str = "") -> list[Migration]:
 def adapter_dirs() -> dict[str, Path]:
     """Each adapter package that ships migrations, by name (found on disk: no adapter is imported)."""
     found = {}
-    for module in pkgutil.iter_modules(isvserver.marketplaces.__path__):
+    for module in pkgutil.iter_modules(importlib.import_module(ADAPTERS_PACKAGE).__path__):
         base = getattr(module.module_finder, "path", None)  # a FileFinder: the packages are plain folders
         if not module.ispkg or base is None:
             continue

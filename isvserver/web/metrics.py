@@ -18,10 +18,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from isvserver import deliveries
 from isvserver.db import connected
+from isvserver.jobs import deliveries
+from isvserver.jobs.reconcile import count_overdue
 from isvserver.models import Instance, utcnow
-from isvserver.reconcile import count_overdue
 
 # Buckets around the marketplace's 5 s budget.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0)

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from isvserver import create_app, db, lifecycle
 from isvserver.cli import main
+from isvserver.jobs.reconcile import Overdue, auto_freeze, find_overdue, periodic
 from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
-from isvserver.reconcile import Overdue, auto_freeze, find_overdue, periodic
 from isvserver.settings import load_settings
 
 EXPIRED = ["exp-old", "exp-new"]  # most overdue first

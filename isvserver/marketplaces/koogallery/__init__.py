@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from isvserver.adapters import Adapter
-from isvserver.marketplaces.koogallery import config, openapi
+from isvserver.marketplaces.koogallery import config, openapi, order_jobs
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
@@ -22,4 +22,5 @@ ADAPTER = Adapter(
     sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
     models=MODELS,
     error_response=envelope,
+    init_jobs=order_jobs.init_jobs,
 )

@@ -12,6 +12,7 @@ from isvserver import lifecycle
 from isvserver.calls import repeated
 from isvserver.deferred import after_commit
 from isvserver.lifecycle import Action
+from isvserver.marketplaces.koogallery import order_jobs
 from isvserver.marketplaces.koogallery.models import OrderNotification
 from isvserver.marketplaces.koogallery.replies import Reply, reply
 from isvserver.marketplaces.koogallery.results import (
@@ -60,7 +61,7 @@ def _app_info_out(info: AppInfo) -> dict[str, str | None]:
 
 def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
     """After commit, have the call's order line fetched from the order-query API (when AK/SK are set)."""
-    after_commit(lambda: rt.jobs.fetch_soon(MARKETPLACE, data["orderId"], data["orderLineId"]))
+    after_commit(lambda: order_jobs.fetch_soon(rt.jobs, data["orderId"], data["orderLineId"]))
 
 
 # --- real calls ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from isvserver.jobs import SafeError
 from isvserver.marketplaces.koogallery.apig_signer import sign_request
 from isvserver.settings import SettingsError, _raw
 
@@ -30,7 +31,7 @@ MAX_MESSAGE_CHARS = 300
 log = logging.getLogger(__name__)
 
 
-class OrderQueryError(Exception):
+class OrderQueryError(SafeError):
     """The order query failed; the message says why, never with the SK, a signature or buyer data."""
 
     def __init__(

@@ -1,6 +1,6 @@
-"""Background jobs on huey: hand lifecycle changes to the provisioner, fetch order lines, sweep, reconcile.
+"""Background jobs on huey: hand lifecycle changes to the provisioner, sweep, reconcile, adapters' tasks.
 
-The database is the record of what must happen (the delivery outbox, pending order lines); a huey
+The database is the record of what must happen (the delivery outbox, adapters' pending work); a huey
 message only says "look now". A message lost with a killed consumer is found again by the sweeper,
 which runs every minute and when a consumer starts.
 """
@@ -11,34 +11,36 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from huey import Huey
 from huey.api import TaskWrapper
 
-from isvserver import deliveries, lifecycle, reconcile
+from isvserver import lifecycle
 from isvserver.db import connected, database
-from isvserver.marketplaces.koogallery import order_lines
-from isvserver.marketplaces.koogallery.orders import OrderQueryClient, OrderQueryError, client_from_env
+from isvserver.jobs import deliveries, reconcile
+from isvserver.jobs.queue import make_huey
 from isvserver.models import Delivery, utcnow
-from isvserver.provisioning import Provisioner, ProvisioningError
-from isvserver.queue import make_huey
+from isvserver.provisioning import LifecycleEvent, Provisioner, ProvisioningError
 from isvserver.settings import Settings
 
 log = logging.getLogger("isvserver.jobs")
 
 CREATED = "instance.created"
-ORDER_EVENTS = frozenset(
-    {"created", "renewed", "trial_converted", "renewal_unsubscribed", "renewal_changed", "upgraded"}
-)
+Enricher = Callable[[LifecycleEvent], LifecycleEvent]
 
 
-class OrderDetailsPending(Exception):
-    """The change's order line could not be fetched yet; the delivery is retried."""
+class SafeError(Exception):
+    """An error whose message says what failed without secrets, passwords or buyer data."""
 
 
-# Exceptions whose messages say what failed without secrets, passwords or buyer data.
-SAFE_TO_SHOW = (ProvisioningError, OrderQueryError, OrderDetailsPending)
+class DetailsPending(SafeError):
+    """What an adapter adds to the event could not be had yet; the delivery is retried."""
+
+
+SAFE_TO_SHOW = (ProvisioningError, SafeError)
 
 
 def _failure_reason(exc: Exception) -> str:
@@ -60,9 +62,11 @@ class Jobs:
         self.settings = settings
         self.provisioner = provisioner
         self.huey = huey or make_huey(settings)
-        self.order_client: OrderQueryClient | None = client_from_env(os.environ)
+        self.extensions: dict[str, Any] = {}  # what each adapter keeps here (its tasks, its clients)
+        self.enrichers: dict[str, Enricher] = {}  # by marketplace: what it adds to an event first
+        self.sweeps: list[Callable[[], None]] = []  # adapters' work the sweeper looks for too
+        self.starts: list[Callable[[], None]] = []  # adapters' checks when a consumer starts
         self._deliver: TaskWrapper = self.huey.task(name="deliver")(self.run_deliveries)
-        self._fetch: TaskWrapper = self.huey.task(name="fetch_order")(self.fetch_order)
         self.huey.periodic_task(_every_minutes(1), name="sweep")(self.sweep)
         self.huey.periodic_task(_every_minutes(settings.reconcile_interval_s // 60), name="reconcile")(
             self.reconcile
@@ -77,16 +81,6 @@ class Jobs:
         else:
             # huey's schedule holds whole seconds: rounding down would run the job before `at`
             self._deliver.schedule(args=(instance_id,), eta=at.replace(microsecond=0) + timedelta(seconds=1))
-
-    def fetch_soon(self, marketplace: str, order_id: str, order_line_id: str) -> None:
-        """Ask a consumer to fetch an order line (nothing when no AK/SK is configured)."""
-        if self.order_client is not None:
-            self._fetch(marketplace, order_id, order_line_id)
-
-    @property
-    def fetches_orders(self) -> bool:
-        """Whether order lines are fetched (ISV_MARKET_AK and ISV_MARKET_SK are set)."""
-        return self.order_client is not None
 
     # --- tasks -----------------------------------------------------------------------------------
 
@@ -121,7 +115,10 @@ class Jobs:
         """One attempt at one delivery; True when it was handed over (a failure is recorded)."""
         instance = item.instance
         try:
-            event = lifecycle.lifecycle_event(item.event, instance, self._order_of(item))
+            event = lifecycle.lifecycle_event(item.event, instance)
+            enrich = self.enrichers.get(instance.marketplace)
+            if enrich is not None:
+                event = enrich(event)
             if item.event_type == CREATED:
                 app_info = self.provisioner.provision(event)
                 with database.atomic():
@@ -156,45 +153,16 @@ class Jobs:
         log.info("delivered instance=%s event=%s", instance.instance_id, item.event_type)
         return True
 
-    def _order_of(self, item: Delivery) -> dict | None:
-        """The change's order line details, fetched first when not stored yet (None without AK/SK)."""
-        if self.order_client is None:
-            return None
-        event, instance = item.event, item.instance
-        line = (
-            instance.marketplace,
-            event.order_id or instance.order_id,
-            event.order_line_id or instance.order_line_id,
-        )
-        details = order_lines.details(*line, self.settings.data_keys)
-        if details is None and event.kind in ORDER_EVENTS:
-            with database.atomic():
-                order_lines.want(*line)
-            if order_lines.fetch(self.settings, *line, self.order_client) == order_lines.PENDING:
-                raise OrderDetailsPending(f"order line {line[1]}/{line[2]} could not be fetched yet")
-            details = order_lines.details(*line, self.settings.data_keys)
-        return details
-
-    def fetch_order(self, marketplace: str, order_id: str, order_line_id: str) -> None:
-        """Fetch and store one order line (retried by the sweeper while it stays pending)."""
-        with connected():
-            with database.atomic():
-                order_lines.want(marketplace, order_id, order_line_id)
-            order_lines.fetch(self.settings, marketplace, order_id, order_line_id, self.order_client)
-
     def sweep(self) -> None:
-        """Start runners for every instance with due deliveries, and fetch order lines still pending."""
+        """Start runners for every instance with due deliveries, then the adapters' own sweeps."""
         with connected():
             due = deliveries.due(utcnow())
-            lines = order_lines.due() if self.order_client is not None else []
         for item in due:
             self.deliver_soon(item.instance_id, item.run_at)
-        for line in lines:
-            self._fetch(*line)
-        if due or lines:
-            log.info(
-                "sweep: %d instances with pending deliveries, %d order lines to fetch", len(due), len(lines)
-            )
+        if due:
+            log.info("sweep: %d instances with pending deliveries", len(due))
+        for sweep in self.sweeps:
+            sweep()
 
     def reconcile(self) -> None:
         """Find instances past their expiry or their freeze period (acting only with ISV_AUTO_FREEZE)."""
