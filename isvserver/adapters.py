@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from isvserver.settings import Settings
 
 PACKAGE = "isvserver.marketplaces"
+DEFAULT_MARKETPLACES = "koogallery"  # ISV_MARKETPLACES when unset
 
 
 class AdapterError(Exception):

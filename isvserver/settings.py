@@ -16,7 +16,7 @@ from string import Formatter
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from isvserver.adapters import Adapter, AdapterError, load_all
+from isvserver.adapters import DEFAULT_MARKETPLACES, Adapter, AdapterError, load_all
 from isvserver.files import private_dir
 
 ENVIRONMENTS = ("development", "production")
@@ -58,7 +58,7 @@ class Settings:
     auto_freeze: bool = False
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
-    marketplaces: tuple[str, ...] = ("koogallery",)
+    marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     adapter_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -329,7 +329,7 @@ def read_flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _marketplaces(env: Mapping[str, str]) -> tuple[Adapter, ...]:
-    raw = _raw(env, "ISV_MARKETPLACES") or "koogallery"
+    raw = _raw(env, "ISV_MARKETPLACES") or DEFAULT_MARKETPLACES
     names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
     if not names:
         raise SettingsError("ISV_MARKETPLACES names no adapter (e.g. koogallery,koogallery_kit)")

@@ -7,7 +7,7 @@ from contextlib import suppress
 
 import click
 
-from isvserver.adapters import AdapterError, load
+from isvserver.adapters import DEFAULT_MARKETPLACES, AdapterError, load
 from isvserver.cli import call_log, instances, keys, reconcile, reseal, server
 from isvserver.files import restrict_umask
 
@@ -35,7 +35,7 @@ for command in CORE_COMMANDS:
 
 def _adapter_commands() -> None:
     """The commands of the adapters ISV_MARKETPLACES enables (koogallery by default)."""
-    names = os.environ.get("ISV_MARKETPLACES") or "koogallery"
+    names = os.environ.get("ISV_MARKETPLACES") or DEFAULT_MARKETPLACES
     for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
         with suppress(AdapterError):  # a wrong name is reported with the settings, by the command
             for command in load(name).cli_commands:

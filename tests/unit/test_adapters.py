@@ -61,3 +61,36 @@ def test_after_commit_steps_wait_for_the_collector() -> None:
     assert ran == ["later"]
     deferred.after_commit(lambda: ran.append("again"))
     assert ran == ["later", "again"]
+
+
+def test_a_deployment_without_koogallery_needs_none_of_its_keys(tmp_path: Path) -> None:
+    """Only the Kit adapter: production starts with its key and private key alone, and serves only it."""
+    from isvserver import create_app
+    from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
+
+    env = base_env(tmp_path, f"sqlite:///{tmp_path / 'kit.sqlite3'}")
+    for name in ("ISV_ACCESS_KEYS", "ISV_NOTIFY_KEYS"):
+        env.pop(name)
+    env.update(
+        ISV_MARKETPLACES="koogallery_kit",
+        ISV_KIT_KEYS="kit-key-1234567890",
+        ISV_KIT_PRIVATE_KEY=generate_key_pair()[0].decode("ascii"),
+    )
+    settings = load_settings(env)
+    assert settings.marketplaces == ("koogallery_kit",)
+    assert settings.keys("basic") == ()
+    client = create_app(settings).test_client()
+    basic = client.post("/saasproduce", data=b"{}")
+    assert (basic.status_code, basic.get_json()) == (404, {"error": "not found", "status": 404})
+    assert "Body-Sign" not in basic.headers
+    assert client.post("/saasproduce/produceAPI/v2/nope").headers["Body-Sign"].startswith('sign_type="HMAC')
+
+
+def test_production_names_the_kit_private_key(tmp_path: Path) -> None:
+    env = {
+        **base_env(tmp_path, "sqlite:///x.sqlite3"),
+        "ISV_MARKETPLACES": "koogallery,koogallery_kit",
+        "ISV_KIT_KEYS": "kit-key-1234567890",
+    }
+    with pytest.raises(SettingsError, match="ISV_KIT_PRIVATE_KEY"):
+        load_settings(env)
