@@ -247,32 +247,33 @@ def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> N
 
 def create_instance(
     marketplace: str,
-    order_id: str,
-    order_line_id: str,
-    business_id: str,
+    creation_key: str,
+    proposed_id: str,
     provisioner: Provisioner,
     data_key: bytes,
+    reference: tuple[str | None, str | None] = (None, None),
+    business_id: str | None = None,
 ) -> tuple[Instance, bool]:
-    """The instance of this order line and whether this call created it (once; resends get the same).
+    """The instance created under this idempotency key and whether this call created it (once; resends
+    get the same). `reference` is the order line that asked for it, when there is one.
 
     An inline provisioner provisions it here; any other gets the creation queued (outbox). A resend for
     an instance whose provisioning failed starts that provisioning again.
     """
-    by_order = (
-        (Instance.marketplace == marketplace)
-        & (Instance.order_id == order_id)
-        & (Instance.order_line_id == order_line_id)
-    )
-    # INSERT first: the UNIQUE constraints decide (order line; instance_id), no SELECT before it. Only
-    # when the row stays out is the existing one read; when no row has this order line, it was the
-    # instance_id that collided (another order took the recommended id): again with a UUID.
-    first = business_id if _INSTANCE_ID.fullmatch(business_id) else str(uuid.uuid4())
+    by_key = (Instance.marketplace == marketplace) & (Instance.creation_key == creation_key)
+    order_id, order_line_id = reference
+    # INSERT first: the UNIQUE constraints decide (creation key; instance_id), no SELECT before it.
+    # Only when the row stays out is the existing one read; when no row has this key, it was the
+    # instance_id that collided (another order took the proposed id): again with a UUID.
+    first = proposed_id if _INSTANCE_ID.fullmatch(proposed_id) else str(uuid.uuid4())
+    detail = {"business_id": business_id} if business_id is not None else {}
     with database.atomic():
         for candidate in (first, str(uuid.uuid4())):
             now = utcnow()
             instance = Instance(
                 instance_id=candidate,
                 marketplace=marketplace,
+                creation_key=creation_key,
                 order_id=order_id,
                 order_line_id=order_line_id,
                 business_id=business_id,
@@ -282,20 +283,13 @@ def create_instance(
             )
             if _inserted(instance):
                 break
-            existing = _select_for_update(by_order)
+            existing = _select_for_update(by_key)
             if existing is not None:
                 return _restarted_if_failed(existing), False  # a resend, or a concurrent call was first
         else:
             raise RuntimeError("a new instance_id collided twice")  # two UUIDs taken: not expected
         outbox = not provisioner.inline
-        event = _record(
-            instance,
-            CREATED,
-            State.PROVISIONING,
-            (order_id, order_line_id),
-            outbox=outbox,
-            business_id=business_id,
-        )
+        event = _record(instance, CREATED, State.PROVISIONING, reference, outbox=outbox, **detail)
         if not outbox:
             _store_app_info(instance, provisioner.provision(lifecycle_event(event, instance)), data_key)
             # What _apply(PROVISIONED) does, less its look for a freeze recorded meanwhile: a row
@@ -526,11 +520,16 @@ class Lifecycle:
         return changed
 
     def create(
-        self, marketplace: str, order_id: str, order_line_id: str, proposed_id: str
+        self,
+        marketplace: str,
+        idempotency_key: str,
+        proposed_id: str,
+        reference: tuple[str | None, str | None] = (None, None),
+        business_id: str | None = None,
     ) -> tuple[Instance, bool]:
-        """The instance of this order line and whether this call created it; provisioning is queued."""
+        """The instance created under this key and whether this call created it; provisioning is queued."""
         instance, created = create_instance(
-            marketplace, order_id, order_line_id, proposed_id, self.provisioner, self.data_key
+            marketplace, idempotency_key, proposed_id, self.provisioner, self.data_key, reference, business_id
         )
         if instance.state in NOT_PROVISIONED:
             after_commit(lambda: self.jobs.deliver_soon(instance.instance_id))

@@ -35,9 +35,10 @@ class Instance(BaseModel):
 
     instance_id = CharField(max_length=64, unique=True)
     marketplace = CharField(max_length=32)
-    order_id = CharField(max_length=64)
-    order_line_id = CharField(max_length=64)
-    business_id = CharField(max_length=64)
+    creation_key = CharField(max_length=200)  # the adapter's idempotency key of the creation
+    order_id = CharField(max_length=64, null=True)  # the order line that created it, if any
+    order_line_id = CharField(max_length=64, null=True)
+    business_id = CharField(max_length=64, null=True)
     state = CharField(max_length=16)
     is_trial = BooleanField(default=False)
     product_id = CharField(max_length=64, null=True)
@@ -54,7 +55,10 @@ class Instance(BaseModel):
     lease_until = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("marketplace", "order_id", "order_line_id"), True),)
+        indexes = (
+            (("marketplace", "creation_key"), True),
+            (("marketplace", "order_id", "order_line_id"), False),
+        )
 
 
 class InstanceEvent(BaseModel):

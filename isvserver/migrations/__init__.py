@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,11 @@ class Migration:
     def script_name(self) -> str:
         """The name part of the file name (what the version tables record)."""
         return self.name.removeprefix(f"{self.adapter}/") if self.adapter else self.name
+
+    @property
+    def rebuilds_tables(self) -> bool:
+        """Whether the script starts `-- rebuilds tables` (SQLite then runs it with foreign keys off)."""
+        return self.path.read_text(encoding="utf-8").startswith("-- rebuilds tables")
 
     @property
     def label(self) -> str:
@@ -164,13 +171,31 @@ def migrate(db: Database) -> list[Migration]:
                 db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
             _ensure_version_tables(db)
         for migration in available():
-            with db.atomic():
+            with _rebuilding(db, migration.rebuilds_tables and dialect == "sqlite"), db.atomic():
                 if dialect == "postgres":
                     db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
                 if _is_applied(db, migration):
                     continue
                 for statement in migration.statements(dialect):
                     db.execute_sql(statement)
+                if migration.rebuilds_tables and dialect == "sqlite":
+                    broken = db.execute_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"{migration.label}: {len(broken)} rows lost their parent row")
                 _record(db, migration)
                 applied.append(migration)
     return applied
+
+
+@contextmanager
+def _rebuilding(db: Database, rebuild: bool) -> Iterator[None]:
+    """SQLite rebuilds a table (to drop a constraint) only with foreign keys off, outside a transaction
+    (its documented procedure); they are checked before the commit and turned on again after it."""
+    if not rebuild:
+        yield
+        return
+    db.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        db.execute_sql("PRAGMA foreign_keys = ON")

@@ -36,8 +36,8 @@ class InstanceView:
 
     instance_id: str
     marketplace: str
-    order_id: str
-    order_line_id: str
+    order_id: str | None  # the order line that created it; None for an instance created without one
+    order_line_id: str | None
     product_id: str | None
     expire_at: datetime | None
     is_trial: bool

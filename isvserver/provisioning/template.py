@@ -35,11 +35,12 @@ def generate_user_name() -> str:
 
 
 def render_url(template: str, instance: InstanceView) -> str:
-    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, URL-quoted."""
+    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, URL-quoted (an
+    instance without an order line fills those with nothing)."""
     url = template.format(
         instance_id=quote(instance.instance_id, safe=""),
-        order_id=quote(instance.order_id, safe=""),
-        order_line_id=quote(instance.order_line_id, safe=""),
+        order_id=quote(instance.order_id or "", safe=""),
+        order_line_id=quote(instance.order_line_id or "", safe=""),
     )
     if len(url) > 512:
         raise ProvisioningError("the rendered URL is longer than the marketplace's 512 characters")

@@ -293,7 +293,12 @@ def test_query_hundred_instances_is_one_select(marketplace: Marketplace, setting
     with db.connected():
         ids = [
             lifecycle.create_instance(
-                "koogallery", f"CS{n:03}", f"CS{n:03}-1", f"q-{n:03}", provisioner, settings.data_key
+                "koogallery",
+                f"order:{n}",
+                f"q-{n:03}",
+                provisioner,
+                settings.data_key,
+                reference=(f"CS{n:03}", f"CS{n:03}-1"),
             )[0].instance_id
             for n in range(100)
         ]

@@ -401,6 +401,7 @@ def renewed_instance(settings: Settings, market: OrderQueryClient) -> Instance:
         instance = Instance.create(
             instance_id="inst-orders-1",
             marketplace=KOO,
+            creation_key=f"order:{YEAR[0]}:{YEAR[1]}",
             order_id=YEAR[0],
             order_line_id=YEAR[1],
             business_id="biz-1",

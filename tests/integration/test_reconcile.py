@@ -38,6 +38,7 @@ def add_instance(
         instance = Instance.create(
             instance_id=instance_id,
             marketplace="koogallery",
+            creation_key=f"order:{instance_id}",
             order_id=f"ORD-{instance_id}",
             order_line_id=f"ORD-{instance_id}-000001",
             business_id=f"biz-{instance_id}",

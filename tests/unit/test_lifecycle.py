@@ -64,7 +64,7 @@ def test_a_queued_change_reaches_the_outbox_and_a_runner_only_after_commit(bound
     changes = Lifecycle(QueuedProvisioner(), jobs, DATA_KEY.encode())
 
     with deferred.collecting() as steps:
-        instance, created = changes.create("market", "O1", "O1-1", "inst-1")
+        instance, created = changes.create("market", "key-1", "inst-1")
         assert (created, instance.state) == (True, State.PROVISIONING)
         assert jobs.asked == []
     for step in steps:
@@ -77,7 +77,7 @@ def test_a_queued_change_reaches_the_outbox_and_a_runner_only_after_commit(bound
 def test_a_repeated_change_is_not_queued_twice(bound: None) -> None:
     jobs = RecordingJobs()
     changes = Lifecycle(QueuedProvisioner(), jobs, DATA_KEY.encode())
-    changes.create("market", "O1", "O1-1", "inst-1")
+    changes.create("market", "key-1", "inst-1")
     assert complete_provisioning("inst-1", AppInfo(front_end_url="https://app.example/t"), DATA_KEY.encode())
     jobs.asked.clear()
 
@@ -100,7 +100,7 @@ def test_an_inline_provisioner_needs_no_outbox(bound: None) -> None:
     jobs = RecordingJobs()
     changes = Lifecycle(TemplateProvisioner(FRONTEND_TEMPLATE), jobs, DATA_KEY.encode())
 
-    instance, _ = changes.create("market", "O1", "O1-1", "inst-1")
+    instance, _ = changes.create("market", "key-1", "inst-1")
     changes.release("inst-1")
 
     assert instance.state == State.ACTIVE
@@ -114,3 +114,19 @@ def test_adapters_add_event_kinds_but_cannot_rename_one() -> None:
     assert EVENT_TYPES["thing_synced"] == "thing.synced"
     with pytest.raises(ValueError, match="already"):
         register_event_types({"created": "something.else"})
+
+
+def test_an_instance_without_an_order_line_is_created_once_per_key(bound: None) -> None:
+    """A broker or V Cloud instance: its adapter's own idempotency key, no order line, no business id."""
+    changes = Lifecycle(TemplateProvisioner(FRONTEND_TEMPLATE), RecordingJobs(), DATA_KEY.encode())
+
+    first, created = changes.create("broker", "service-instance:abc", "abc")
+    again, created_again = changes.create("broker", "service-instance:abc", "ignored")
+    other, _ = changes.create("broker", "service-instance:def", "def")
+    same_key_elsewhere, elsewhere_created = changes.create("vcloud", "service-instance:abc", "abc-2")
+
+    assert (created, created_again, elsewhere_created) == (True, False, True)
+    assert first.instance_id == again.instance_id == "abc"
+    assert (first.order_id, first.order_line_id, first.business_id) == (None, None, None)
+    assert other.instance_id == "def"
+    assert same_key_elsewhere.instance_id == "abc-2"

@@ -42,9 +42,22 @@ TABLES = {
     "order_line",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
-SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs"), (4, "key_interfaces")]
+SHIPPED = [
+    (1, "initial"),
+    (2, "access_keys"),
+    (3, "jobs"),
+    (4, "key_interfaces"),
+    (6, "instance_creation_key"),
+]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
-LABELS = ["0001_initial", "0002_access_keys", "0003_jobs", "0004_key_interfaces", "koogallery_kit/0001_sync"]
+LABELS = [
+    "0001_initial",
+    "0002_access_keys",
+    "0003_jobs",
+    "0004_key_interfaces",
+    "0006_instance_creation_key",
+    "koogallery_kit/0001_sync",
+]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -128,14 +141,15 @@ def test_unique_constraints_carry_idempotency(fresh_db: Database) -> None:
     migrate(fresh_db)
     now = utcnow()
     line = {"marketplace": "koogallery", "order_id": "CS1", "order_line_id": "CS1-1"}
+    created = {**line, "creation_key": "order:3:CS1:CS1-1"}
 
     with db.connected(fresh_db), fresh_db.bind_ctx([Instance, InstanceEvent, OrderNotification]):
         instance = Instance.create(
-            instance_id="u-1", business_id="b", state="active", created_at=now, updated_at=now, **line
+            instance_id="u-1", business_id="b", state="active", created_at=now, updated_at=now, **created
         )
         with pytest.raises(IntegrityError), fresh_db.atomic():
             Instance.create(
-                instance_id="u-2", business_id="b", state="active", created_at=now, updated_at=now, **line
+                instance_id="u-2", business_id="b", state="active", created_at=now, updated_at=now, **created
             )
         with pytest.raises(IntegrityError), fresh_db.atomic():
             Instance.create(
@@ -144,7 +158,7 @@ def test_unique_constraints_carry_idempotency(fresh_db: Database) -> None:
                 state="active",
                 created_at=now,
                 updated_at=now,
-                **{**line, "order_line_id": "CS1-2"},
+                **{**created, "order_line_id": "CS1-2", "creation_key": "order:3:CS1:CS1-2"},
             )
         InstanceEvent.create(instance=instance, kind="renewed", idempotency_key="order:CS9:CS9-1")
         with pytest.raises(IntegrityError), fresh_db.atomic():
@@ -170,23 +184,23 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0005_instance_note.sql").write_text(
+    (migrations_dir / "0098_instance_note.sql").write_text(
         "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
         encoding="utf-8",
     )
-    (migrations_dir / "0006_tag.sql").write_text(
+    (migrations_dir / "0099_tag.sql").write_text(
         "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
         "CREATE INDEX tag_instance ON tag (instance_ref);\n",
         encoding="utf-8",
     )
     (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
 
-    assert [(m.version, m.name) for m in pending(fresh_db)] == [(5, "instance_note"), (6, "tag")]
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(98, "instance_note"), (99, "tag")]
 
     applied = migrate(fresh_db)
 
-    assert [m.version for m in applied] == [5, 6]
-    assert versions(fresh_db) == [*SHIPPED, (5, "instance_note"), (6, "tag")]
+    assert [m.version for m in applied] == [98, 99]
+    assert versions(fresh_db) == [*SHIPPED, (98, "instance_note"), (99, "tag")]
     assert "tag" in tables(fresh_db)
     with db.connected(fresh_db):
         assert "note" in {c.name for c in fresh_db.get_columns("instance")}
@@ -198,7 +212,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     fresh_db: Database, migrations_dir: Path
 ) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0005_broken.sql").write_text(
+    (migrations_dir / "0098_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
     )
 
@@ -207,7 +221,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
 
     assert "half_done" not in tables(fresh_db)
     assert versions(fresh_db) == SHIPPED
-    assert [m.version for m in pending(fresh_db)] == [5]
+    assert [m.version for m in pending(fresh_db)] == [98]
 
 
 @pytest.fixture
@@ -429,3 +443,33 @@ def test_access_keys_of_any_declared_interface_survive_migration(
         assert sorted(k.interface for k in AccessKey.select()) == ["basic", "kit"]
         with pytest.raises(IntegrityError), fresh_db.atomic():
             AccessKey.create(interface="kit", fingerprint="b" * 16, created_at=now)
+
+
+def test_instances_keep_their_ids_and_history_through_the_creation_key_migration(
+    fresh_db: Database, migrations_dir: Path
+) -> None:
+    """0006 rebuilds the instance table on SQLite: rows, ids and the rows referring to them survive, and
+    each existing instance gets its order line's key (what KooGallery's newInstance resends look up)."""
+    script = migrations_dir / "0006_instance_creation_key.sql"
+    held = script.read_text(encoding="utf-8")
+    script.unlink()
+    migrate(fresh_db)
+    now = utcnow()
+    with db.connected(fresh_db):
+        fresh_db.execute_sql(
+            "INSERT INTO instance (instance_id, marketplace, order_id, order_line_id, business_id, state, "
+            "is_trial, created_at, updated_at) VALUES ('old-1', 'koogallery', 'CS:1', 'CS:1-1', 'b', "
+            "'active', FALSE, ?, ?)".replace("?", fresh_db.param),
+            (now, now),
+        )
+        ref = fresh_db.execute_sql("SELECT id FROM instance").fetchone()[0]
+        with fresh_db.bind_ctx([InstanceEvent]):
+            InstanceEvent.insert(instance=ref, kind="created", created_at=now).execute()
+    script.write_text(held, encoding="utf-8")
+    assert [m.version for m in migrate(fresh_db)] == [6]
+    with db.connected(fresh_db), fresh_db.bind_ctx([Instance, InstanceEvent]):
+        instance = Instance.get(Instance.instance_id == "old-1")
+        assert (instance.id, instance.creation_key) == (ref, "order:4:CS:1:CS:1-1")
+        assert [e.kind for e in instance.events] == ["created"]
+        with pytest.raises(IntegrityError), fresh_db.atomic():
+            InstanceEvent.create(instance=9999, kind="created")  # foreign keys are on again

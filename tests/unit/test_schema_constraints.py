@@ -21,7 +21,7 @@ UNIQUE = {
     "access_key": {("fingerprint",)},
     "callback_log": set(),
     "delivery": {("event_ref",)},  # one delivery per event
-    "instance": {("instance_id",), LINE},  # one instance per order line
+    "instance": {("instance_id",), ("marketplace", "creation_key")},  # one per adapter's creation key
     "instance_event": {("instance_ref", "idempotency_key")},  # one event per change of an instance
     "nonce": set(),
     "order_line": {LINE},

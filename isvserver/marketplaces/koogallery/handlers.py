@@ -70,7 +70,11 @@ def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Create (once per order line) and provision the instance, waiting for it within the budget."""
     instance, created = rt.lifecycle.create(
-        MARKETPLACE, data["orderId"], data["orderLineId"], data["businessId"]
+        MARKETPLACE,
+        order_key(data["orderId"], data["orderLineId"]),
+        data["businessId"],  # the recommended instanceId: the first request's businessId
+        reference=(data["orderId"], data["orderLineId"]),
+        business_id=data["businessId"],
     )
     _counted(created)
     instance_id = instance.instance_id
