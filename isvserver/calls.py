@@ -21,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from isvserver import deferred, keystore, lifecycle, replay
 from isvserver.calllog import CallRecord, log_line, record, store, update_result
 from isvserver.db import connected, database, held_for_call
+from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
 from isvserver.web import metrics
@@ -28,8 +29,8 @@ from isvserver.web import metrics
 log = logging.getLogger("isvserver.calls")
 
 Reply = dict[str, Any]
-VERIFIED = "verified"
-REPLAYED_NONCE = "replayed_nonce"
+VERIFIED = Verdict.VERIFIED.value
+REPLAYED_NONCE = Verdict.REPLAYED_NONCE.value
 
 
 class Outcome(StrEnum):

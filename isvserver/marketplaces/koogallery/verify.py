@@ -4,29 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from isvserver.freshness import AUTH_FAILURES, MAX_NONCE_LENGTH, Verdict, precheck
 from isvserver.marketplaces.koogallery.results import AUTH_FAILED, INVALID_PARAMETERS, SUCCESS
 from isvserver.marketplaces.koogallery.signing import matching_key
-
-MAX_NONCE_LENGTH = 128
-
-
-class Verdict(StrEnum):
-    """Why a call was accepted or rejected; logged and stored, never with the values themselves."""
-
-    VERIFIED = "verified"
-    MISSING_TIMESTAMP = "missing_timestamp"
-    MISSING_NONCE = "missing_nonce"
-    MISSING_SIGNATURE = "missing_signature"
-    BAD_TIMESTAMP = "bad_timestamp"
-    BAD_NONCE = "bad_nonce"
-    STALE_TIMESTAMP = "stale_timestamp"
-    NO_KEY = "no_key_configured"
-    BAD_SIGNATURE = "bad_signature"
-    REPLAYED_NONCE = "replayed_nonce"
-
 
 MESSAGES = {
     Verdict.VERIFIED: "success",
@@ -39,13 +21,6 @@ MESSAGES = {
     Verdict.NO_KEY: "authentication failed: no access key is configured for this interface",
     Verdict.BAD_SIGNATURE: "authentication failed: signature does not match",
     Verdict.REPLAYED_NONCE: "authentication failed: nonce was already used",
-}
-CODES = {
-    Verdict.VERIFIED: SUCCESS,
-    Verdict.MISSING_SIGNATURE: AUTH_FAILED,
-    Verdict.NO_KEY: AUTH_FAILED,
-    Verdict.BAD_SIGNATURE: AUTH_FAILED,
-    Verdict.REPLAYED_NONCE: AUTH_FAILED,
 }
 
 
@@ -65,23 +40,14 @@ class Verification:
     @property
     def code(self) -> str:
         """The result code that answers this verdict."""
-        return CODES.get(self.verdict, INVALID_PARAMETERS)
+        if self.verdict == Verdict.VERIFIED:
+            return SUCCESS
+        return AUTH_FAILED if self.verdict in AUTH_FAILURES else INVALID_PARAMETERS
 
     @property
     def message(self) -> str:
         """The resultMsg that answers this verdict."""
         return MESSAGES[self.verdict]
-
-
-def parse_timestamp(value: str) -> int | None:
-    """Milliseconds from a 13-digit (ms) or 10-digit (s) UNIX timestamp; None for anything else."""
-    if not value.isascii() or not value.isdigit():
-        return None
-    if len(value) == 13:
-        return int(value)
-    if len(value) == 10:
-        return int(value) * 1000
-    return None
 
 
 def verify(
@@ -96,21 +62,9 @@ def verify(
     timestamp = params.get("timestamp", "")
     nonce = params.get("nonce", "")
     signature = params.get("signature", "")
-    if not timestamp:
-        return Verification(Verdict.MISSING_TIMESTAMP)
-    if not nonce:
-        return Verification(Verdict.MISSING_NONCE)
-    if not signature:
-        return Verification(Verdict.MISSING_SIGNATURE)
-    timestamp_ms = parse_timestamp(timestamp)
-    if timestamp_ms is None:
-        return Verification(Verdict.BAD_TIMESTAMP)
-    if len(nonce) > MAX_NONCE_LENGTH or not nonce.isascii() or not nonce.isprintable():
-        return Verification(Verdict.BAD_NONCE)
-    if abs(now_ms - timestamp_ms) > tolerance_s * 1000:
-        return Verification(Verdict.STALE_TIMESTAMP, timestamp_ms=timestamp_ms)
-    if not keys:
-        return Verification(Verdict.NO_KEY)
+    rejected, timestamp_ms = precheck(timestamp, nonce, signature, bool(keys), now_ms, tolerance_s)
+    if rejected is not None:
+        return Verification(rejected, timestamp_ms=timestamp_ms)
     key = matching_key(keys, signature, nonce, timestamp, raw_body, parsed_body)
     if key is None:
         return Verification(Verdict.BAD_SIGNATURE)
