@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import shutil
 import string
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,88 +14,28 @@ from hypothesis import strategies as st
 
 from isvserver.marketplaces.koogallery import credentials, signing
 
+from support.jdk import JavaChecker, java_checker, json_values
+
 pytestmark = pytest.mark.jdk
+Jdk = JavaChecker
 
 SOURCE = Path(__file__).with_name("CrossCheck.java")
 KNOWN_SEED = "9fa6c870-8bb0-4e9b-b71e-4c223300156f"
 CHECKS = settings(max_examples=300, deadline=None)
 
 
-class Jdk:
-    """One long-lived `java CrossCheck` process answering a command per line."""
-
-    def __init__(self, classes: Path, log: Path) -> None:
-        self.log = log
-        self._stderr = log.open("wb")
-        self.process = subprocess.Popen(
-            [
-                "java",
-                "--add-opens",
-                "java.base/sun.security.provider=ALL-UNNAMED",
-                "-cp",
-                str(classes),
-                "CrossCheck",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            encoding="ascii",
-            bufsize=1,
-        )
-
-    def ask(self, command: str, *args: str | bytes | int) -> str:
-        fields = [
-            a.encode("utf-8").hex() if isinstance(a, str) else a.hex() if isinstance(a, bytes) else str(a)
-            for a in args
-        ]
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(" ".join([command, *fields]) + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            pytest.fail(f"CrossCheck died: {self.log.read_text(errors='replace')}")
-        return answer.rstrip("\n")
-
-    def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture(scope="session")
 def jdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jdk]:
-    missing = [tool for tool in ("javac", "java") if shutil.which(tool) is None]
-    if missing:
-        reason = f"JDK cross-check needs {' and '.join(missing)} on PATH"
-        if os.environ.get("ISV_TEST_REQUIRE_JDK") == "1":
-            pytest.fail(f"{reason} (ISV_TEST_REQUIRE_JDK=1)")
-        pytest.skip(reason)
-    classes = tmp_path_factory.mktemp("crosscheck")
-    compiled = subprocess.run(
-        ["javac", "-encoding", "UTF-8", "-d", str(classes), str(SOURCE)], capture_output=True, text=True
+    # SHA1PRNG's state is read through sun.security.provider
+    yield from java_checker(
+        tmp_path_factory, SOURCE, ("--add-opens", "java.base/sun.security.provider=ALL-UNNAMED")
     )
-    assert compiled.returncode == 0, compiled.stderr
-    process = Jdk(classes, classes / "stderr.log")
-    yield process
-    process.close()
 
 
 seeds = st.text(max_size=300) | st.text(alphabet=string.hexdigits + "-", min_size=32, max_size=40)
 hmac_keys = st.text(min_size=1, max_size=80)  # SecretKeySpec rejects an empty key; so does the console
 ivs = st.text(alphabet=credentials.IV_ALPHABET, min_size=16, max_size=16)
 fitting_plaintexts = st.text(max_size=79).filter(lambda s: len(s.encode("utf-8")) <= 79)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8,
-)
 
 
 def test_jdk_is_the_cross_checker(jdk: Jdk) -> None:

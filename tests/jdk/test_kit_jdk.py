@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import string
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,79 +14,24 @@ from hypothesis import strategies as st
 
 from isvserver.marketplaces.koogallery_kit import client_secret, signing
 
+from support.jdk import JavaChecker, java_checker, json_values
+
 pytestmark = pytest.mark.jdk
+KitJdk = JavaChecker
 
 SOURCE = Path(__file__).with_name("KitCrossCheck.java")
 CHECKS = settings(max_examples=300, deadline=None)
 RSA_CHECKS = settings(max_examples=25, deadline=None)
 
 
-class KitJdk:
-    """One long-lived `java KitCrossCheck` process answering a command per line."""
-
-    def __init__(self, classes: Path, log: Path) -> None:
-        self.log = log
-        self._stderr = log.open("wb")
-        self.process = subprocess.Popen(
-            ["java", "-cp", str(classes), "KitCrossCheck"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            encoding="ascii",
-            bufsize=1,
-        )
-
-    def ask(self, command: str, *args: str | bytes) -> str:
-        fields = [a.encode("utf-8").hex() if isinstance(a, str) else a.hex() for a in args]
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(" ".join([command, *fields]) + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            pytest.fail(f"KitCrossCheck died: {self.log.read_text(errors='replace')}")
-        return answer.rstrip("\n")
-
-    def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture(scope="session")
 def kit_jdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KitJdk]:
-    missing = [tool for tool in ("javac", "java") if shutil.which(tool) is None]
-    if missing:
-        reason = f"JDK cross-check needs {' and '.join(missing)} on PATH"
-        if os.environ.get("ISV_TEST_REQUIRE_JDK") == "1":
-            pytest.fail(f"{reason} (ISV_TEST_REQUIRE_JDK=1)")
-        pytest.skip(reason)
-    classes = tmp_path_factory.mktemp("kitcrosscheck")
-    compiled = subprocess.run(
-        ["javac", "-encoding", "UTF-8", "-d", str(classes), str(SOURCE)], capture_output=True, text=True
-    )
-    assert compiled.returncode == 0, compiled.stderr
-    process = KitJdk(classes, classes / "stderr.log")
-    yield process
-    process.close()
+    yield from java_checker(tmp_path_factory, SOURCE)
 
 
 @pytest.fixture(scope="module")
 def kit_pair() -> tuple[bytes, bytes]:
     return client_secret.generate_key_pair()
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8,
-)
 
 
 @CHECKS
