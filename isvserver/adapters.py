@@ -65,7 +65,7 @@ class Adapter:
     # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
     error_response: Callable[[int, str], Response] | None = None
     # Background work of its own on the app's job queue (isvserver.jobs.Jobs): its tasks, its sweeps,
-    # and the enricher that adds what it knows to an event of its instances before the product hears it.
+    # and enrichers (Jobs.add_enricher) adding what it knows to events before the product hears them.
     init_jobs: Callable[[Any], None] | None = None
     # What it shows of one of its instances in `isvserver instances show`.
     instance_sections: Callable[[Any, Settings], tuple[Section, ...]] | None = None

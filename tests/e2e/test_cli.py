@@ -87,6 +87,7 @@ def test_migrate_fresh_database_then_current(
         (2, "access_keys"),
         (3, "jobs"),
         (4, "key_interfaces"),
+        (5, "parked_changes"),
     ]
 
     second = run_cli("migrate", env=env)

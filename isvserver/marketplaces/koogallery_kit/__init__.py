@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from isvserver.adapters import Adapter
-from isvserver.marketplaces.koogallery_kit import config
+from isvserver.marketplaces.koogallery_kit import config, events
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
 from isvserver.marketplaces.koogallery_kit.views import bp, envelope
@@ -18,4 +18,6 @@ ADAPTER = Adapter(
     sealed_columns=tuple((field, model.id) for model, field in SEALED_COLUMNS),
     models=MODELS,
     error_response=envelope,
+    event_types=events.EVENT_TYPES,
+    init_jobs=events.init_jobs,
 )
