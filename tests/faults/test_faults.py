@@ -340,18 +340,21 @@ SLEEP_SYSCALLS = {"x86_64": {"35", "230"}, "aarch64": {"101", "115"}}.get(platfo
 
 
 def busy_waiting(pids: set[int]) -> Callable[[], bool]:
-    """A probe: whether the main thread of every one of `pids` sleeps in a system call now (for a worker
-    inside a call on SQLite: waiting for the database lock)."""
+    """A probe: whether a thread of every one of `pids` sleeps in a system call now (for a worker inside
+    a call on SQLite: the thread serving it waiting for the database lock in SQLite's busy handler)."""
+
+    def sleeping(pid: int) -> bool:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                number = (task / "syscall").read_text().split()[0]
+            except (OSError, IndexError):
+                continue
+            if number in SLEEP_SYSCALLS:
+                return True
+        return False
 
     def probe() -> bool:
-        for pid in pids:
-            try:
-                number = Path(f"/proc/{pid}/syscall").read_text().split()[0]
-            except (OSError, IndexError):
-                return False
-            if number not in SLEEP_SYSCALLS:
-                return False
-        return True
+        return all(sleeping(pid) for pid in pids)
 
     return probe
 
