@@ -47,6 +47,17 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Simulation:
+    """How `isvserver simulate` plays the marketplace toward one of an adapter's interfaces."""
+
+    name: str  # `isvserver simulate NAME …` runs `command` with the arguments after NAME
+    command: click.Command
+    # Run by `isvserver simulate flow URL [--test]` after the basic flow, with URL and whether --test was
+    # given; True when every answer was right (a flow that has no key configured says so and passes).
+    flow: Callable[[str, bool], bool] | None = None
+
+
+@dataclass(frozen=True)
 class Adapter:
     """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
 
@@ -71,6 +82,8 @@ class Adapter:
     instance_sections: Callable[[Any, Settings], tuple[Section, ...]] | None = None
     # Event types of its own: instance_event kind → the type the product hears.
     event_types: Mapping[str, str] = field(default_factory=dict)
+    # What `isvserver simulate` can send to its interfaces, by name.
+    simulations: tuple[Simulation, ...] = ()
 
 
 def load(name: str) -> Adapter:

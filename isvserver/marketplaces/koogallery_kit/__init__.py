@@ -6,6 +6,7 @@ from isvserver.adapters import Adapter
 from isvserver.marketplaces.koogallery_kit import config, events
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
+from isvserver.marketplaces.koogallery_kit.simulator import SIMULATION
 from isvserver.marketplaces.koogallery_kit.views import bp, envelope
 
 ADAPTER = Adapter(
@@ -20,4 +21,5 @@ ADAPTER = Adapter(
     error_response=envelope,
     event_types=events.EVENT_TYPES,
     init_jobs=events.init_jobs,
+    simulations=(SIMULATION,),
 )
