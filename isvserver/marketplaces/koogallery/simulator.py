@@ -178,7 +178,7 @@ def simulate(
     if test_flag:
         body["testFlag"] = "1"
     answer = call(url, _key_for(activity, key), body)
-    _print_answer(activity, answer)
+    _print_answer(activity, answer, show_secrets)
     raise SystemExit(0 if answer.body_sign_ok and answer.code in ("000000", "000004") else 1)
 
 
