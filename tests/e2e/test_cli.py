@@ -94,7 +94,7 @@ def test_migrate_fresh_database_then_current(
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 4
+    assert db_count(url, "schema_version") == 5
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:
