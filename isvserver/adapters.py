@@ -48,6 +48,17 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Simulation:
+    """How `isvserver simulate` plays the marketplace toward one of an adapter's interfaces."""
+
+    name: str  # `isvserver simulate NAME …` runs `command` with the arguments after NAME
+    command: click.Command
+    # Run by `isvserver simulate flow URL [--test]` after the basic flow, with URL and whether --test was
+    # given; True when every answer was right (a flow that has no key configured says so and passes).
+    flow: Callable[[str, bool], bool] | None = None
+
+
+@dataclass(frozen=True)
 class Adapter:
     """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
 
@@ -66,12 +77,14 @@ class Adapter:
     # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
     error_response: Callable[[int, str], Response] | None = None
     # Background work of its own on the app's job queue (isvserver.jobs.Jobs): its tasks, its sweeps,
-    # and the enricher that adds what it knows to an event of its instances before the product hears it.
+    # and enrichers (Jobs.add_enricher) adding what it knows to events before the product hears them.
     init_jobs: Callable[[Any], None] | None = None
     # What it shows of one of its instances in `isvserver instances show`.
     instance_sections: Callable[[Any, Settings], tuple[Section, ...]] | None = None
     # Event types of its own: instance_event kind → the type the product hears.
     event_types: Mapping[str, str] = field(default_factory=dict)
+    # What `isvserver simulate` can send to its interfaces, by name.
+    simulations: tuple[Simulation, ...] = ()
 
 
 def load(name: str) -> Adapter:

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple, Protocol
 
 from peewee import Database
 
-from isvserver.db import database, ident, names, placeholders, statement
+from isvserver.db import database, ident, is_postgres, names, placeholders, statement
 from isvserver.deferred import after_commit
-from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
+from isvserver.models import Delivery, Instance, InstanceEvent, ParkedChange, utcnow
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
 
@@ -80,6 +80,9 @@ EVENT_TYPES: dict[str, str] = {
     "upgraded": "instance.upgraded",
     "released": "instance.released",
 }
+# The lifecycle's own types (what every provisioner hears); the others are adapters' and go to `sync`.
+LIFECYCLE_EVENT_TYPES = frozenset(EVENT_TYPES.values())
+LIFECYCLE_KINDS = frozenset(EVENT_TYPES)
 
 
 def register_event_types(types: dict[str, str]) -> None:
@@ -298,7 +301,101 @@ def create_instance(
             _record(instance, Action.PROVISIONED.value, to_state)
             instance.state, instance.updated_at = to_state.value, utcnow()
             instance.save(only=instance.dirty_fields)
+        _adopt_parked(instance, provisioner)
         return instance, True
+
+
+PARK_LOCK_CLASS = 18771  # the advisory-lock class of parked changes (the migrations' lock is one bigint)
+
+
+def hears(provisioner: Provisioner, kind: str) -> bool:
+    """Whether changes of `kind` go to the provisioner's outbox: never for an inline provisioner; an
+    adapter's kind only for one with a `sync` method (a provisioner never sees a type it did not ask for)."""
+    if provisioner.inline:
+        return False
+    return kind in LIFECYCLE_KINDS or callable(getattr(provisioner, "sync", None))
+
+
+def _lock_instance_id(instance_id: str) -> None:
+    """Serialise parking and adopting for one instance id until the transaction ends (PostgreSQL: an
+    advisory lock; SQLite's IMMEDIATE transaction already holds the database's write lock)."""
+    if is_postgres():
+        database.execute_sql(f"SELECT pg_advisory_xact_lock({PARK_LOCK_CLASS}, hashtext(%s))", (instance_id,))
+
+
+def _adopt_parked(instance: Instance, provisioner: Provisioner) -> int:
+    """Record the changes parked for the new instance's id, in the order they came; how many."""
+    _lock_instance_id(instance.instance_id)
+    parked = list(
+        ParkedChange.select()
+        .where((ParkedChange.instance_id == instance.instance_id) & ParkedChange.adopted_at.is_null())
+        .order_by(ParkedChange.id)
+    )
+    for row in parked:
+        detail = json.loads(row.detail) if row.detail else {}
+        event = _record(
+            instance,
+            row.kind,
+            State(instance.state),
+            idempotency_key=row.idempotency_key,
+            outbox=hears(provisioner, row.kind),
+            **detail,
+        )
+        ParkedChange.update(adopted_at=utcnow(), event=event.id).where(ParkedChange.id == row.id).execute()
+    return len(parked)
+
+
+RECORDED, PARKED, REPEATED = "recorded", "parked", "repeated"
+
+
+def record_change(
+    instance_id: str,
+    kind: str,
+    detail: dict[str, Any],
+    provisioner: Provisioner,
+    idempotency_key: str | None = None,
+) -> str:
+    """Record an adapter's change of `kind` (an event kind it declared) against an instance id.
+
+    The instance's state is unchanged. An instance id not known yet parks the change until
+    create_instance adopts it. A change already recorded or parked under `idempotency_key` is REPEATED.
+    `detail` (ids, flags, counts: never a secret or buyer data) is stored as JSON.
+    """
+    if kind not in EVENT_TYPES or kind in LIFECYCLE_KINDS:
+        raise ValueError(f"{kind!r} is not an adapter's declared event kind")
+    text = json.dumps(detail, default=str, sort_keys=True) if detail else None
+    with database.atomic():
+        _lock_instance_id(instance_id)
+        instance = _select_for_update(Instance.instance_id == instance_id)
+        if instance is None:
+            if idempotency_key is not None and (
+                ParkedChange.select()
+                .where(
+                    (ParkedChange.instance_id == instance_id)
+                    & (ParkedChange.idempotency_key == idempotency_key)
+                )
+                .exists()
+            ):
+                return REPEATED
+            ParkedChange.create(
+                instance_id=instance_id, kind=kind, idempotency_key=idempotency_key, detail=text
+            )
+            return PARKED
+        if idempotency_key is not None and (
+            InstanceEvent.select()
+            .where((InstanceEvent.instance == instance) & (InstanceEvent.idempotency_key == idempotency_key))
+            .exists()
+        ):
+            return REPEATED
+        _record(
+            instance,
+            kind,
+            State(instance.state),
+            idempotency_key=idempotency_key,
+            outbox=hears(provisioner, kind),
+            **detail,
+        )
+        return RECORDED
 
 
 def _inserted(instance: Instance) -> bool:
@@ -567,3 +664,13 @@ class Lifecycle:
     def check_change(self, instance_id: str, product_info: dict[str, Any]) -> None:
         """Raise unless the product can take this renewal change."""
         check_change(instance_id, product_info, self.provisioner)
+
+    def record(
+        self, instance_id: str, kind: str, detail: dict[str, Any], idempotency_key: str | None = None
+    ) -> bool:
+        """Record an adapter's change (its declared event kind) against an instance id, parked while the
+        instance is unknown; queued for the product after commit. False when it repeats `idempotency_key`."""
+        outcome = record_change(instance_id, kind, detail, self.provisioner, idempotency_key)
+        if outcome == RECORDED and hears(self.provisioner, kind):
+            after_commit(lambda: self.jobs.deliver_soon(instance_id))
+        return outcome != REPEATED

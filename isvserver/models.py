@@ -121,4 +121,20 @@ class Delivery(BaseModel):
     delivered_at = DateTimeField(null=True)
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, Delivery)
+class ParkedChange(BaseModel):
+    """An adapter's change for an instance id not known yet; adopted (marked, never deleted) at creation."""
+
+    instance_id = CharField(max_length=64)  # the marketplace's id: no foreign key, the instance may not exist
+    kind = CharField(max_length=32)
+    idempotency_key = CharField(max_length=200, null=True)
+    detail = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    adopted_at = DateTimeField(null=True)
+    event = ForeignKeyField(InstanceEvent, column_name="event_ref", object_id_name="event_id", null=True)
+
+    class Meta:
+        table_name = "parked_change"
+        indexes = ((("instance_id", "idempotency_key"), True),)
+
+
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, Delivery, ParkedChange)

@@ -11,7 +11,8 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,22 @@ def _failure_reason(exc: Exception) -> str:
     return f"{type(exc).__name__} (details in the consumer's log)"
 
 
+@dataclass(frozen=True)
+class Enrichment:
+    """An enricher and the events it applies to: of instances of `marketplace`, of `event_types`
+    (None: any)."""
+
+    enrich: Enricher
+    marketplace: str | None = None
+    event_types: frozenset[str] | None = None
+
+    def applies(self, marketplace: str, event_type: str) -> bool:
+        """Whether it enriches an event of this type on an instance of this marketplace."""
+        return (self.marketplace is None or self.marketplace == marketplace) and (
+            self.event_types is None or event_type in self.event_types
+        )
+
+
 def _every_minutes(minutes: int):
     """A huey periodic-task schedule: every `minutes` minutes."""
     return lambda moment: (moment.hour * 60 + moment.minute) % max(1, minutes) == 0
@@ -63,7 +80,7 @@ class Jobs:
         self.provisioner = provisioner
         self.huey = huey or make_huey(settings)
         self.extensions: dict[str, Any] = {}  # what each adapter keeps here (its tasks, its clients)
-        self.enrichers: dict[str, Enricher] = {}  # by marketplace: what it adds to an event first
+        self.enrichers: list[Enrichment] = []  # what adapters add to an event first (add_enricher)
         self.sweeps: list[Callable[[], None]] = []  # adapters' work the sweeper looks for too
         self.starts: list[Callable[[], None]] = []  # adapters' checks when a consumer starts
         self._deliver: TaskWrapper = self.huey.task(name="deliver")(self.run_deliveries)
@@ -71,6 +88,25 @@ class Jobs:
         self.huey.periodic_task(_every_minutes(settings.reconcile_interval_s // 60), name="reconcile")(
             self.reconcile
         )
+
+    def add_enricher(
+        self,
+        enrich: Enricher,
+        *,
+        marketplace: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> None:
+        """Have `enrich` add to every event of `marketplace`'s instances and of `event_types` (None: any)
+        before the product hears it; every enricher that applies runs, in the order they were added."""
+        types = frozenset(event_types) if event_types is not None else None
+        self.enrichers.append(Enrichment(enrich, marketplace, types))
+
+    def enriched(self, event: LifecycleEvent) -> LifecycleEvent:
+        """`event` with what every enricher that applies to it added."""
+        for enrichment in self.enrichers:
+            if enrichment.applies(event.instance.marketplace, event.type):
+                event = enrichment.enrich(event)
+        return event
 
     # --- producers (called after the marketplace call's transaction committed) ----------------------
 
@@ -115,15 +151,23 @@ class Jobs:
         """One attempt at one delivery; True when it was handed over (a failure is recorded)."""
         instance = item.instance
         try:
-            event = lifecycle.lifecycle_event(item.event, instance)
-            enrich = self.enrichers.get(instance.marketplace)
-            if enrich is not None:
-                event = enrich(event)
+            sync = getattr(self.provisioner, "sync", None)
+            adapters_event = item.event_type not in lifecycle.LIFECYCLE_EVENT_TYPES
+            if adapters_event and not callable(sync):
+                deliveries.delivered(item)  # queued before the provisioner changed: it never asked for it
+                log.info(
+                    "not handed over instance=%s event=%s (no sync)", instance.instance_id, item.event_type
+                )
+                return True
+            event = self.enriched(lifecycle.lifecycle_event(item.event, instance))
             if item.event_type == CREATED:
                 app_info = self.provisioner.provision(event)
                 with database.atomic():
                     lifecycle.complete_provisioning(instance.instance_id, app_info, self.settings.data_key)
                     deliveries.delivered(item)
+            elif adapters_event:
+                sync(event)
+                deliveries.delivered(item)
             else:
                 self.provisioner.apply(event)
                 deliveries.delivered(item)

@@ -54,6 +54,8 @@ class LifecycleEvent:
     instance: InstanceView
     change: dict[str, Any] = field(default_factory=dict)  # the change itself: kind, scene, expire_at…
     order: dict[str, Any] | None = None  # the change's order line from the order-query API, if fetched
+    # What an adapter's enricher added, by name: each a key of the webhook's `data` (Kit: `sync`).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ProvisioningError(Exception):
@@ -64,7 +66,9 @@ class Provisioner(Protocol):
     """Creates tenants in the seller's product, applies their lifecycle changes, judges renewal changes.
 
     An `inline` provisioner answers at once without I/O and runs inside the marketplace's call; any
-    other runs in the job consumer, where a raised exception is retried with backoff.
+    other runs in the job consumer, where a raised exception is retried with backoff. One that also
+    has a `sync(event)` method (BaseProvisioner has one) hears the adapters' own events too
+    (tenant.synced, users.synced…); one without it is never handed them.
     """
 
     inline: bool
@@ -80,3 +84,27 @@ class Provisioner(Protocol):
     def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
         """None when the product can take the renewal change to `product_info`, else the reason."""
         ...
+
+
+class BaseProvisioner:
+    """A provisioner to subclass: override `provision`; every other event is accepted unless overridden.
+
+    Its `sync` opts in to the adapters' own events (`event.type` says which: tenant.synced,
+    application.synced, users.synced, orgs.synced…; `event.extra` holds what the adapter added).
+    """
+
+    inline = False
+
+    def provision(self, event: LifecycleEvent) -> AppInfo:
+        """The new tenant's AppInfo; a subclass must say how it is made."""
+        raise ProvisioningError(f"{type(self).__name__} does not provision tenants")
+
+    def apply(self, event: LifecycleEvent) -> None:
+        """Accept a renewal, freeze, unfreeze, upgrade or release (override to carry it out)."""
+
+    def sync(self, event: LifecycleEvent) -> None:
+        """Accept an adapter's own event (override to carry it out); raise to have it retried."""
+
+    def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:
+        """Accept every renewal change (override to refuse one with its reason)."""
+        return None

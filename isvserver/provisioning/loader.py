@@ -27,6 +27,8 @@ class _NotInline:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        if callable(getattr(inner, "sync", None)):
+            self.sync = inner.sync  # it opted in to the adapters' events
 
     def __repr__(self) -> str:
         return repr(self.inner)

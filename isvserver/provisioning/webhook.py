@@ -16,6 +16,36 @@ the `standardwebhooks` libraries verify it). The body is compact JSON (non-ASCII
        "change": {…the change: kind, scene, expire_at…; datetimes as ISO-8601 UTC with "Z"},
        "order": {…the order line from the order-query API…} | null}}
 
+Adapters add event types of their own, POSTed the same way with what their enricher added as further
+keys of `data`. The Kit sync (koogallery_kit) sends, once per accepted change (a repeat sends nothing;
+a sync for an instance not created yet is sent after its instance.created), `data.order` being null:
+
+    {"type": "tenant.synced" | "application.synced" | "users.synced" | "orgs.synced",
+     "timestamp": "…",
+     "data": {
+       "instance": {…as above…},
+       "change": {"kind": "kit_tenant" | "kit_application" | "kit_users" | "kit_orgs",
+                  "activity": "tenantSync" | "applicationSync" | "authSync" | "singleOrgSync" | "allOrgSync",
+                  "flag": 0 | 1 | 2 | 3,              # 0 delete, 1 add, 2 modify, 3 revoke (users); absent
+                                                      # for allOrgSync
+                  "tenant_id": "…", "app_id": "…",     # app_id for application and users
+                  "user_names": ["…"], "org_codes": ["…"], "count": 2},   # users / singleOrgSync, count
+       "order": null,
+       "sync": {"kind": "tenant" | "application" | "users" | "org" | "orgs", "instanceId": "…",
+                "tenantId": "…",
+                # tenant:      "orderId", "tenantCode", "name", "domainName", "deleted"
+                # application: "appId", "clientId", "clientSecret" (only with ISV_WEBHOOK_SEND_SECRETS=1),
+                #              "deleted"
+                # users:       "appId", "users": [{"userName", "name", "orgCode", "position",
+                #              "employeeCode", "employeeType", "role", "enabled", "mobile", "email",
+                #              "workPlace", "revoked", "deleted"}]  (the users of this change)
+                # org, orgs:   "orgs": [{"orgCode", "orgName", "parentCode", "deleted"}]  (org: the one
+                #              changed; orgs: the whole tree)
+               } | null}}                             # null when the record cannot be found any more
+
+`data.sync` is read when the event is delivered (the current state of the record) and holds buyers'
+names, mobiles and emails in clear: it goes only to the product, signed; the stored event keeps ids.
+
 The product answers instance.created with HTTP 200 and
 `{"appInfo": {"frontEndUrl": "…", "adminUrl": "…", "userName": "…", "password": "…", "memo": "…"}}`
 (frontEndUrl required, the others optional, strings only, within the marketplace's lengths), the same
@@ -102,6 +132,7 @@ def event_payload(event: LifecycleEvent) -> dict[str, Any]:
         "type": event.type,
         "timestamp": iso_utc(event.occurred_at),
         "data": {
+            **{str(name): _jsonable(value) for name, value in event.extra.items()},  # never over these:
             "instance": instance_payload(event.instance),
             "change": _jsonable(dict(event.change)),
             "order": _jsonable(event.order) if event.order is not None else None,
@@ -218,6 +249,10 @@ class WebhookProvisioner:
 
     def apply(self, event: LifecycleEvent) -> None:
         """POST the event; any 2xx is success, anything else raises WebhookError."""
+        self._send(event)
+
+    def sync(self, event: LifecycleEvent) -> None:
+        """POST an adapter's own event (tenant.synced…) like any other: the product hears every type."""
         self._send(event)
 
     def check_change(self, instance: InstanceView, product_info: dict[str, Any]) -> str | None:

@@ -87,6 +87,7 @@ def test_migrate_fresh_database_then_current(
         (2, "access_keys"),
         (3, "jobs"),
         (4, "key_interfaces"),
+        (5, "parked_changes"),
         (6, "instance_creation_key"),
     ]
 
@@ -94,7 +95,7 @@ def test_migrate_fresh_database_then_current(
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 5
+    assert db_count(url, "schema_version") == 6
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:

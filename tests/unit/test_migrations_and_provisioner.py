@@ -40,6 +40,7 @@ TABLES = {
     "access_key",
     "delivery",
     "order_line",
+    "parked_change",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 SHIPPED = [
@@ -47,6 +48,7 @@ SHIPPED = [
     (2, "access_keys"),
     (3, "jobs"),
     (4, "key_interfaces"),
+    (5, "parked_changes"),
     (6, "instance_creation_key"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
@@ -55,6 +57,7 @@ LABELS = [
     "0002_access_keys",
     "0003_jobs",
     "0004_key_interfaces",
+    "0005_parked_changes",
     "0006_instance_creation_key",
     "koogallery_kit/0001_sync",
 ]

@@ -30,6 +30,7 @@ UNIQUE = {
     "kit_application": {("instance_id", "app_id")},
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app
     "kit_org": {("instance_id", "org_code")},
+    "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
 }
 PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
 

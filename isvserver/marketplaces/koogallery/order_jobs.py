@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from isvserver.db import connected, database
 from isvserver.jobs import DetailsPending, Jobs
+from isvserver.lifecycle import LIFECYCLE_EVENT_TYPES
 from isvserver.marketplaces.koogallery import order_lines
 from isvserver.marketplaces.koogallery.orders import OrderQueryClient, client_from_env
 from isvserver.provisioning import LifecycleEvent
@@ -88,7 +89,7 @@ class OrderJobs:
 def init_jobs(jobs: Jobs) -> None:
     """Register the order-line tasks, their sweep and the enricher on the app's job queue."""
     own = jobs.extensions[MARKETPLACE] = OrderJobs(jobs)
-    jobs.enrichers[MARKETPLACE] = own.enrich
+    jobs.add_enricher(own.enrich, marketplace=MARKETPLACE, event_types=LIFECYCLE_EVENT_TYPES)
     jobs.sweeps.append(own.sweep)
     jobs.starts.append(own.consumer_started)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from isvserver.adapters import AdapterError, Simulation, load
 from isvserver.cli.helpers import settings_or_exit
 
 SECRET_FIELDS = ("password",)
@@ -101,6 +104,19 @@ def _defaults(activity: str, fields: dict[str, str]) -> dict[str, str]:
     return {**defaults.get(activity, {}), **fields}
 
 
+def simulations() -> dict[str, Simulation]:
+    """What the adapters ISV_MARKETPLACES enables can simulate, by name (a wrong name is the settings')."""
+    found: dict[str, Simulation] = {}
+    names = os.environ.get("ISV_MARKETPLACES") or "koogallery"
+    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
+        try:
+            adapter = load(name)
+        except AdapterError:
+            continue
+        found.update((simulation.name, simulation) for simulation in adapter.simulations)
+    return found
+
+
 def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
     shown = answer.json if show_secrets else _masked(answer.json)
     sign_state = "valid" if answer.body_sign_ok else "INVALID"
@@ -109,32 +125,51 @@ def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
     )
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("activity")
 @click.argument("url")
 @click.argument("fields", nargs=-1)
 @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
 @click.option("--key", envvar="ISV_SIGN_KEY", help="Key to sign with [ISV_SIGN_KEY; default: configured].")
 @click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
+@click.pass_context
 def simulate(
-    activity: str, url: str, fields: tuple[str, ...], test_flag: bool, key: str | None, show_secrets: bool
+    ctx: click.Context,
+    activity: str,
+    url: str,
+    fields: tuple[str, ...],
+    test_flag: bool,
+    key: str | None,
+    show_secrets: bool,
 ) -> None:
     """Act as the marketplace: send one signed ACTIVITY to URL with FIELDS (name=value), or run `flow`.
 
-    `isvserver simulate flow URL` runs new → query → refresh → freeze → unfreeze → upgrade → release
-    and exits non-zero on any wrong answer.
+    `isvserver simulate flow URL` runs new → query → refresh → freeze → unfreeze → upgrade → release,
+    then the flows of the other enabled interfaces (Kit sync when koogallery_kit is enabled), and exits
+    non-zero on any wrong answer. `isvserver simulate kit ACTIVITY URL [name=value…] [--test] [--key K]
+    [--public-key FILE]` sends one Kit sync call (koogallery_kit enabled).
     """
     from isvserver.marketplaces.koogallery.client import call
 
+    others = simulations()
+    if activity in others:
+        args = [url, *fields, *(["--test"] if test_flag else [])]
+        if key and ctx.get_parameter_source("key") == ParameterSource.COMMANDLINE:
+            args += ["--key", key]  # ISV_SIGN_KEY is the basic interface's: never passed on
+        others[activity].command.main(args=args, prog_name=f"isvserver simulate {activity}")
+        return
     if activity == "flow":
         ok = run_flow(
             url, _key_for("newInstance", key), test_flag, lambda *a: _print_answer(*a, show_secrets)
         )
+        for simulation in others.values():
+            if simulation.flow is not None:
+                ok = simulation.flow(url, test_flag) and ok
         raise SystemExit(0 if ok else 1)
     given = {}
     for item in fields:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or name.startswith("-"):
             raise click.BadParameter(f"{item!r} is not name=value", param_hint="FIELDS")
         given[name] = value
     body: dict[str, Any] = {"activity": activity, **_defaults(activity, given)}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from isvserver.adapters import Adapter
-from isvserver.marketplaces.koogallery_kit import config
+from isvserver.marketplaces.koogallery_kit import config, events
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
+from isvserver.marketplaces.koogallery_kit.simulator import SIMULATION
 from isvserver.marketplaces.koogallery_kit.views import bp, envelope
 
 ADAPTER = Adapter(
@@ -18,4 +19,7 @@ ADAPTER = Adapter(
     sealed_columns=tuple((field, model.id) for model, field in SEALED_COLUMNS),
     models=MODELS,
     error_response=envelope,
+    event_types=events.EVENT_TYPES,
+    init_jobs=events.init_jobs,
+    simulations=(SIMULATION,),
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from peewee import ModelSelect
 
-from isvserver.db import is_postgres
+from isvserver.db import database, is_postgres
 from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitOrg, KitTenant, KitUser
 from isvserver.marketplaces.koogallery_kit.pii import same_as_stored, seal_optional
 from isvserver.marketplaces.koogallery_kit.reads import event_detail, tenant_detail, tenants
@@ -45,6 +45,14 @@ def _select(model: type[BaseModel], key: dict[str, Any]) -> Any:
     return _locked(model.select().where(*conditions)).first()
 
 
+def _inserted(query: Any, model: type[BaseModel]) -> bool:
+    """Run an INSERT … ON CONFLICT DO NOTHING; True only when this row went in (a concurrent identical
+    call's row, committed while this one waited on PostgreSQL, leaves this one out: not a change)."""
+    if database.returning_clause:
+        return database.execute(query.returning(model.id)).fetchone() is not None
+    return database.execute(query).rowcount == 1
+
+
 def _upsert(
     model: type[BaseModel],
     key: dict[str, Any],
@@ -61,9 +69,10 @@ def _upsert(
     if row is None:
         now = utcnow()
         values = {**key, **plain, **{c: seal_optional(data_keys, v) for c, v in sealed.items()}}
-        model.insert(**values, created_at=now, updated_at=now).on_conflict_ignore().execute()
+        changed = _inserted(
+            model.insert(**values, created_at=now, updated_at=now).on_conflict_ignore(), model
+        )
         row = _select(model, key)  # ours, or a concurrent identical call's: made equal below either way
-        changed = True
     updates: dict[str, Any] = {name: value for name, value in plain.items() if getattr(row, name) != value}
     for column, value in sealed.items():
         if not same_as_stored(data_keys, getattr(row, column), value):

@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from isvserver import calls
 from isvserver.calllog import CallRecord
 from isvserver.calls import Handling, Outcome, Verification
-from isvserver.marketplaces.koogallery_kit import store
+from isvserver.marketplaces.koogallery_kit import events, store
 from isvserver.marketplaces.koogallery_kit.client_secret import ClientSecretError, decrypt_client_secret
 from isvserver.marketplaces.koogallery_kit.config import KIT
 from isvserver.marketplaces.koogallery_kit.results import (
@@ -65,37 +65,39 @@ def signed_response(answer: Reply, key: str, status: int = 200) -> Response:
     return response
 
 
-def _changed(changed: bool) -> Reply:
+def _changed(rt: Runtime, activity: str, data: dict[str, Any], changed: bool) -> Reply:
+    """Success; a change is recorded for the product (parked while its instance is unknown)."""
     if not changed:
         calls.repeated()
+    elif rt.lifecycle is not None:
+        rt.lifecycle.record(data["instance_id"], events.KINDS[activity], events.change(activity, data))
     return reply(SUCCESS, "success")
 
 
 def tenant_sync(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Store, change or mark deleted the tenant of an instance."""
-    return _changed(store.sync_tenant(data, rt.settings.data_keys))
+    return _changed(rt, "tenantSync", data, store.sync_tenant(data, rt.settings.data_keys))
 
 
 def application_sync(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Store the tenant's application with its client secret sealed."""
-    return _changed(
-        store.sync_application(data, data.pop("client_secret_plain", None), rt.settings.data_keys)
-    )
+    plain = data.pop("client_secret_plain", None)
+    return _changed(rt, "applicationSync", data, store.sync_application(data, plain, rt.settings.data_keys))
 
 
 def auth_sync(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Grant, change, revoke or delete up to 500 users' authorisations, in one transaction."""
-    return _changed(store.sync_users(data, rt.settings.data_keys))
+    return _changed(rt, "authSync", data, store.sync_users(data, rt.settings.data_keys))
 
 
 def single_org_sync(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Add, change or mark deleted one organisation."""
-    return _changed(store.sync_org(data))
+    return _changed(rt, "singleOrgSync", data, store.sync_org(data))
 
 
 def all_org_sync(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Replace the organisation tree (organisations absent from it are marked deleted)."""
-    return _changed(store.sync_all_orgs(data))
+    return _changed(rt, "allOrgSync", data, store.sync_all_orgs(data))
 
 
 def test_success(rt: Runtime, data: dict[str, Any]) -> Reply:
