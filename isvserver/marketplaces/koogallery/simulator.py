@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from isvserver.adapters import AdapterError, Simulation, load
+from isvserver.adapters import Simulation, enabled
 from isvserver.cli.helpers import settings_or_exit
 
 SECRET_FIELDS = ("password",)
@@ -105,16 +105,10 @@ def _defaults(activity: str, fields: dict[str, str]) -> dict[str, str]:
 
 
 def simulations() -> dict[str, Simulation]:
-    """What the adapters ISV_MARKETPLACES enables can simulate, by name (a wrong name is the settings')."""
-    found: dict[str, Simulation] = {}
-    names = os.environ.get("ISV_MARKETPLACES") or "koogallery"
-    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
-        try:
-            adapter = load(name)
-        except AdapterError:
-            continue
-        found.update((simulation.name, simulation) for simulation in adapter.simulations)
-    return found
+    """What the adapters ISV_MARKETPLACES enables can simulate, by name."""
+    return {
+        simulation.name: simulation for adapter in enabled(os.environ) for simulation in adapter.simulations
+    }
 
 
 def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
