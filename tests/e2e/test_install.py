@@ -91,6 +91,7 @@ def test_the_wheel_carries_what_serve_needs(tmp_path: Path) -> None:
     for wanted in ("isvserver/web/gunicorn.conf.py", "isvserver/web/worker.py", "isvserver/cli/__init__.py"):
         assert wanted in names, f"{wanted} not in {wheel.name}"
     assert any(n.startswith("isvserver/migrations/") and n.endswith(".sql") for n in names), names
+    assert "isvserver/marketplaces/koogallery_kit/migrations/0001_sync.sql" in names, names
     assert any(re.fullmatch(r"isvserver-[^/]+\.dist-info/(licenses/)?LICENSE", n) for n in names), names
     with tarfile.open(sdist) as archive:
         assert any(n.endswith("/LICENSE") and n.count("/") == 1 for n in archive.getnames())
