@@ -122,15 +122,42 @@ class Endpoint:
         return str(answer.get("resultCode", "")), answer.get("resultMsg")
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is not one (NaN and Infinity are not JSON)."""
+MAX_DEPTH = 32  # deeper JSON is refused before anything walks it (no marketplace body nests beyond 3)
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests objects or arrays more than `limit` levels deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON text as a value; ValueError when it is not JSON, NaN/Infinity, or nested beyond MAX_DEPTH."""
 
     def no_constants(name: str) -> None:
         raise ValueError(name)
 
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
-    except (ValueError, RecursionError):
+        value = json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if nested_deeper_than(value):
+        raise ValueError("nested too deeply")
+    return value
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one (or nests beyond MAX_DEPTH)."""
+    try:
+        value = load_json(raw.decode("utf-8"))
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -145,11 +172,16 @@ def storable(value: Any) -> bool:
     return "\\u0000" not in text
 
 
+class MalformedBody(Exception):
+    """The request body could not be read as sent (broken chunked encoding, a client that went away)."""
+
+
 def read_body(limit: int) -> bytes | None:
     """The request body, or None when it is over `limit` bytes (chunked bodies included).
 
     The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
-    an over-long chunked body shows itself, since Werkzeug cuts those off silently.
+    an over-long chunked body shows itself, since Werkzeug cuts those off silently. A body that cannot
+    be read (gunicorn's chunk parser refusing it) raises MalformedBody.
     """
     chunks, size = [], 0
     try:
@@ -161,6 +193,8 @@ def read_body(limit: int) -> bytes | None:
             size += len(chunk)
     except RequestEntityTooLarge:
         return None
+    except Exception as exc:  # gunicorn.http.errors.*, werkzeug's ClientDisconnected, OSError
+        raise MalformedBody(type(exc).__name__) from None
     return None if size > limit else b"".join(chunks)
 
 
@@ -189,8 +223,11 @@ def _handle(endpoint: Endpoint) -> Response:
     started = g.call_started = time.perf_counter()
     g.call_interface = endpoint.interface
     call = CallRecord(request_id=g.request_id, interface=endpoint.interface)
-    status = 200
-    raw = read_body(rt.settings.max_body_bytes)
+    status, malformed = 200, False
+    try:
+        raw = read_body(rt.settings.max_body_bytes)
+    except MalformedBody:
+        raw, malformed = b"", True
     if raw is None:
         raw, status = b"", 413
     body = endpoint.parse(raw, request)
@@ -206,6 +243,9 @@ def _handle(endpoint: Endpoint) -> Response:
         answer = endpoint.reply(
             Outcome.INVALID, f"request body is larger than {rt.settings.max_body_bytes} bytes"
         )
+    elif malformed:
+        call.verdict, call.reason = "malformed_body", "the body could not be read (broken chunked encoding)"
+        answer = endpoint.reply(Outcome.INVALID, "the request body is malformed")
     elif keys is None:
         call.verdict, call.reason = "keys_unavailable", "access keys could not be read from the database"
         answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")

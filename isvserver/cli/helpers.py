@@ -101,7 +101,7 @@ def more(count: int, limit: int) -> None:
         click.echo(f"(only the first {limit} shown; raise --limit for more)", err=True)
 
 
-def announcedsettings_or_exit() -> Settings:
+def announced_settings() -> Settings:
     """Load the settings; in development, say where the keys are (printing them only when just made)."""
     keys_path = Path(os.environ.get("ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
     existed = keys_path.exists()

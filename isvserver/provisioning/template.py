@@ -34,12 +34,18 @@ def generate_user_name() -> str:
     return "admin_" + "".join(secrets.choice(alphabet) for _ in range(USER_NAME_SUFFIX))
 
 
+def path_segment(value: str) -> str:
+    """`value` percent-encoded as one URL path segment: `/`, `?`, `#`… and the dots of `.`/`..` too."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def render_url(template: str, instance: InstanceView) -> str:
-    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, URL-quoted."""
+    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, each percent-encoded."""
     url = template.format(
-        instance_id=quote(instance.instance_id, safe=""),
-        order_id=quote(instance.order_id, safe=""),
-        order_line_id=quote(instance.order_line_id, safe=""),
+        instance_id=path_segment(instance.instance_id),
+        order_id=path_segment(instance.order_id),
+        order_line_id=path_segment(instance.order_line_id),
     )
     if len(url) > 512:
         raise ProvisioningError("the rendered URL is longer than the marketplace's 512 characters")
