@@ -19,7 +19,15 @@ from flask import Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import deferred, keystore, lifecycle, replay
-from isvserver.calllog import CallRecord, log_line, record, store, update_result
+from isvserver.calllog import (
+    CallRecord,
+    log_line,
+    record,
+    record_rejected,
+    store,
+    store_rejected,
+    update_result,
+)
 from isvserver.db import connected, database, held_for_call
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
@@ -207,6 +215,17 @@ def signing_keys(settings: Any, interface: str) -> tuple[str, ...]:
     return active or settings.keys(interface)
 
 
+def source_address(req: Request, trusted: tuple[str, ...]) -> str | None:
+    """The caller's address: the peer's, or the last X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = req.remote_addr
+    forwarded = req.headers.get("X-Forwarded-For", "")
+    if forwarded and ("*" in trusted or peer in trusted):
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1][:64]
+    return peer
+
+
 def repeated() -> None:
     """Count a call that changed nothing because it repeated an earlier one (same business key)."""
     metrics.DUPLICATES.labels(g.get("call_interface", "unknown"), "business_key").inc()
@@ -222,7 +241,11 @@ def _handle(endpoint: Endpoint) -> Response:
     rt = runtime()
     started = g.call_started = time.perf_counter()
     g.call_interface = endpoint.interface
-    call = CallRecord(request_id=g.request_id, interface=endpoint.interface)
+    call = CallRecord(
+        request_id=g.request_id,
+        interface=endpoint.interface,
+        source_address=source_address(request, rt.settings.forwarded_allow_ips),
+    )
     status, malformed = 200, False
     try:
         raw = read_body(rt.settings.max_body_bytes)
@@ -262,14 +285,18 @@ def _handle(endpoint: Endpoint) -> Response:
                     final = _run_after_commit(call, answer, steps)
                     if final is not answer:
                         response = _signed(endpoint, call, final, sign_key, status, started)
-                        update_result(row, call)
+                        if row is not None:
+                            update_result(row, call)
             log_line(call)
             return _counted(endpoint, call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
             answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
     response = _signed(endpoint, call, answer, sign_key, status, started)
-    record(call)
+    if call.verdict == VERIFIED:
+        record(call)  # an authentic call that failed inside: every id, for the operator
+    else:
+        record_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000))
     return _counted(endpoint, call, response)
 
 
@@ -337,7 +364,7 @@ def _verified_call(
     status: int,
     started: float,
     steps: list[deferred.Step],
-) -> tuple[Reply, Response, int]:
+) -> tuple[Reply, Response, int | None]:
     """The answer to an authentic call, its signed reply and its call-log row, committed.
 
     One write transaction per call holds the nonce, the change and the call's log row, and a reply
@@ -357,7 +384,7 @@ def _verified_call(
             if not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
                 answer = _replayed(endpoint, call, steps)
                 response = _signed(endpoint, call, answer, sign_key, status, started)
-            row = store(call)
+            row = _store(rt, endpoint, call, now_ms)
         return answer, response, row
     with database.atomic():
         if replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
@@ -365,8 +392,15 @@ def _verified_call(
         else:
             answer = _replayed(endpoint, call, steps)
         response = _signed(endpoint, call, answer, sign_key, status, started)
-        row = store(call)
+        row = _store(rt, endpoint, call, now_ms)
     return answer, response, row
+
+
+def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> int | None:
+    """The call's row in the open transaction: all of it when verified, a replay as any rejected call."""
+    if call.verdict == VERIFIED:
+        return store(call)
+    return store_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, now_ms // 60_000)
 
 
 def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:

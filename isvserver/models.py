@@ -98,9 +98,22 @@ class CallbackLog(BaseModel):
     result_code = CharField(max_length=6)
     result_msg = CharField(max_length=255, null=True)
     latency_ms = FloatField()
+    source_address = CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "callback_log"
+
+
+class RejectedCallCount(BaseModel):
+    """How many rejected calls one source address sent in one minute (UNIX minute), logged or not."""
+
+    source_address = CharField(max_length=64)
+    minute = BigIntegerField()
+    calls = IntegerField()
+
+    class Meta:
+        table_name = "rejected_call_count"
+        indexes = ((("source_address", "minute"), True),)
 
 
 class Delivery(BaseModel):
@@ -117,4 +130,4 @@ class Delivery(BaseModel):
     delivered_at = DateTimeField(null=True)
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, Delivery)
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, RejectedCallCount, Delivery)

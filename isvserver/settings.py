@@ -58,6 +58,9 @@ class Settings:
     auto_freeze: bool = False
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
+    rejected_log_per_minute: int = 60  # rejected calls logged per source address and minute; the rest counted
+    log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = ("koogallery",)
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     adapter_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -422,6 +425,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auto_freeze=_flag(env, "ISV_AUTO_FREEZE"),
         freeze_days=_int(env, "ISV_FREEZE_DAYS", 15, 1, 365),
         reconcile_interval_s=_int(env, "ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
+        rejected_log_per_minute=_int(env, "ISV_REJECTED_LOG_PER_MINUTE", 60, 0, 1_000_000),
+        log_retention_days=_int(env, "ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
+        forwarded_allow_ips=tuple(
+            ip.strip()
+            for ip in (_raw(env, "ISV_FORWARDED_ALLOW_IPS") or "127.0.0.1").split(",")
+            if ip.strip()
+        ),
         marketplaces=tuple(adapter.name for adapter in adapters),
         env_keys=env_keys,
         adapter_settings={

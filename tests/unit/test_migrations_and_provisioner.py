@@ -36,15 +36,23 @@ TABLES = {
     "instance_event",
     "nonce",
     "callback_log",
+    "rejected_call_count",
     "order_notification",
     "access_key",
     "delivery",
     "order_line",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
-SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs"), (4, "key_interfaces")]
+SHIPPED = [(1, "initial"), (2, "access_keys"), (3, "jobs"), (4, "key_interfaces"), (5, "call_sources")]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
-LABELS = ["0001_initial", "0002_access_keys", "0003_jobs", "0004_key_interfaces", "koogallery_kit/0001_sync"]
+LABELS = [
+    "0001_initial",
+    "0002_access_keys",
+    "0003_jobs",
+    "0004_key_interfaces",
+    "0005_call_sources",
+    "koogallery_kit/0001_sync",
+]
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -170,23 +178,23 @@ def migrations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_pending_lists_only_what_is_missing(fresh_db: Database, migrations_dir: Path) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0005_instance_note.sql").write_text(
+    (migrations_dir / "0006_instance_note.sql").write_text(
         "-- a later release adds a column\nALTER TABLE instance ADD COLUMN note VARCHAR(20);\n",
         encoding="utf-8",
     )
-    (migrations_dir / "0006_tag.sql").write_text(
+    (migrations_dir / "0007_tag.sql").write_text(
         "CREATE TABLE tag (id {pk}, instance_ref {fk} NOT NULL REFERENCES instance (id));\n"
         "CREATE INDEX tag_instance ON tag (instance_ref);\n",
         encoding="utf-8",
     )
     (migrations_dir / "notes.txt").write_text("not a migration", encoding="utf-8")
 
-    assert [(m.version, m.name) for m in pending(fresh_db)] == [(5, "instance_note"), (6, "tag")]
+    assert [(m.version, m.name) for m in pending(fresh_db)] == [(6, "instance_note"), (7, "tag")]
 
     applied = migrate(fresh_db)
 
-    assert [m.version for m in applied] == [5, 6]
-    assert versions(fresh_db) == [*SHIPPED, (5, "instance_note"), (6, "tag")]
+    assert [m.version for m in applied] == [6, 7]
+    assert versions(fresh_db) == [*SHIPPED, (6, "instance_note"), (7, "tag")]
     assert "tag" in tables(fresh_db)
     with db.connected(fresh_db):
         assert "note" in {c.name for c in fresh_db.get_columns("instance")}
@@ -198,7 +206,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
     fresh_db: Database, migrations_dir: Path
 ) -> None:
     migrate(fresh_db)
-    (migrations_dir / "0005_broken.sql").write_text(
+    (migrations_dir / "0006_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n", encoding="utf-8"
     )
 
@@ -207,7 +215,7 @@ def test_a_failing_migration_is_rolled_back_and_stays_pending(
 
     assert "half_done" not in tables(fresh_db)
     assert versions(fresh_db) == SHIPPED
-    assert [m.version for m in pending(fresh_db)] == [5]
+    assert [m.version for m in pending(fresh_db)] == [6]
 
 
 @pytest.fixture

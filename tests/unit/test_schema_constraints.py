@@ -20,6 +20,7 @@ LINE = ("marketplace", "order_id", "order_line_id")
 UNIQUE = {
     "access_key": {("fingerprint",)},
     "callback_log": set(),
+    "rejected_call_count": {("source_address", "minute")},  # one count per source and minute
     "delivery": {("event_ref",)},  # one delivery per event
     "instance": {("instance_id",), LINE},  # one instance per order line
     "instance_event": {("instance_ref", "idempotency_key")},  # one event per change of an instance
