@@ -320,10 +320,15 @@ def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
     return raw
 
 
+def new_data_key() -> str:
+    """A fresh ISV_DATA_KEY key: 32 random bytes in url-safe base64 (44 characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
 def _new_secret(name: str) -> str:
     """A fresh development value of `name`: a data key, or a UUID-like access key."""
     if name == "ISV_DATA_KEY":
-        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+        return new_data_key()
     return str(uuid.uuid4())
 
 
@@ -351,6 +356,23 @@ def development_secrets(instance_dir: Path, names: Sequence[str] = DEV_SECRETS) 
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def existing_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The keys of variable `name`, else those the development keys file holds; never generates any.
+
+    For tools acting as the marketplace (`sign`, `simulate`): reading keys must not create them.
+    """
+    keys = _keys(env, name)
+    if keys:
+        return keys
+    path = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    value = stored.get(name) if isinstance(stored, dict) else None
+    return (value,) if isinstance(value, str) and value else ()
 
 
 def read(env: Mapping[str, str], name: str) -> str | None:

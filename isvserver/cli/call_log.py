@@ -122,7 +122,8 @@ def log_show(request_id: str, as_json: bool) -> None:
 @click.option(
     "--days",
     type=click.IntRange(1, 36500),
-    help="Delete calls older than this many days  [default: ISV_LOG_RETENTION_DAYS, 90].",
+    show_default="ISV_LOG_RETENTION_DAYS, else 90",
+    help="Delete calls older than this many days.",
 )
 def log_prune(days: int | None) -> None:
     """Delete callback-log rows and rejection counts past the retention period (the consumer: hourly)."""
