@@ -88,13 +88,14 @@ def test_migrate_fresh_database_then_current(
         (2, "access_keys"),
         (3, "jobs"),
         (4, "key_interfaces"),
+        (5, "call_sources"),
     ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 4
+    assert db_count(url, "schema_version") == 5
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:
