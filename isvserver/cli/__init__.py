@@ -27,6 +27,7 @@ class MainGroup(click.Group):
 
 
 @click.group(cls=MainGroup)
+@click.version_option(package_name="isvserver", message="%(prog)s %(version)s")
 def main() -> None:
     """isvserver: the server a SaaS seller runs for cloud marketplaces (Huawei Cloud KooGallery…)."""
     restrict_umask()  # files it (and gunicorn, exec'd by serve) creates are its user's alone
@@ -37,6 +38,7 @@ CORE_COMMANDS = (
     server.serve,
     server.worker,
     server.webhook_secret,
+    server.data_key,
     instances.instances,
     call_log.log_group,
     keys.keys,
