@@ -599,7 +599,7 @@ def summarise(reports: list[dict[str, Any]], info: dict[str, str], args: argpars
     if args.patch:
         out(f"isvserver served WITH SIMULATED FIXES (bench/patches.py): {args.patch}")
     out(
-        f"settings: {args.workers} sync workers (config/gunicorn.conf.py), wrk {args.threads} threads, "
+        f"settings: {args.workers} workers (config/gunicorn.conf.py), wrk {args.threads} threads, "
         f"{args.connections} connections, {args.duration:g} s per scenario after {args.warmup:g} s warm-up"
     )
     out("")

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -21,12 +22,16 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 app = Flask(__name__)
 webhook = Webhook(os.environ["ISV_WEBHOOK_SECRET"])
-TENANTS_DB = os.environ.get("TENANTS_DB", "tenants.sqlite3")
+# The repository's instance/ folder (git-ignored), whichever folder gunicorn runs in.
+TENANTS_DB = os.environ.get("TENANTS_DB") or str(
+    Path(__file__).resolve().parents[1] / "instance" / "tenants.sqlite3"
+)
 STATES = {"instance.frozen": "frozen", "instance.unfrozen": "active", "instance.released": "released"}
 
 
 def tenants() -> sqlite3.Connection:
     """The product's own tenant table (here a SQLite file)."""
+    Path(TENANTS_DB).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     conn = sqlite3.connect(TENANTS_DB, timeout=10)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS tenant (instance_id TEXT PRIMARY KEY, app_info TEXT NOT NULL, "

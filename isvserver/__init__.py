@@ -62,6 +62,8 @@ def create_app(
         return None
 
     def answer(status: int, message: str) -> Response:
+        if request.method == "HEAD":  # no body goes out, so there is nothing to sign
+            return Response(status=status)
         adapter = owner(request.path)
         if adapter is not None and adapter.error_response is not None:
             return adapter.error_response(status, message)

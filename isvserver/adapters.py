@@ -106,3 +106,16 @@ def load(name: str) -> Adapter:
 def load_all(names: Sequence[str]) -> tuple[Adapter, ...]:
     """The adapters of `names`, in that order."""
     return tuple(load(name) for name in names)
+
+
+def enabled(environ: Mapping[str, str]) -> tuple[Adapter, ...]:
+    """The adapters ISV_MARKETPLACES names in `environ`, for commands built before the settings are read
+    (a name that is no adapter is left out here: loading the settings reports it)."""
+    names = environ.get("ISV_MARKETPLACES") or DEFAULT_MARKETPLACES
+    found = []
+    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
+        try:
+            found.append(load(name))
+        except AdapterError:
+            continue
+    return tuple(found)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, astuple, dataclass, fields
+import re
+from collections.abc import Collection
+from dataclasses import asdict, astuple, dataclass, fields, replace
 
 from peewee import Database
 
 from isvserver.db import connected, database, ident, is_postgres, names, placeholders, statement
-from isvserver.models import CallbackLog, utcnow
+from isvserver.models import CallbackLog, RejectedCallCount, utcnow
 
 log = logging.getLogger("isvserver.calls")
 
@@ -30,6 +32,7 @@ class CallRecord:
     result_code: str = ""
     result_msg: str | None = None
     latency_ms: float = 0.0
+    source_address: str | None = None
 
 
 # The longest text each column holds: its max_length, or for a text column the longest instanceId list
@@ -116,6 +119,77 @@ def record(call: CallRecord, attempts: int = 2) -> None:
         try:
             with connected():
                 store(call)
+            return
+        except Exception as exc:  # the reply goes out whatever happens to its log row
+            if attempt == attempts:
+                log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+
+
+# --- rejected calls: what an operator needs, and a bounded number per source and minute ----------
+
+ID_LENGTH = 64  # the longest id any marketplace defines
+_ID_TEXT = re.compile(r"[A-Za-z0-9._:,-]+")  # what an id (or a list of ids) is made of
+
+
+def _id_or_none(value: str | None) -> str | None:
+    """An id as sent, cut to its legal length, or None when it is not made of id characters."""
+    if not value:
+        return None
+    value = value[:ID_LENGTH]
+    return value if _ID_TEXT.fullmatch(value) else None
+
+
+def minimal(call: CallRecord, activities: Collection[str]) -> CallRecord:
+    """What is kept of a rejected call: the reason, a known activity, ids cut to their length, the source.
+
+    An unauthenticated caller chooses every byte of a rejected call: nothing else of it is stored.
+    """
+    return replace(
+        call,
+        activity=call.activity if call.activity in activities else None,
+        instance_id=_id_or_none(call.instance_id),
+        order_id=_id_or_none(call.order_id),
+        order_line_id=_id_or_none(call.order_line_id),
+        business_id=_id_or_none(call.business_id),
+    )
+
+
+def _count_sql(db: Database) -> str:
+    table = ident(db, RejectedCallCount._meta.table_name)
+    source, minute, calls = (ident(db, name) for name in ("source_address", "minute", "calls"))
+    return (
+        f"INSERT INTO {table} ({source}, {minute}, {calls}) VALUES ({placeholders(db, 2)}, 1) "  # noqa: S608 (names from the model)
+        f"ON CONFLICT ({source}, {minute}) DO UPDATE SET {calls} = {table}.{calls} + 1 RETURNING {calls}"
+    )
+
+
+def count_rejected(source: str, minute: int) -> int:
+    """Count a rejected call of `source` in `minute` (open transaction); the count of that minute so far."""
+    cursor = database.execute_sql(statement("rejected_call_count.upsert", _count_sql), [source, minute])
+    return int(cursor.fetchone()[0])
+
+
+def store_rejected(call: CallRecord, activities: Collection[str], per_minute: int, minute: int) -> int | None:
+    """Count a rejected call; store its minimal row while its source is within `per_minute` a minute.
+
+    The count lives in the database, so every worker and host agrees on it. Returns the row's id, or None
+    when the call was only counted.
+    """
+    source = (call.source_address or "unknown")[:ID_LENGTH]
+    if count_rejected(source, minute) > per_minute:
+        return None
+    return store(minimal(call, activities))
+
+
+def record_rejected(
+    call: CallRecord, activities: Collection[str], per_minute: int, minute: int, attempts: int = 2
+) -> None:
+    """A rejected call's log line (minimal) and, within the rate, its row; a failed write is logged."""
+    log_line(minimal(call, activities))
+    for attempt in range(1, attempts + 1):
+        try:
+            with connected(), database.atomic():
+                store_rejected(call, activities, per_minute, minute)
             return
         except Exception as exc:  # the reply goes out whatever happens to its log row
             if attempt == attempts:

@@ -19,7 +19,15 @@ from flask import Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from isvserver import deferred, keystore, lifecycle, replay
-from isvserver.calllog import CallRecord, log_line, record, store, update_result
+from isvserver.calllog import (
+    CallRecord,
+    log_line,
+    record,
+    record_rejected,
+    store,
+    store_rejected,
+    update_result,
+)
 from isvserver.db import connected, database, held_for_call
 from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
@@ -123,15 +131,42 @@ class Endpoint:
         return str(answer.get("resultCode", "")), answer.get("resultMsg")
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is not one (NaN and Infinity are not JSON)."""
+MAX_DEPTH = 32  # deeper JSON is refused before anything walks it (no marketplace body nests beyond 3)
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests objects or arrays more than `limit` levels deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON text as a value; ValueError when it is not JSON, NaN/Infinity, or nested beyond MAX_DEPTH."""
 
     def no_constants(name: str) -> None:
         raise ValueError(name)
 
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
-    except (ValueError, RecursionError):
+        value = json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if nested_deeper_than(value):
+        raise ValueError("nested too deeply")
+    return value
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one (or nests beyond MAX_DEPTH)."""
+    try:
+        value = load_json(raw.decode("utf-8"))
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -146,11 +181,16 @@ def storable(value: Any) -> bool:
     return "\\u0000" not in text
 
 
+class MalformedBody(Exception):
+    """The request body could not be read as sent (broken chunked encoding, a client that went away)."""
+
+
 def read_body(limit: int) -> bytes | None:
     """The request body, or None when it is over `limit` bytes (chunked bodies included).
 
     The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
-    an over-long chunked body shows itself, since Werkzeug cuts those off silently.
+    an over-long chunked body shows itself, since Werkzeug cuts those off silently. A body that cannot
+    be read (gunicorn's chunk parser refusing it) raises MalformedBody.
     """
     chunks, size = [], 0
     try:
@@ -162,6 +202,8 @@ def read_body(limit: int) -> bytes | None:
             size += len(chunk)
     except RequestEntityTooLarge:
         return None
+    except Exception as exc:  # gunicorn.http.errors.*, werkzeug's ClientDisconnected, OSError
+        raise MalformedBody(type(exc).__name__) from None
     return None if size > limit else b"".join(chunks)
 
 
@@ -172,6 +214,17 @@ def signing_keys(settings: Any, interface: str) -> tuple[str, ...]:
     except Exception:  # the database cannot say which keys are retired: the configured ones
         active = ()
     return active or settings.keys(interface)
+
+
+def source_address(req: Request, trusted: tuple[str, ...]) -> str | None:
+    """The caller's address: the peer's, or the last X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = req.remote_addr
+    forwarded = req.headers.get("X-Forwarded-For", "")
+    if forwarded and ("*" in trusted or peer in trusted):
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1][:64]
+    return peer
 
 
 def repeated() -> None:
@@ -189,9 +242,16 @@ def _handle(endpoint: Endpoint) -> Response:
     rt = runtime()
     started = g.call_started = time.perf_counter()
     g.call_interface = endpoint.interface
-    call = CallRecord(request_id=g.request_id, interface=endpoint.interface)
-    status = 200
-    raw = read_body(rt.settings.max_body_bytes)
+    call = CallRecord(
+        request_id=g.request_id,
+        interface=endpoint.interface,
+        source_address=source_address(request, rt.settings.forwarded_allow_ips),
+    )
+    status, malformed = 200, False
+    try:
+        raw = read_body(rt.settings.max_body_bytes)
+    except MalformedBody:
+        raw, malformed = b"", True
     if raw is None:
         raw, status = b"", 413
     body = endpoint.parse(raw, request)
@@ -207,6 +267,9 @@ def _handle(endpoint: Endpoint) -> Response:
         answer = endpoint.reply(
             Outcome.INVALID, f"request body is larger than {rt.settings.max_body_bytes} bytes"
         )
+    elif malformed:
+        call.verdict, call.reason = "malformed_body", "the body could not be read (broken chunked encoding)"
+        answer = endpoint.reply(Outcome.INVALID, "the request body is malformed")
     elif keys is None:
         call.verdict, call.reason = "keys_unavailable", "access keys could not be read from the database"
         answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
@@ -223,14 +286,18 @@ def _handle(endpoint: Endpoint) -> Response:
                     final = _run_after_commit(call, answer, steps)
                     if final is not answer:
                         response = _signed(endpoint, call, final, sign_key, status, started)
-                        update_result(row, call)
+                        if row is not None:
+                            update_result(row, call)
             log_line(call)
             return _counted(endpoint, call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
             answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
     response = _signed(endpoint, call, answer, sign_key, status, started)
-    record(call)
+    if call.verdict == VERIFIED:
+        record(call)  # an authentic call that failed inside: every id, for the operator
+    else:
+        record_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000))
     return _counted(endpoint, call, response)
 
 
@@ -298,7 +365,7 @@ def _verified_call(
     status: int,
     started: float,
     steps: list[deferred.Step],
-) -> tuple[Reply, Response, int]:
+) -> tuple[Reply, Response, int | None]:
     """The answer to an authentic call, its signed reply and its call-log row, committed.
 
     One write transaction per call holds the nonce, the change and the call's log row, and a reply
@@ -318,7 +385,7 @@ def _verified_call(
             if not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
                 answer = _replayed(endpoint, call, steps)
                 response = _signed(endpoint, call, answer, sign_key, status, started)
-            row = store(call)
+            row = _store(rt, endpoint, call, now_ms)
         return answer, response, row
     with database.atomic():
         if replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
@@ -326,8 +393,15 @@ def _verified_call(
         else:
             answer = _replayed(endpoint, call, steps)
         response = _signed(endpoint, call, answer, sign_key, status, started)
-        row = store(call)
+        row = _store(rt, endpoint, call, now_ms)
     return answer, response, row
+
+
+def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> int | None:
+    """The call's row in the open transaction: all of it when verified, a replay as any rejected call."""
+    if call.verdict == VERIFIED:
+        return store(call)
+    return store_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, now_ms // 60_000)
 
 
 def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:

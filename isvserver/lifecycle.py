@@ -114,7 +114,7 @@ TRANSITIONS: dict[Action, dict[State, State | str | type[LifecycleError]]] = {
 }
 NOT_PROVISIONED = (P, X)
 
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_INSTANCE_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")  # a safe URL path segment
 
 
 def view(instance: Instance) -> InstanceView:

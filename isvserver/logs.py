@@ -70,16 +70,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every control or non-printable character escaped (`\\n`, `\\x1b`…): one line stays one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class TextFormatter(logging.Formatter):
-    """The classic one-line format, redacted."""
+    """The classic one-line format, redacted; a message's control characters are escaped."""
 
     def __init__(self) -> None:
         super().__init__(
             "%(asctime)s %(levelname)s [%(process)d] %(name)s request_id=%(request_id)s: %(message)s"
         )
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The first line, with the message's newlines and other control characters escaped."""
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
-        """The record as a text line."""
+        """The record as a text line (its traceback, if any, on the lines after it)."""
         return redact(super().format(record))
 
     def formatException(self, ei: Any) -> str:

@@ -102,9 +102,22 @@ class CallbackLog(BaseModel):
     result_code = CharField(max_length=6)
     result_msg = CharField(max_length=255, null=True)
     latency_ms = FloatField()
+    source_address = CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "callback_log"
+
+
+class RejectedCallCount(BaseModel):
+    """How many rejected calls one source address sent in one minute (UNIX minute), logged or not."""
+
+    source_address = CharField(max_length=64)
+    minute = BigIntegerField()
+    calls = IntegerField()
+
+    class Meta:
+        table_name = "rejected_call_count"
+        indexes = ((("source_address", "minute"), True),)
 
 
 class Delivery(BaseModel):
@@ -137,4 +150,4 @@ class ParkedChange(BaseModel):
         indexes = ((("instance_id", "idempotency_key"), True),)
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, Delivery, ParkedChange)
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, RejectedCallCount, Delivery, ParkedChange)

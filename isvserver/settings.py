@@ -9,7 +9,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Formatter
@@ -27,6 +27,34 @@ DEV_SECRETS = ("ISV_DATA_KEY",)
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message says which and why, never its value."""
+
+
+# The access key config/settings.example.env shows: production refuses it (it is public).
+SAMPLE_KEYS = frozenset({"9fa6c870-8bb0-4e9b-b71e-4c223300156f"})
+MIN_PRODUCTION_KEY_LENGTH = 16
+
+
+class Problems:
+    """Every SettingsError met while reading the settings, to report them all at once."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def take(self, read: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """`read(*args)`, or `default` after noting its SettingsError."""
+        try:
+            return read(*args)
+        except SettingsError as exc:
+            self.messages.append(str(exc))
+            return default
+
+    def raise_any(self) -> None:
+        """Raise one SettingsError naming every problem noted (nothing when there is none)."""
+        if len(self.messages) == 1:
+            raise SettingsError(self.messages[0])
+        if self.messages:
+            listed = "; ".join(f"({n}) {m}" for n, m in enumerate(self.messages, start=1))
+            raise SettingsError(f"{len(self.messages)} settings are missing or invalid: {listed}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,9 @@ class Settings:
     auto_freeze: bool = False
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
+    rejected_log_per_minute: int = 60  # rejected calls logged per source address and minute; the rest counted
+    log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     adapter_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -108,12 +139,21 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return value.strip() if value is not None else None
 
 
-def _keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def _keys(env: Mapping[str, str], name: str, production: bool = False) -> tuple[str, ...]:
     raw = _raw(env, name) or ""
     keys = tuple(k.strip() for k in raw.split(",") if k.strip())
     for key in keys:
         if len(key) < 8 or not key.isascii() or not key.isprintable():
             raise SettingsError(f"{name}: every key must be at least 8 printable ASCII characters")
+        if production and key in SAMPLE_KEYS:
+            raise SettingsError(
+                f"{name} holds the sample key of config/settings.example.env: "
+                "use the key from the seller console"
+            )
+        if production and len(key) < MIN_PRODUCTION_KEY_LENGTH:
+            raise SettingsError(
+                f"{name}: every key must be at least {MIN_PRODUCTION_KEY_LENGTH} characters in production"
+            )
     if len(set(keys)) != len(keys):
         raise SettingsError(f"{name}: a key is listed twice")
     return keys
@@ -280,10 +320,15 @@ def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
     return raw
 
 
+def new_data_key() -> str:
+    """A fresh ISV_DATA_KEY key: 32 random bytes in url-safe base64 (44 characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
 def _new_secret(name: str) -> str:
     """A fresh development value of `name`: a data key, or a UUID-like access key."""
     if name == "ISV_DATA_KEY":
-        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+        return new_data_key()
     return str(uuid.uuid4())
 
 
@@ -313,6 +358,23 @@ def development_secrets(instance_dir: Path, names: Sequence[str] = DEV_SECRETS) 
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def existing_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The keys of variable `name`, else those the development keys file holds; never generates any.
+
+    For tools acting as the marketplace (`sign`, `simulate`): reading keys must not create them.
+    """
+    keys = _keys(env, name)
+    if keys:
+        return keys
+    path = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    value = stored.get(name) if isinstance(stored, dict) else None
+    return (value,) if isinstance(value, str) and value else ()
+
+
 def read(env: Mapping[str, str], name: str) -> str | None:
     """The value of setting `name` (from `name` or the file `name`_FILE), stripped; None when unset."""
     return _raw(env, name)
@@ -339,17 +401,22 @@ def _marketplaces(env: Mapping[str, str]) -> tuple[Adapter, ...]:
         raise SettingsError(str(exc)) from None
 
 
-def _key_sets(env: Mapping[str, str], adapters: Sequence[Adapter]) -> dict[str, tuple[str, ...]]:
+def _key_sets(
+    env: Mapping[str, str], adapters: Sequence[Adapter], production: bool, problems: Problems
+) -> dict[str, tuple[str, ...]]:
     """The environment's keys of every key interface the adapters declare, each interface's its own."""
     found: dict[str, tuple[str, ...]] = {}
     owner: dict[str, str] = {}
     for interface in (i for adapter in adapters for i in adapter.key_interfaces):
-        keys = _keys(env, interface.env_var)
-        if interface.required and not keys:
-            raise SettingsError(f"{interface.env_var} is required in production ({interface.description})")
+        noted = len(problems.messages)
+        keys = problems.take(_keys, env, interface.env_var, production, default=())
+        if interface.required and not keys and len(problems.messages) == noted:
+            problems.messages.append(
+                f"{interface.env_var} is required in production ({interface.description})"
+            )
         for key in keys:
             if key in owner and owner[key] != interface.env_var:
-                raise SettingsError(
+                problems.messages.append(
                     f"{interface.env_var} must differ from {owner[key]}: each interface has its key"
                 )
             owner[key] = interface.env_var
@@ -358,14 +425,15 @@ def _key_sets(env: Mapping[str, str], adapters: Sequence[Adapter]) -> dict[str, 
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the settings; raise SettingsError with a clear message on the first problem."""
+    """Read and validate the settings; raise one SettingsError naming every missing or invalid one."""
     env = dict(os.environ if env is None else env)
+    problems = Problems()
     mode = _raw(env, "ISV_ENV") or "development"
     if mode not in ENVIRONMENTS:
         raise SettingsError(f"ISV_ENV must be one of {', '.join(ENVIRONMENTS)}")
     production = mode == "production"
     instance_dir = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve()
-    adapters = _marketplaces(env)
+    adapters = problems.take(_marketplaces, env, default=())
     interfaces = [i for adapter in adapters for i in adapter.key_interfaces]
 
     if not production:
@@ -377,56 +445,86 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 if not _raw(env, name):
                     env[name] = generated[name]
 
-    env_keys = _key_sets(env, adapters)
-    raw_data_key = _raw(env, "ISV_DATA_KEY")
-    if not raw_data_key:
-        raise SettingsError("ISV_DATA_KEY is required in production (encrypts stored passwords)")
-    data_keys = _data_keys(raw_data_key)
+    env_keys = _key_sets(env, adapters, production, problems)
+    noted = len(problems.messages)
+    raw_data_key = problems.take(_raw, env, "ISV_DATA_KEY")
+    data_keys: tuple[bytes, ...] = (b"",)
+    if raw_data_key:
+        data_keys = problems.take(_data_keys, raw_data_key, default=data_keys)
+    elif len(problems.messages) == noted:
+        problems.messages.append("ISV_DATA_KEY is required in production (encrypts stored passwords)")
 
     log_level = (_raw(env, "ISV_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise SettingsError("ISV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        problems.messages.append("ISV_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     log_format = (_raw(env, "ISV_LOG_FORMAT") or "json").lower()
     if log_format not in ("json", "text"):
-        raise SettingsError("ISV_LOG_FORMAT must be json or text")
+        problems.messages.append("ISV_LOG_FORMAT must be json or text")
 
-    provisioner, webhook_url, webhook_secret = _provisioner(env)
+    provisioner, webhook_url, webhook_secret = problems.take(_provisioner, env, default=("template", "", ""))
     dev_url = "http://localhost:8000/tenants/{instance_id}"
+
+    def whole(name: str, default: int, low: int, high: int) -> int:
+        return problems.take(_int, env, name, default, low, high, default=default)
+
+    def number(name: str, default: float, low: float, high: float) -> float:
+        return problems.take(_float, env, name, default, low, high, default=default)
+
+    def flag(name: str) -> bool:
+        return problems.take(_flag, env, name, default=False)
+
+    values: dict[str, Any] = {
+        "database_url": problems.take(_database_url, env, instance_dir, default=""),
+        "signature_tolerance": whole("ISV_SIGNATURE_TOLERANCE", 60, 1, 3600),
+        "frontend_url_template": problems.take(
+            _template, env, "ISV_FRONTEND_URL_TEMPLATE", None if production else dev_url, True, default=""
+        ),
+        "admin_url_template": problems.take(
+            _template,
+            env,
+            "ISV_ADMIN_URL_TEMPLATE",
+            None if production else dev_url + "/admin",
+            False,
+            default="",
+        ),
+        "max_body_bytes": whole("ISV_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024),
+        "provision_budget_ms": whole("ISV_PROVISION_BUDGET_MS", 2000, 0, 4500),
+        "queue_url": problems.take(_queue_url, env, default=""),
+        "job_workers": whole("ISV_JOB_WORKERS", 4, 1, 64),
+        "job_max_attempts": whole("ISV_JOB_MAX_ATTEMPTS", 8, 1, 100),
+        "job_retry_base_s": number("ISV_JOB_RETRY_BASE_S", 2.0, 0.01, 3600),
+        "job_retry_max_s": number("ISV_JOB_RETRY_MAX_S", 300.0, 0.01, 86400),
+        "job_lease_s": whole("ISV_JOB_LEASE_S", 120, 1, 3600),
+        "webhook_timeout_s": number("ISV_WEBHOOK_TIMEOUT_S", 10.0, 0.1, 600),
+        "auto_freeze": flag("ISV_AUTO_FREEZE"),
+        "freeze_days": whole("ISV_FREEZE_DAYS", 15, 1, 365),
+        "reconcile_interval_s": whole("ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
+        "rejected_log_per_minute": whole("ISV_REJECTED_LOG_PER_MINUTE", 60, 0, 1_000_000),
+        "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
+    }
+    adapter_settings = {
+        adapter.name: problems.take(adapter.load_settings, env, production)
+        for adapter in adapters
+        if adapter.load_settings is not None
+    }
+    problems.raise_any()
     return Settings(
         env=mode,
-        database_url=_database_url(env, instance_dir),
         data_key=data_keys[0],
         data_keys=data_keys,
-        signature_tolerance=_int(env, "ISV_SIGNATURE_TOLERANCE", 60, 1, 3600),
-        frontend_url_template=_template(
-            env, "ISV_FRONTEND_URL_TEMPLATE", None if production else dev_url, required=True
-        ),
-        admin_url_template=_template(
-            env, "ISV_ADMIN_URL_TEMPLATE", None if production else dev_url + "/admin", required=False
-        ),
-        max_body_bytes=_int(env, "ISV_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024),
         instance_dir=instance_dir,
         log_level=log_level,
         log_format=log_format,
         provisioner=provisioner,
-        provision_budget_ms=_int(env, "ISV_PROVISION_BUDGET_MS", 2000, 0, 4500),
-        queue_url=_queue_url(env),
-        job_workers=_int(env, "ISV_JOB_WORKERS", 4, 1, 64),
-        job_max_attempts=_int(env, "ISV_JOB_MAX_ATTEMPTS", 8, 1, 100),
-        job_retry_base_s=_float(env, "ISV_JOB_RETRY_BASE_S", 2.0, 0.01, 3600),
-        job_retry_max_s=_float(env, "ISV_JOB_RETRY_MAX_S", 300.0, 0.01, 86400),
-        job_lease_s=_int(env, "ISV_JOB_LEASE_S", 120, 1, 3600),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
-        webhook_timeout_s=_float(env, "ISV_WEBHOOK_TIMEOUT_S", 10.0, 0.1, 600),
-        auto_freeze=_flag(env, "ISV_AUTO_FREEZE"),
-        freeze_days=_int(env, "ISV_FREEZE_DAYS", 15, 1, 365),
-        reconcile_interval_s=_int(env, "ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
+        forwarded_allow_ips=tuple(
+            ip.strip()
+            for ip in (_raw(env, "ISV_FORWARDED_ALLOW_IPS") or "127.0.0.1").split(",")
+            if ip.strip()
+        ),
         marketplaces=tuple(adapter.name for adapter in adapters),
         env_keys=env_keys,
-        adapter_settings={
-            adapter.name: adapter.load_settings(env, production)
-            for adapter in adapters
-            if adapter.load_settings is not None
-        },
+        adapter_settings=adapter_settings,
+        **values,
     )

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
-from contextlib import suppress
 
 import click
 
-from isvserver.adapters import DEFAULT_MARKETPLACES, AdapterError, load
+from isvserver.adapters import enabled
 from isvserver.cli import call_log, instances, keys, reconcile, reseal, server
 from isvserver.files import restrict_umask
 
 
-@click.group()
+class MainGroup(click.Group):
+    """The core's commands, and those of the adapters ISV_MARKETPLACES enables when it runs."""
+
+    def _adapters(self) -> dict[str, click.Command]:
+        return {command.name or "": command for a in enabled(os.environ) for command in a.cli_commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, the adapters' included."""
+        return sorted({*super().list_commands(ctx), *self._adapters()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The core's command of that name, else an enabled adapter's."""
+        return super().get_command(ctx, cmd_name) or self._adapters().get(cmd_name)
+
+
+@click.group(cls=MainGroup)
+@click.version_option(package_name="isvserver", message="%(prog)s %(version)s")
 def main() -> None:
     """isvserver: the server a SaaS seller runs for cloud marketplaces (Huawei Cloud KooGallery…)."""
     restrict_umask()  # files it (and gunicorn, exec'd by serve) creates are its user's alone
@@ -23,6 +38,7 @@ CORE_COMMANDS = (
     server.serve,
     server.worker,
     server.webhook_secret,
+    server.data_key,
     instances.instances,
     call_log.log_group,
     keys.keys,
@@ -31,15 +47,3 @@ CORE_COMMANDS = (
 )
 for command in CORE_COMMANDS:
     main.add_command(command)
-
-
-def _adapter_commands() -> None:
-    """The commands of the adapters ISV_MARKETPLACES enables (koogallery by default)."""
-    names = os.environ.get("ISV_MARKETPLACES") or DEFAULT_MARKETPLACES
-    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
-        with suppress(AdapterError):  # a wrong name is reported with the settings, by the command
-            for command in load(name).cli_commands:
-                main.add_command(command)
-
-
-_adapter_commands()

@@ -116,3 +116,24 @@ def log_show(request_id: str, as_json: bool) -> None:
         print_json(row(call, CALL_FIELDS))
     else:
         print_fields((name, getattr(call, name)) for name in CALL_FIELDS)
+
+
+@log_group.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 36500),
+    show_default="ISV_LOG_RETENTION_DAYS, else 90",
+    help="Delete calls older than this many days.",
+)
+def log_prune(days: int | None) -> None:
+    """Delete callback-log rows and rejection counts past the retention period (the consumer: hourly)."""
+    from isvserver.jobs.retention import prune
+
+    settings = settings_or_exit()
+    days = days or settings.log_retention_days
+    with bound_database(settings):
+        pruned = prune(days)
+    click.echo(
+        f"pruned {pruned.calls} calls and {pruned.counts} rejection counts older than {days} days "
+        f"(received before {pruned.before:%Y-%m-%d %H:%M:%S} UTC)"
+    )

@@ -36,7 +36,8 @@ def _print_rows(title: str, rows: list[Overdue]) -> None:
 @click.option(
     "--freeze-days",
     type=click.IntRange(1, 365),
-    help="Days a freeze lasts before the release is overdue [default: ISV_FREEZE_DAYS, 15].",
+    show_default="ISV_FREEZE_DAYS, else 15",
+    help="Days a freeze lasts before the release is overdue.",
 )
 @JSON_OPTION
 def reconcile(freeze: bool, freeze_days: int | None, as_json: bool) -> None:

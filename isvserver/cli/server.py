@@ -30,30 +30,44 @@ def migrate() -> None:
 
 @click.command()
 @click.option(
-    "--bind", envvar="ISV_BIND", default="127.0.0.1:8000", show_default=True, help="HOST:PORT [ISV_BIND]."
+    "--bind",
+    envvar="ISV_BIND",
+    show_envvar=True,
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT.",
 )
 @click.option(
     "--workers",
     envvar="ISV_WORKERS",
+    show_envvar=True,
     default=3,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="gunicorn workers [ISV_WORKERS].",
+    help="gunicorn workers.",
 )
 @click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False),
-    help="gunicorn configuration file [default: isvserver/web/gunicorn.conf.py, installed with it].",
+    show_default="isvserver/web/gunicorn.conf.py, installed with it",
+    help="gunicorn configuration file.",
 )
-@click.option("--migrate/--no-migrate", "run_migrations", default=True, help="Migrate before starting.")
+@click.option(
+    "--migrate/--no-migrate",
+    "run_migrations",
+    default=True,
+    show_default=True,
+    help="Migrate before starting.",
+)
 @click.option(
     "--jobs/--no-jobs",
     "run_jobs",
     envvar="ISV_SERVE_JOBS",
+    show_envvar=True,
     default=True,
     show_default=True,
-    help="Also run the job consumer (use --no-jobs when `isvserver worker` runs elsewhere) [ISV_SERVE_JOBS].",
+    help="Also run the job consumer (use --no-jobs when `isvserver worker` runs elsewhere).",
 )
 def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool, run_jobs: bool) -> None:
     """Migrate, then run the produce endpoint under gunicorn, with the job consumer beside it."""
@@ -79,8 +93,10 @@ def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool
 @click.option(
     "--threads",
     envvar="ISV_JOB_WORKERS",
+    show_envvar=True,
     type=click.IntRange(1, 64),
-    help="Jobs run at once [ISV_JOB_WORKERS, default 4].",
+    show_default="4",
+    help="Jobs run at once.",
 )
 @click.option("--supervised", is_flag=True, hidden=True, help="Started by `isvserver serve`: stop with it.")
 def worker(threads: int | None, supervised: bool) -> None:
@@ -123,6 +139,14 @@ def _stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+@click.command("data-key")
+def data_key() -> None:
+    """Print a new ISV_DATA_KEY key (32 random bytes, url-safe base64, 44 characters)."""
+    from isvserver.settings import new_data_key
+
+    click.echo(new_data_key())
 
 
 @click.command("webhook-secret")

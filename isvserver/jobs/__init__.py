@@ -21,7 +21,7 @@ from huey.api import TaskWrapper
 
 from isvserver import lifecycle
 from isvserver.db import connected, database
-from isvserver.jobs import deliveries, reconcile
+from isvserver.jobs import deliveries, reconcile, retention
 from isvserver.jobs.queue import make_huey
 from isvserver.models import Delivery, utcnow
 from isvserver.provisioning import LifecycleEvent, Provisioner, ProvisioningError
@@ -88,6 +88,7 @@ class Jobs:
         self.huey.periodic_task(_every_minutes(settings.reconcile_interval_s // 60), name="reconcile")(
             self.reconcile
         )
+        retention.register(self)
 
     def add_enricher(
         self,

@@ -34,13 +34,19 @@ def generate_user_name() -> str:
     return "admin_" + "".join(secrets.choice(alphabet) for _ in range(USER_NAME_SUFFIX))
 
 
+def path_segment(value: str) -> str:
+    """`value` percent-encoded as one URL path segment: `/`, `?`, `#`… and the dots of `.`/`..` too."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def render_url(template: str, instance: InstanceView) -> str:
-    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, URL-quoted (an
+    """`template` with {instance_id}, {order_id} and {order_line_id} filled in, each percent-encoded (an
     instance without an order line fills those with nothing)."""
     url = template.format(
-        instance_id=quote(instance.instance_id, safe=""),
-        order_id=quote(instance.order_id or "", safe=""),
-        order_line_id=quote(instance.order_line_id or "", safe=""),
+        instance_id=path_segment(instance.instance_id),
+        order_id=path_segment(instance.order_id or ""),
+        order_line_id=path_segment(instance.order_line_id or ""),
     )
     if len(url) > 512:
         raise ProvisioningError("the rendered URL is longer than the marketplace's 512 characters")

@@ -65,7 +65,11 @@ class BufferedThreadWorker(ThreadWorker):
     """gthread whose event loop, not a thread, waits for each request to arrive whole."""
 
     def accept(self, listener: socket.socket) -> None:
-        """Accept a connection and wait, in the event loop, for its request."""
+        """Accept a connection and wait, in the event loop, for its request (TLS in gunicorn itself,
+        where the bytes are not the request yet: as gthread does)."""
+        if self.cfg.is_ssl:
+            super().accept(listener)
+            return
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:

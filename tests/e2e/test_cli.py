@@ -17,7 +17,7 @@ import pytest
 
 from isvserver.keystore import AccessKey
 
-from support.harness import ACCESS_KEY, base_env
+from support.harness import base_env
 from support.server import (
     CliResult,
     Server,
@@ -44,6 +44,7 @@ EXAMPLE_BODY = (
 EXAMPLE_TIMESTAMP = "1680508066618"
 EXAMPLE_NONCE = "50D83FDECAED6CCD8EF597F2A577950527928BA287D04E6036E92B2806FD17DA"
 EXAMPLE_SIGNATURE = "271544ACDAC82601D0A6615631C4DB54120D5EA32FC968493C8064281E125C7A"
+SPEC_KEY = "test-access-key"  # the key of that known answer
 
 
 def _tables(url: str) -> set[str]:
@@ -89,13 +90,14 @@ def test_migrate_fresh_database_then_current(
         (4, "key_interfaces"),
         (5, "parked_changes"),
         (6, "instance_creation_key"),
+        (7, "call_sources"),
     ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 6
+    assert db_count(url, "schema_version") == 7
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:
@@ -177,7 +179,7 @@ def test_sign_prints_the_known_signature(source: str, tmp_path: Path) -> None:
     body_file.write_bytes(EXAMPLE_BODY.encode("utf-8"))
     body_arg = {"text": EXAMPLE_BODY, "file": f"@{body_file}", "stdin": "-"}[source]
     result = run_cli(
-        "sign", "--key", ACCESS_KEY, "--body", body_arg,
+        "sign", "--key", SPEC_KEY, "--body", body_arg,
         "--timestamp", EXAMPLE_TIMESTAMP, "--nonce", EXAMPLE_NONCE,
         env=subprocess_env(), stdin=EXAMPLE_BODY if source == "stdin" else None,
     )  # fmt: skip
@@ -189,7 +191,7 @@ def test_sign_prints_the_known_signature(source: str, tmp_path: Path) -> None:
     query = f"?signature={EXAMPLE_SIGNATURE}&timestamp={EXAMPLE_TIMESTAMP}&nonce={EXAMPLE_NONCE}"
     assert query in result.stdout, result.describe()
     body_sign = base64.b64encode(
-        hmac.new(ACCESS_KEY.encode(), EXAMPLE_BODY.encode(), hashlib.sha256).digest()
+        hmac.new(SPEC_KEY.encode(), EXAMPLE_BODY.encode(), hashlib.sha256).digest()
     ).decode()
     assert f'signature="{body_sign}"' in result.stdout, result.describe()
 

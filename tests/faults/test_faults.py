@@ -655,9 +655,12 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def test_1000_replays_of_a_signed_request_change_nothing(tmp_path: Path, database_url: str) -> None:
     """One newInstance signed once and sent 1 001 times: the first creates the instance, the other
     1 000 (from 16 threads at once) answer a signed 000001 and change no table; the callback log holds
-    all 1 001 calls, 1 000 of them with the verdict replayed_nonce."""
+    all 1 001 calls (the rejected-call rate raised so that each is stored), 1 000 of them with the
+    verdict replayed_nonce, and rejected_call_count counted each replay once."""
     # A window wide enough that the replays cannot turn stale on a slow machine: only the nonce rejects.
-    env = subprocess_env(base_env(tmp_path, database_url, ISV_SIGNATURE_TOLERANCE="600"))
+    env = subprocess_env(
+        base_env(tmp_path, database_url, ISV_SIGNATURE_TOLERANCE="600", ISV_REJECTED_LOG_PER_MINUTE="100000")
+    )
     order_id = unique("RPL")
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=3) as server:
         notify = send(
@@ -687,6 +690,7 @@ def test_1000_replays_of_a_signed_request_change_nothing(tmp_path: Path, databas
                 (order_id, "newInstance"),
             )
         )
+        counted = db_rows(url, "SELECT SUM(calls) FROM rejected_call_count")[0][0]
         pids = set(server.call_pids("verdict=replayed_nonce"))
         complaints = server_complaints(server)
     lost = [str(o) for o in replays if o.lost]
@@ -698,6 +702,7 @@ def test_1000_replays_of_a_signed_request_change_nothing(tmp_path: Path, databas
             f"{table} changed under replays: {len(rows)} rows before, {len(after[table])} after"
         )
     assert verdicts == Counter({("verified", SUCCESS): 1, ("replayed_nonce", AUTH_FAILED): REPLAYS}), verdicts
+    assert counted == REPLAYS, counted
     assert len(pids) >= 2, f"the replays reached only the workers {pids}"
     assert max_overlap(replays) >= REPLAY_THREADS // 2, f"at most {max_overlap(replays)} replays at once"
     assert not complaints, f"{len(complaints)} warnings/errors in the server log: {complaints[:6]}"

@@ -333,7 +333,7 @@ def test_log_show_prints_every_column(cli: Cli, calls: dict[str, Answer]) -> Non
     assert set(values) == {
         "id", "request_id", "received_at", "interface", "activity", "test_flag", "instance_id",
         "order_id", "order_line_id", "business_id", "verdict", "reason", "result_code", "result_msg",
-        "latency_ms",
+        "latency_ms", "source_address",
     }  # fmt: skip
     assert values["request_id"] == forged
     assert values["verdict"] == "bad_signature"
@@ -354,7 +354,7 @@ def test_log_show_unknown_request_fails(cli: Cli) -> None:
 def test_control_characters_sent_by_a_caller_reach_the_terminal_escaped(
     cli: Cli, marketplace: Marketplace
 ) -> None:
-    forged = basic(marketplace, "not-a-configured-key", "CS\x1b[2JX", reply_key=ACCESS_KEY)
+    forged = basic(marketplace, ACCESS_KEY, "CS\x1b[2JX")  # authentic: a rejected call would not store it
 
     output = ok(cli(admin.log_group, "show", request_id(forged)))
 

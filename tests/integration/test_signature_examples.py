@@ -9,7 +9,7 @@ from isvserver.marketplaces.koogallery.signing import request_signature
 from isvserver.marketplaces.koogallery.verify import Verdict, verify
 from isvserver.models import Instance
 
-from support.harness import ACCESS_KEY
+ACCESS_KEY = "test-access-key"  # the key of the spec's known answer (§4)
 
 # Spec §2.1's newInstance example, signed with the test key.
 BODY = (

@@ -15,9 +15,9 @@ from isvserver.marketplaces.koogallery.client import encode_body, signed_query
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.models import Instance, InstanceEvent
 
-ACCESS_KEY = "test-access-key"
+ACCESS_KEY = "test-access-key-1"
 SECOND_ACCESS_KEY = "rotated-access-key-2"
-NOTIFY_KEY = "test-notify-key"
+NOTIFY_KEY = "test-notify-key-1"
 DATA_KEY = "8cGqqt0gCL2bU5R0k3m3Jx3a0Jm2bqv0d9yq8B0o9Uw="
 FRONTEND_TEMPLATE = "https://app.example.com/t/{instance_id}"
 ADMIN_TEMPLATE = "https://app.example.com/t/{instance_id}/admin"

@@ -287,11 +287,12 @@ def running_server(
     stdout_path: Path | None = None,
     timeout: float = STARTUP_TIMEOUT_S,
     serve_args: tuple[str, ...] = (),
+    executable: str = ISVSERVER,
 ) -> Iterator[Server]:
     """`isvserver serve --bind 127.0.0.1:PORT --workers N` until the block ends; fails with the log's
     tail if /healthz does not answer 200 within `timeout`. Output goes to `log_path` (stdout to
-    `stdout_path` instead, if given); `serve_args` go to `isvserver serve` too. No process of the server
-    outlives the block."""
+    `stdout_path` instead, if given); `serve_args` go to `isvserver serve` too, `executable` is the
+    `isvserver` to run (default: this venv's). No process of the server outlives the block."""
     deadline = time.monotonic() + timeout
     for attempt in range(3):
         port = free_port()
@@ -301,7 +302,7 @@ def running_server(
             log = files.enter_context(log_path.open("ab"))
             out = files.enter_context(stdout_path.open("ab")) if stdout_path else log
             process = subprocess.Popen(
-                [ISVSERVER, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *serve_args],
+                [executable, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *serve_args],
                 env=dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,

@@ -36,6 +36,7 @@ TABLES = {
     "instance_event",
     "nonce",
     "callback_log",
+    "rejected_call_count",
     "order_notification",
     "access_key",
     "delivery",
@@ -50,6 +51,7 @@ SHIPPED = [
     (4, "key_interfaces"),
     (5, "parked_changes"),
     (6, "instance_creation_key"),
+    (7, "call_sources"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -59,6 +61,7 @@ LABELS = [
     "0004_key_interfaces",
     "0005_parked_changes",
     "0006_instance_creation_key",
+    "0007_call_sources",
     "koogallery_kit/0001_sync",
 ]
 

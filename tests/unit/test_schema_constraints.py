@@ -20,6 +20,7 @@ LINE = ("marketplace", "order_id", "order_line_id")
 UNIQUE = {
     "access_key": {("fingerprint",)},
     "callback_log": set(),
+    "rejected_call_count": {("source_address", "minute")},  # one count per source and minute
     "delivery": {("event_ref",)},  # one delivery per event
     "instance": {("instance_id",), ("marketplace", "creation_key")},  # one per adapter's creation key
     "instance_event": {("instance_ref", "idempotency_key")},  # one event per change of an instance

@@ -91,8 +91,8 @@ def test_every_variable_is_read(tmp_path):
     }
     env = {
         "ISV_ENV": "production",
-        "ISV_ACCESS_KEYS": " key-one-111 , key-two-222 ,",
-        "ISV_NOTIFY_KEYS": "notify-333,notify-444",
+        "ISV_ACCESS_KEYS": " key-one-11111111 , key-two-22222222 ,",
+        "ISV_NOTIFY_KEYS": "notify-33333333333,notify-44444444444",
         "ISV_DATABASE_URL": f"postgresql://isv:{DB_PASSWORD}@db.example:5432/isv",
         "ISV_DATA_KEY": DATA_KEY,
         "ISV_INSTANCE_DIR": str(tmp_path / "inst"),
@@ -106,8 +106,8 @@ def test_every_variable_is_read(tmp_path):
     }
     settings = load_settings(env)
     assert settings.env == "production"
-    assert settings.keys("basic") == ("key-one-111", "key-two-222")
-    assert settings.keys("notify") == ("notify-333", "notify-444")
+    assert settings.keys("basic") == ("key-one-11111111", "key-two-22222222")
+    assert settings.keys("notify") == ("notify-33333333333", "notify-44444444444")
     assert settings.database_url == env["ISV_DATABASE_URL"]
     assert settings.data_key == DATA_KEY.encode()
     assert settings.instance_dir == (tmp_path / "inst").resolve()
@@ -132,7 +132,11 @@ def test_process_environment_is_not_consulted_when_env_is_given(tmp_path, monkey
 # --- *_FILE ---------------------------------------------------------------------------------------------
 
 FILE_CASES = {
-    "ISV_ACCESS_KEYS": ("file-key-1234,file-key-5678", "access_keys", ("file-key-1234", "file-key-5678")),
+    "ISV_ACCESS_KEYS": (
+        "file-key-12345678,file-key-56789012",
+        "access_keys",
+        ("file-key-12345678", "file-key-56789012"),
+    ),
     "ISV_NOTIFY_KEYS": ("file-notify-1234", "notify_keys", ("file-notify-1234",)),
     "ISV_DATA_KEY": (DATA_KEY, "data_key", DATA_KEY.encode()),
     "ISV_DATABASE_URL": (f"postgresql://isv:{DB_PASSWORD}@db/isv", "database_url", None),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from isvserver.adapters import KeyInterface
-from isvserver.settings import SettingsError, read
+from isvserver.settings import Problems, SettingsError, read
 
 BASIC = KeyInterface("basic", "ISV_ACCESS_KEYS", "the keys of the basic interface")
 NOTIFY = KeyInterface("notify", "ISV_NOTIFY_KEYS", "the keys of the orderNotify interface", required=False)
@@ -51,5 +51,9 @@ def _test_app_info(env: Mapping[str, str]) -> dict[str, str] | None:
 
 
 def load(env: Mapping[str, str], production: bool) -> KooGallerySettings:
-    """The adapter's settings from the environment."""
-    return KooGallerySettings(produce_path=produce_path(env), test_app_info=_test_app_info(env))
+    """The adapter's settings from the environment (every problem named at once)."""
+    problems = Problems()
+    path = problems.take(produce_path, env, default="/saasproduce")
+    test_app_info = problems.take(_test_app_info, env)
+    problems.raise_any()
+    return KooGallerySettings(produce_path=path, test_app_info=test_app_info)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import re
 from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, validate, validates
+
+from isvserver.calls import load_json
 
 MAX_QUERY_IDS = 100
 SCENES = ("TRIAL_TO_FORMAL", "RENEWAL", "UNSUBSCRIBE_RENEWAL_PERIOD", "RENEWAL_CHANGE")
@@ -23,11 +25,46 @@ ACTIVITIES = (
 )
 
 
+# What an instance id may be: a safe URL path segment (unreserved characters, not `.` or `..`).
+INSTANCE_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")
+
+
+def not_blank(value: str) -> None:
+    """A mandatory text may not be empty or only whitespace."""
+    if not value.strip():
+        raise ValidationError("may not be empty or only whitespace")
+
+
+def not_dot_segment(value: str) -> None:
+    """An id may not be `.` or `..` (a URL path would resolve it away)."""
+    if value.strip() in (".", ".."):
+        raise ValidationError("may not be . or ..")
+
+
 def text(max_length: int, required: bool = True, **kwargs: Any) -> fields.String:
-    """A string field of at most `max_length` characters; a mandatory one may not be empty."""
-    return fields.String(
-        required=required, validate=validate.Length(min=1 if required else 0, max=max_length), **kwargs
-    )
+    """A string field of at most `max_length` characters; a mandatory one may not be empty or blank."""
+    checks = [validate.Length(min=1 if required else 0, max=max_length)]
+    return fields.String(required=required, validate=[*checks, not_blank] if required else checks, **kwargs)
+
+
+def ident(max_length: int = 64, required: bool = True) -> fields.String:
+    """An id (order, order line, business, product): text that is not a `.`/`..` path segment."""
+    field = text(max_length, required)
+    field.validators.append(not_dot_segment)
+    return field
+
+
+def instance_id(value: str) -> None:
+    """An instanceId is a safe URL path segment: every id this server hands out is one."""
+    if not INSTANCE_ID.fullmatch(value):
+        raise ValidationError("must be 1 to 64 letters, digits, '.', '_' or '-', and not . or ..")
+
+
+def instance_ref() -> fields.String:
+    """A mandatory instanceId field."""
+    field = text(64)
+    field.validators.append(instance_id)
+    return field
 
 
 class ExpireTime(fields.Field):
@@ -54,7 +91,7 @@ class ProductInfo(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = load_json(value)
             except ValueError:
                 raise ValidationError("must be a JSON object") from None
         if not isinstance(value, dict):
@@ -87,9 +124,9 @@ class RequestIn(Schema):
 
 
 class NewInstanceIn(RequestIn):
-    orderId = text(64)
-    orderLineId = text(64)
-    businessId = text(64)
+    orderId = ident()
+    orderLineId = ident()
+    businessId = ident()
 
 
 class QueryInstanceIn(RequestIn):
@@ -111,6 +148,8 @@ class QueryInstanceIn(RequestIn):
             raise ValidationError(f"lists more than {MAX_QUERY_IDS} instance ids")
         if any(len(i) > 64 for i in ids):
             raise ValidationError("holds an id longer than 64 characters")
+        if not all(INSTANCE_ID.fullmatch(i) for i in ids):
+            raise ValidationError("holds an id that is not letters, digits, '.', '_' or '-' (or is . or ..)")
 
 
 def split_ids(value: str) -> list[str]:
@@ -119,39 +158,39 @@ def split_ids(value: str) -> list[str]:
 
 
 class RefreshInstanceIn(RequestIn):
-    instanceId = text(64)
-    orderId = text(64)
-    orderLineId = text(64)
+    instanceId = instance_ref()
+    orderId = ident()
+    orderLineId = ident()
     scene = fields.String(required=True, validate=validate.OneOf(SCENES))
     expireTime = ExpireTime(required=True)
-    productId = text(64, required=False)
+    productId = ident(required=False)
 
 
 class UpdateInstanceStatusIn(RequestIn):
-    instanceId = text(64)
+    instanceId = instance_ref()
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
 
 
 class ReleaseInstanceIn(RequestIn):
-    instanceId = text(64)
-    orderId = text(64, required=False)
-    orderLineId = text(64, required=False)
+    instanceId = instance_ref()
+    orderId = ident(required=False)
+    orderLineId = ident(required=False)
 
 
 class UpgradeInstanceIn(RequestIn):
-    instanceId = text(64)
-    orderId = text(64)
-    orderLineId = text(64)
+    instanceId = instance_ref()
+    orderId = ident()
+    orderLineId = ident()
 
 
 class ChangeInstanceCheckIn(RequestIn):
-    instanceId = text(64)
+    instanceId = instance_ref()
     productInfo = ProductInfo(required=True)
 
 
 class OrderNotifyIn(RequestIn):
-    orderId = text(64)
-    orderLineId = text(64)
+    orderId = ident()
+    orderLineId = ident()
 
 
 REQUESTS: dict[str, Schema] = {

@@ -16,8 +16,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from isvserver.adapters import AdapterError, Simulation, load
-from isvserver.cli.helpers import settings_or_exit
+from isvserver.adapters import Simulation, enabled
+from isvserver.marketplaces.koogallery.config import BASIC, NOTIFY
+from isvserver.marketplaces.koogallery.schemas import ACTIVITIES
+from isvserver.settings import SettingsError, existing_keys
 
 SECRET_FIELDS = ("password",)
 
@@ -31,16 +33,49 @@ def _read_body(body: str) -> bytes:
     return body.encode("utf-8")
 
 
+KEY_DEFAULT = "the configured key (ISV_ACCESS_KEYS, orderNotify: ISV_NOTIFY_KEYS, or the development keys)"
+
+
+def _interactive() -> bool:
+    """Whether a person at a terminal can be asked for the key."""
+    return sys.stdin.isatty()
+
+
+def _activity_of(payload: bytes) -> str | None:
+    """The body's activity, if it is a JSON object naming one."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    return body.get("activity") if isinstance(body, dict) else None
+
+
 @click.command()
-@click.option("--key", envvar="ISV_SIGN_KEY", prompt=True, hide_input=True, help="Access key [ISV_SIGN_KEY].")
+@click.option(
+    "--key",
+    envvar="ISV_SIGN_KEY",
+    show_envvar=True,
+    show_default=KEY_DEFAULT,
+    help="Access key to sign with.",
+)
 @click.option("--body", required=True, help="The exact body: text, @file or - for stdin.")
-@click.option("--timestamp", help="As sent in the query string (default: now, in ms).")
-@click.option("--nonce", help="As sent in the query string (default: a fresh one).")
-def sign(key: str, body: str, timestamp: str | None, nonce: str | None) -> None:
-    """Print the request signature and the Body-Sign of a body, to debug a rejected call."""
+@click.option("--timestamp", show_default="now, in ms", help="As sent in the query string.")
+@click.option("--nonce", show_default="a fresh one", help="As sent in the query string.")
+def sign(key: str | None, body: str, timestamp: str | None, nonce: str | None) -> None:
+    """Print the request signature and the Body-Sign of a body, to debug a rejected call.
+
+    The key: --key, else ISV_SIGN_KEY, else the configured key; asked for only on a terminal.
+    """
     from isvserver.marketplaces.koogallery.signing import body_sign, request_signature
 
     payload = _read_body(body)
+    key = key or _configured_key(_activity_of(payload) or "")
+    if not key:
+        if body == "-" or not _interactive():
+            raise click.ClickException(
+                "no key: pass --key, set ISV_SIGN_KEY or configure ISV_ACCESS_KEYS (no terminal to ask on)"
+            )
+        key = click.prompt("Access key", hide_input=True)
     timestamp = timestamp or str(int(time.time() * 1000))
     nonce = nonce or secrets.token_hex(32).upper()
     click.echo(f"timestamp:  {timestamp}")
@@ -53,15 +88,26 @@ def sign(key: str, body: str, timestamp: str | None, nonce: str | None) -> None:
     click.echo(f"Body-Sign (if this body were a reply): {body_sign(key, payload)}")
 
 
+def _configured_key(activity: str) -> str | None:
+    """The first configured key of the activity's interface, read without creating any key."""
+    interface = NOTIFY if activity == "orderNotify" else BASIC
+    try:
+        keys = existing_keys(os.environ, interface.env_var)
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
+    return keys[0] if keys else None
+
+
 def _key_for(activity: str, key: str | None) -> str:
     """The key given, else the configured one of the interface this activity belongs to."""
-    if key:
-        return key
-    settings = settings_or_exit()
-    keys = settings.keys("notify" if activity == "orderNotify" else "basic")
-    if not keys:
-        raise click.ClickException("no key: pass --key or set ISV_SIGN_KEY")
-    return keys[0]
+    key = key or _configured_key(activity)
+    if not key:
+        interface = NOTIFY if activity == "orderNotify" else BASIC
+        raise click.ClickException(
+            f"no key: pass --key, set ISV_SIGN_KEY or {interface.env_var}, or run from the folder the "
+            "server runs in (its ISV_INSTANCE_DIR holds the development keys)"
+        )
+    return key
 
 
 def _masked(value: Any) -> Any:
@@ -105,16 +151,10 @@ def _defaults(activity: str, fields: dict[str, str]) -> dict[str, str]:
 
 
 def simulations() -> dict[str, Simulation]:
-    """What the adapters ISV_MARKETPLACES enables can simulate, by name (a wrong name is the settings')."""
-    found: dict[str, Simulation] = {}
-    names = os.environ.get("ISV_MARKETPLACES") or "koogallery"
-    for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
-        try:
-            adapter = load(name)
-        except AdapterError:
-            continue
-        found.update((simulation.name, simulation) for simulation in adapter.simulations)
-    return found
+    """What the adapters ISV_MARKETPLACES enables can simulate, by name."""
+    return {
+        simulation.name: simulation for adapter in enabled(os.environ) for simulation in adapter.simulations
+    }
 
 
 def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
@@ -130,7 +170,13 @@ def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
 @click.argument("url")
 @click.argument("fields", nargs=-1)
 @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
-@click.option("--key", envvar="ISV_SIGN_KEY", help="Key to sign with [ISV_SIGN_KEY; default: configured].")
+@click.option(
+    "--key",
+    envvar="ISV_SIGN_KEY",
+    show_envvar=True,
+    show_default=KEY_DEFAULT,
+    help="Access key to sign with.",
+)
 @click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
 @click.pass_context
 def simulate(
@@ -149,12 +195,36 @@ def simulate(
     non-zero on any wrong answer. `isvserver simulate kit ACTIVITY URL [name=value…] [--test] [--key K]
     [--public-key FILE]` sends one Kit sync call (koogallery_kit enabled).
     """
+    others = simulations()
+    if activity != "flow" and activity not in ACTIVITIES and activity not in others:
+        raise click.BadParameter(
+            f"{activity!r} is not an activity; use one of: flow, {', '.join([*ACTIVITIES, *others])}",
+            param_hint="ACTIVITY",
+        )
+    given_key = ctx.get_parameter_source("key") == ParameterSource.COMMANDLINE
+    try:
+        _simulate(others, activity, url, fields, test_flag, key, given_key, show_secrets)
+    except OSError as exc:  # urllib's URLError, refused or reset connections, timeouts
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise click.ClickException(f"cannot reach {url}: {reason} (is the server running?)") from None
+
+
+def _simulate(
+    others: dict[str, Simulation],
+    activity: str,
+    url: str,
+    fields: tuple[str, ...],
+    test_flag: bool,
+    key: str | None,
+    given_key: bool,
+    show_secrets: bool,
+) -> None:
+    """One activity, another interface's simulation, or the flow; exits 0 or 1."""
     from isvserver.marketplaces.koogallery.client import call
 
-    others = simulations()
     if activity in others:
         args = [url, *fields, *(["--test"] if test_flag else [])]
-        if key and ctx.get_parameter_source("key") == ParameterSource.COMMANDLINE:
+        if key and given_key:
             args += ["--key", key]  # ISV_SIGN_KEY is the basic interface's: never passed on
         others[activity].command.main(args=args, prog_name=f"isvserver simulate {activity}")
         return

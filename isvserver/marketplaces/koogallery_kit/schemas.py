@@ -5,11 +5,12 @@ Loaded data uses snake_case names (`instance_id`, `user_list`, …); `enable` lo
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from isvserver.calls import load_json
 
 MAX_USERS = 500
 TENANT_FLAGS = (0, 1, 2)  # delete, add, modify
@@ -76,7 +77,7 @@ class JsonList(fields.List):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = load_json(value)
             except ValueError:
                 raise ValidationError("must be a JSON array or a string holding one") from None
             if not isinstance(value, list):

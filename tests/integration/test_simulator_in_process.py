@@ -1,0 +1,73 @@
+"""`isvserver simulate` as a seller runs it, against the app served in this process (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from werkzeug.serving import make_server
+
+from isvserver import create_app, db
+from isvserver.cli import main
+from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
+from isvserver.settings import load_settings
+
+from support.harness import ACCESS_KEY, base_env
+
+KIT_KEY = "kit-key-for-the-simulator"
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Both KooGallery adapters on a loopback port in a thread; the environment the seller's shell has."""
+    env = base_env(
+        tmp_path,
+        database_url,
+        ISV_MARKETPLACES="koogallery,koogallery_kit",
+        ISV_KIT_KEYS=KIT_KEY,
+        ISV_KIT_PRIVATE_KEY=generate_key_pair()[0].decode("ascii"),
+    )
+    server = make_server("127.0.0.1", 0, create_app(load_settings(env)), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/saasproduce", env
+    finally:
+        server.shutdown()
+        thread.join(10)
+        db.close_all()
+
+
+def test_simulate_flow_runs_the_basic_and_the_kit_sequence(served: tuple[str, dict[str, str]]) -> None:
+    url, env = served
+    result = CliRunner().invoke(main, ["simulate", "flow", url], env=env)
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "flow: all answers right" in result.output
+    assert any(line.startswith("newInstance: HTTP 200, Body-Sign valid") for line in lines)
+    kit = [line for line in lines if line.startswith("kit ") and not line.startswith("kit flow:")]
+    assert len(kit) == 7 and all("Body-Sign valid" in line for line in kit)
+    assert "kit flow: all answers right" in lines
+    assert ACCESS_KEY not in result.output and KIT_KEY not in result.output
+
+
+def test_simulate_kit_sends_one_signed_call(served: tuple[str, dict[str, str]]) -> None:
+    url, env = served
+    result = CliRunner().invoke(main, ["simulate", "kit", "tenantSync", url, "instanceId=sim-1"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "Body-Sign valid" in result.output and '"resultCode": "000000"' in result.output
+
+
+def test_simulate_kit_with_the_wrong_key_is_refused(served: tuple[str, dict[str, str]]) -> None:
+    url, env = served
+    result = CliRunner().invoke(
+        main, ["simulate", "kit", "tenantSync", url, "--key", "not-the-kit-key-1"], env=env
+    )
+
+    assert result.exit_code == 1
+    assert "000001" in result.output
