@@ -10,7 +10,7 @@ from dataclasses import asdict, astuple, dataclass, fields, replace
 from peewee import Database
 
 from isvserver.db import connected, database, ident, is_postgres, names, placeholders, statement
-from isvserver.models import CallbackLog, RejectedCallCount, utcnow
+from isvserver.models import CallLog, RejectedCallCount, utcnow
 
 log = logging.getLogger("isvserver.calls")
 
@@ -39,7 +39,7 @@ class CallRecord:
 # that validates (100 ids of 64 characters and their commas).
 TEXT_LIMIT = 6500
 _LIMITS = {
-    f.name: getattr(CallbackLog._meta.fields[f.name], "max_length", None) or TEXT_LIMIT
+    f.name: getattr(CallLog._meta.fields[f.name], "max_length", None) or TEXT_LIMIT
     for f in fields(CallRecord)
 }
 
@@ -74,18 +74,18 @@ def log_line(call: CallRecord) -> None:
 
 def _insert_sql(db: Database) -> str:
     """callback_log's INSERT of every CallRecord field and received_at (built once per database)."""
-    columns = [CallbackLog._meta.fields[name].column_name for name in _STORED]
+    columns = [CallLog._meta.fields[name].column_name for name in _STORED]
     sql = (
-        f"INSERT INTO {ident(db, CallbackLog._meta.table_name)} ({names(db, *columns)}) "  # noqa: S608 (names from the model)
+        f"INSERT INTO {ident(db, CallLog._meta.table_name)} ({names(db, *columns)}) "  # noqa: S608 (names from the model)
         f"VALUES ({placeholders(db, len(columns))})"
     )
     if is_postgres(db):
-        sql += f" RETURNING {ident(db, CallbackLog.id.column_name)}"
+        sql += f" RETURNING {ident(db, CallLog.id.column_name)}"
     return sql
 
 
 _STORED = ("received_at", *(f.name for f in fields(CallRecord)))
-_CONVERT = tuple(CallbackLog._meta.fields[name].db_value for name in _STORED)
+_CONVERT = tuple(CallLog._meta.fields[name].db_value for name in _STORED)
 
 
 def store(call: CallRecord) -> int:
@@ -107,9 +107,9 @@ def store(call: CallRecord) -> int:
 def update_result(row_id: int, call: CallRecord) -> None:
     """Rewrite a stored call's result and latency (its answer changed after its transaction committed)."""
     call = _clean(call)
-    CallbackLog.update(
+    CallLog.update(
         result_code=call.result_code, result_msg=call.result_msg, latency_ms=call.latency_ms
-    ).where(CallbackLog.id == row_id).execute()
+    ).where(CallLog.id == row_id).execute()
 
 
 def record(call: CallRecord, attempts: int = 2) -> None:

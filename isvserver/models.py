@@ -85,7 +85,7 @@ class Nonce(BaseModel):
     seen_at = BigIntegerField()
 
 
-class CallbackLog(BaseModel):
+class CallLog(BaseModel):
     """Every call the marketplace made, with its verdict and answer; secrets and PII never stored."""
 
     request_id = CharField(max_length=32)
@@ -150,4 +150,4 @@ class ParkedChange(BaseModel):
         indexes = ((("instance_id", "idempotency_key"), True),)
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallbackLog, RejectedCallCount, Delivery, ParkedChange)
+ALL_MODELS = (Instance, InstanceEvent, Nonce, CallLog, RejectedCallCount, Delivery, ParkedChange)

@@ -380,6 +380,14 @@ def read(env: Mapping[str, str], name: str) -> str | None:
     return _raw(env, name)
 
 
+def read_path(env: Mapping[str, str], name: str, default: str) -> str:
+    """A URL path setting: starts with /, no query, no fragment."""
+    path = _raw(env, name) or default
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise SettingsError(f"{name} must be a path starting with /")
+    return path
+
+
 def read_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """A whole-number setting within [low, high]."""
     return _int(env, name, default, low, high)

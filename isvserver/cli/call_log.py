@@ -20,12 +20,12 @@ from isvserver.cli.helpers import (
     settings_or_exit,
     short,
 )
-from isvserver.models import CallbackLog
+from isvserver.models import CallLog
 
-CALL_FIELDS = tuple(f.name for f in CallbackLog._meta.sorted_fields)
+CALL_FIELDS = tuple(f.name for f in CallLog._meta.sorted_fields)
 
 
-def names_instance(call: CallbackLog, instance_id: str) -> bool:
+def names_instance(call: CallLog, instance_id: str) -> bool:
     """Whether the call's instanceId (one id or a comma-separated list) names this instance."""
     return instance_id in {i.strip() for i in (call.instance_id or "").split(",")}
 
@@ -35,7 +35,7 @@ def log_group() -> None:
     """The callback log: every call the marketplace made (read only)."""
 
 
-def call_table(calls: Sequence[CallbackLog]) -> None:
+def call_table(calls: Sequence[CallLog]) -> None:
     print_table(
         ("time", "request_id", "activity", "verdict", "code", "latency", "ids"),
         (
@@ -79,16 +79,16 @@ def log_list(
     """List calls, newest first (times in UTC)."""
     settings = settings_or_exit()
     with bound_database(settings):
-        query = CallbackLog.select().order_by(CallbackLog.received_at.desc(), CallbackLog.id.desc())
+        query = CallLog.select().order_by(CallLog.received_at.desc(), CallLog.id.desc())
         for column, value in (
-            (CallbackLog.order_id, order_id),
-            (CallbackLog.result_code, code),
-            (CallbackLog.activity, activity),
+            (CallLog.order_id, order_id),
+            (CallLog.result_code, code),
+            (CallLog.activity, activity),
         ):
             if value:
                 query = query.where(column == value)
         if instance_id:
-            query = query.where(CallbackLog.instance_id.contains(instance_id))
+            query = query.where(CallLog.instance_id.contains(instance_id))
             calls = [c for c in query.iterator() if names_instance(c, instance_id)][: limit + 1]
         else:
             calls = list(query.limit(limit + 1))
@@ -109,7 +109,7 @@ def log_show(request_id: str, as_json: bool) -> None:
     """Show every column of one call (the X-Request-Id of its reply)."""
     settings = settings_or_exit()
     with bound_database(settings):
-        call = CallbackLog.select().where(CallbackLog.request_id == request_id).first()
+        call = CallLog.select().where(CallLog.request_id == request_id).first()
     if call is None:
         raise click.ClickException(f"no call with request id {clean(request_id)}")
     if as_json:

@@ -22,7 +22,7 @@ from isvserver.cli.helpers import (
     settings_or_exit,
 )
 from isvserver.lifecycle import State
-from isvserver.models import CallbackLog, Delivery, Instance, InstanceEvent
+from isvserver.models import CallLog, Delivery, Instance, InstanceEvent
 
 INSTANCE_FIELDS = (
     "instance_id",
@@ -116,12 +116,12 @@ def _delivery_text(delivery: dict[str, Any] | None) -> str | None:
     return text + (f": {delivery['last_error']})" if delivery["last_error"] else ")")
 
 
-def _instance_calls(instance: Instance, orders: set[str], limit: int) -> list[CallbackLog]:
+def _instance_calls(instance: Instance, orders: set[str], limit: int) -> list[CallLog]:
     """The calls about this instance (alone or in a list of ids) or one of its orders, newest first."""
     query = (
-        CallbackLog.select()
-        .where(CallbackLog.instance_id.contains(instance.instance_id) | CallbackLog.order_id.in_(orders))
-        .order_by(CallbackLog.received_at.desc(), CallbackLog.id.desc())
+        CallLog.select()
+        .where(CallLog.instance_id.contains(instance.instance_id) | CallLog.order_id.in_(orders))
+        .order_by(CallLog.received_at.desc(), CallLog.id.desc())
     )
     calls = []
     for call in query.iterator():

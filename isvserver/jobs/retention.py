@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from isvserver.db import connected, database
-from isvserver.models import CallbackLog, RejectedCallCount, utcnow
+from isvserver.models import CallLog, RejectedCallCount, utcnow
 
 log = logging.getLogger("isvserver.jobs")
 
@@ -38,13 +38,13 @@ def prune(days: int, now: datetime | None = None, batch: int = BATCH) -> Pruned:
             with database.atomic():
                 ids = [
                     row.id
-                    for row in CallbackLog.select(CallbackLog.id)
-                    .where(CallbackLog.received_at < before)
-                    .order_by(CallbackLog.id)
+                    for row in CallLog.select(CallLog.id)
+                    .where(CallLog.received_at < before)
+                    .order_by(CallLog.id)
                     .limit(batch)
                 ]
                 if ids:
-                    calls += CallbackLog.delete().where(CallbackLog.id.in_(ids)).execute()
+                    calls += CallLog.delete().where(CallLog.id.in_(ids)).execute()
             if len(ids) < batch:
                 break
         with database.atomic():

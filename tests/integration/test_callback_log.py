@@ -14,7 +14,7 @@ import pytest
 
 from isvserver import lifecycle
 from isvserver.db import connected
-from isvserver.models import CallbackLog
+from isvserver.models import CallLog
 
 from support.harness import ACCESS_KEY, DATA_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY
 from support.tables import ALL_MODELS
@@ -37,7 +37,7 @@ def compact(body: dict[str, Any]) -> bytes:
 
 def log_rows() -> list[dict[str, Any]]:
     with connected():
-        return list(CallbackLog.select().order_by(CallbackLog.id).dicts())
+        return list(CallLog.select().order_by(CallLog.id).dicts())
 
 
 class Caller:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from isvserver.db import connected
-from isvserver.models import CallbackLog
+from isvserver.models import CallLog
 
 NUL_IDS = "\u0000" * 64
 SURROGATE_IDS = "\ud800" * 64
@@ -17,7 +17,7 @@ SURROGATE_IDS = "\ud800" * 64
 
 def rows() -> list[dict[str, Any]]:
     with connected():
-        return list(CallbackLog.select().order_by(CallbackLog.id).dicts())
+        return list(CallLog.select().order_by(CallLog.id).dicts())
 
 
 def wire(body: dict[str, Any]) -> bytes:

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from isvserver.db import connected
-from isvserver.marketplaces.koogallery.client import signed_query
+from isvserver.marketplaces.koogallery.marketplace import signed_query
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
-from isvserver.models import CallbackLog, Instance
+from isvserver.models import CallLog, Instance
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY
 
 
-def last_call() -> CallbackLog:
+def last_call() -> CallLog:
     with connected():
-        return CallbackLog.select().order_by(CallbackLog.id.desc()).get()
+        return CallLog.select().order_by(CallLog.id.desc()).get()
 
 
 def instance_count() -> int:

@@ -16,7 +16,7 @@ from isvserver import create_app, db
 from isvserver.cli import call_log
 from isvserver.db import connected
 from isvserver.jobs.retention import prune
-from isvserver.models import CallbackLog, RejectedCallCount, utcnow
+from isvserver.models import CallLog, RejectedCallCount, utcnow
 from isvserver.settings import load_settings
 
 from support.harness import ACCESS_KEY, FixedClock, Marketplace
@@ -44,9 +44,9 @@ def junk(client: FlaskClient, source: str = "203.0.113.9", body: dict | None = N
     return response.get_json()["resultCode"]
 
 
-def stored() -> list[CallbackLog]:
+def stored() -> list[CallLog]:
     with connected():
-        return list(CallbackLog.select().order_by(CallbackLog.id))
+        return list(CallLog.select().order_by(CallLog.id))
 
 
 def counts() -> dict[tuple[str, int], int]:
@@ -79,7 +79,7 @@ def test_a_rejected_call_stores_only_what_an_operator_needs(client: FlaskClient)
     assert row.business_id == "biz-1"
     assert row.source_address == "203.0.113.9"
     with connected():
-        everything = json.dumps(list(CallbackLog.select().dicts()), default=str, ensure_ascii=False)
+        everything = json.dumps(list(CallLog.select().dicts()), default=str, ensure_ascii=False)
     assert "张三" not in everything and "zhang" not in everything and "example.com" not in everything
 
 
@@ -127,7 +127,7 @@ def test_a_replayed_nonce_is_a_rejected_call_too(app_with, clock: FixedClock) ->
     market = Marketplace(client)
     body = {"activity": "queryInstance", "instanceId": "nope"}
     query = "signature=x"
-    from isvserver.marketplaces.koogallery.client import encode_body, signed_query
+    from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 
     query = signed_query(ACCESS_KEY, encode_body(body))
     codes = [market.send(body, query=query).code for _ in range(6)]
@@ -177,7 +177,7 @@ def test_prune_deletes_only_what_is_past_retention(marketplace: Marketplace, cli
     junk(client)
     with connected():
         old = utcnow() - timedelta(days=91)
-        CallbackLog.update(received_at=old).where(CallbackLog.order_id == "CSNEW").execute()
+        CallLog.update(received_at=old).where(CallLog.order_id == "CSNEW").execute()
         RejectedCallCount.insert(source_address="x", minute=1, calls=3).execute()
     pruned = prune(90, batch=1)
     assert (pruned.calls, pruned.counts) == (1, 1)
@@ -188,7 +188,7 @@ def test_prune_deletes_only_what_is_past_retention(marketplace: Marketplace, cli
 def test_log_prune_command(env: dict[str, str], marketplace: Marketplace) -> None:
     marketplace.new_instance("CSOLD")
     with connected():
-        CallbackLog.update(received_at=utcnow() - timedelta(days=10)).execute()
+        CallLog.update(received_at=utcnow() - timedelta(days=10)).execute()
     previous = db.database.obj
     try:
         kept = CliRunner().invoke(call_log.log_group, ["prune"], env=env, catch_exceptions=False)

@@ -109,7 +109,7 @@ def test_calls_are_counted_by_activity_code_reason_and_duplicate_kind(client, ma
 
 
 def test_replayed_nonce_counts_as_a_duplicate(client, marketplace) -> None:
-    from isvserver.marketplaces.koogallery.client import encode_body, signed_query
+    from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 
     body = {"activity": "queryInstance", "instanceId": "x", "testFlag": "1"}
     query = signed_query(ACCESS_KEY, encode_body(body))

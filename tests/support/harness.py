@@ -11,7 +11,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from isvserver import db
-from isvserver.marketplaces.koogallery.client import encode_body, signed_query
+from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.models import Instance, InstanceEvent
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from isvserver.adapters import KeyInterface
-from isvserver.settings import Problems, SettingsError, read
+from isvserver.settings import Problems, SettingsError, read, read_path
 
 BASIC = KeyInterface("basic", "ISV_ACCESS_KEYS", "the keys of the basic interface")
 NOTIFY = KeyInterface("notify", "ISV_NOTIFY_KEYS", "the keys of the orderNotify interface", required=False)
@@ -23,10 +23,7 @@ class KooGallerySettings:
 
 def produce_path(env: Mapping[str, str]) -> str:
     """ISV_PRODUCE_PATH: where the marketplace calls (the production address's path)."""
-    path = read(env, "ISV_PRODUCE_PATH") or "/saasproduce"
-    if not path.startswith("/") or "?" in path or "#" in path:
-        raise SettingsError("ISV_PRODUCE_PATH must be a path starting with /")
-    return path
+    return read_path(env, "ISV_PRODUCE_PATH", "/saasproduce")
 
 
 def _test_app_info(env: Mapping[str, str]) -> dict[str, str] | None:

@@ -220,7 +220,7 @@ def _simulate(
     show_secrets: bool,
 ) -> None:
     """One activity, another interface's simulation, or the flow; exits 0 or 1."""
-    from isvserver.marketplaces.koogallery.client import call
+    from isvserver.marketplaces.koogallery.marketplace import call
 
     if activity in others:
         args = [url, *fields, *(["--test"] if test_flag else [])]
@@ -254,7 +254,7 @@ def _simulate(
 
 def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], None]) -> bool:
     """The whole life of one instance against `url`; True when every answer is the right one."""
-    from isvserver.marketplaces.koogallery.client import call, encode_body, signed_query
+    from isvserver.marketplaces.koogallery.marketplace import call, encode_body, signed_query
 
     extra = {"testFlag": "1"} if test_flag else {}
     order_id = _order_id()

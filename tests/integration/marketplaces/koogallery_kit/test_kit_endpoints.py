@@ -17,7 +17,7 @@ from isvserver.marketplaces.koogallery_kit.client_secret import encrypt_client_s
 from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitTenant, KitUser
 from isvserver.marketplaces.koogallery_kit.signing import kit_signature
 from isvserver.marketplaces.koogallery_kit.views import body_sign
-from isvserver.models import CallbackLog
+from isvserver.models import CallLog
 from isvserver.sealing import unseal
 from isvserver.settings import load_settings
 
@@ -91,7 +91,7 @@ def test_tenant_sync_is_stored_once_and_answered_signed(kit: FlaskClient) -> Non
     assert send(kit, "tenantSync", tenant())["resultCode"] == "000000"
     with connected():
         rows = list(KitTenant.select())
-        logged = [(c.interface, c.activity, c.result_code) for c in CallbackLog.select()]
+        logged = [(c.interface, c.activity, c.result_code) for c in CallLog.select()]
     assert [(r.instance_id, r.tenant_code) for r in rows] == [("inst-1", "acme")]
     assert "某某" not in (rows[0].name_sealed or "")
     assert logged == [("koogallery.kit", "tenantSync", "000000")] * 2
@@ -101,7 +101,7 @@ def test_debug_calls_store_nothing(kit: FlaskClient) -> None:
     assert send(kit, "tenantSync", tenant(test_flag=1))["resultCode"] == "000000"
     with connected():
         assert KitTenant.select().count() == 0
-        assert CallbackLog.get().test_flag is True
+        assert CallLog.get().test_flag is True
 
 
 def test_a_basic_key_never_verifies_a_kit_call_and_a_replay_is_refused(kit: FlaskClient) -> None:

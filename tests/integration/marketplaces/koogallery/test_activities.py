@@ -15,9 +15,9 @@ import pytest
 from flask import Flask
 
 from isvserver import create_app, db, lifecycle
-from isvserver.marketplaces.koogallery.client import encode_body, signed_query
+from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 from isvserver.marketplaces.koogallery.models import OrderNotification
-from isvserver.models import CallbackLog, Instance, InstanceEvent
+from isvserver.models import CallLog, Instance, InstanceEvent
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent
 from isvserver.provisioning.template import TemplateProvisioner
 from isvserver.sealing import unseal
@@ -60,11 +60,11 @@ def business_rows() -> tuple[list[dict[str, Any]], ...]:
         )
 
 
-def call_logs(**conditions: Any) -> list[CallbackLog]:
+def call_logs(**conditions: Any) -> list[CallLog]:
     with db.connected():
-        query = CallbackLog.select().order_by(CallbackLog.id)
+        query = CallLog.select().order_by(CallLog.id)
         for name, value in conditions.items():
-            query = query.where(getattr(CallbackLog, name) == value)
+            query = query.where(getattr(CallLog, name) == value)
         return list(query)
 
 

@@ -15,7 +15,7 @@ from isvserver import replay
 from isvserver.db import connected
 from isvserver.marketplaces.koogallery.models import OrderNotification
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
-from isvserver.models import CallbackLog, Instance, Nonce, RejectedCallCount
+from isvserver.models import CallLog, Instance, Nonce, RejectedCallCount
 
 from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY
 from support.tables import ALL_MODELS
@@ -58,7 +58,7 @@ def table_state() -> dict[str, list[dict[str, Any]]]:
         return {
             model._meta.table_name: list(model.select().order_by(model._meta.primary_key).dicts())
             for model in ALL_MODELS
-            if model not in (CallbackLog, RejectedCallCount)
+            if model not in (CallLog, RejectedCallCount)
         }
 
 
@@ -501,7 +501,7 @@ def test_replayed_query_instance_is_rejected_and_logged(send, instance_id):
     assert "info" not in answer.json
     assert table_state() == before
     with connected():
-        last = CallbackLog.select().order_by(CallbackLog.id.desc()).first()
+        last = CallLog.select().order_by(CallLog.id.desc()).first()
     assert (last.activity, last.verdict, last.result_code) == ("queryInstance", "replayed_nonce", "000001")
 
 

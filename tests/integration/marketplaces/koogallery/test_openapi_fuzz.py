@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from isvserver.marketplaces.koogallery.client import encode_body, signed_query
+from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 from isvserver.marketplaces.koogallery.schemas import ACTIVITIES
 from isvserver.marketplaces.koogallery.signing import body_sign_valid
 from isvserver.settings import Settings, load_settings

@@ -9,7 +9,7 @@ import pytest
 
 from isvserver.db import connected
 from isvserver.marketplaces.koogallery import handlers
-from isvserver.models import CallbackLog, Instance
+from isvserver.models import CallLog, Instance
 
 NEW = {"activity": "newInstance", "orderId": "CSF1", "orderLineId": "CSF1-000001", "businessId": "b-f1"}
 ABSENT = object()
@@ -20,7 +20,7 @@ def send(marketplace, flag: Any) -> tuple[Any, dict[str, Any]]:
     body = dict(NEW) if flag is ABSENT else {**NEW, "testFlag": flag}
     answer = marketplace.send(json.dumps(body, separators=(",", ":")).encode())
     with connected():
-        [row] = CallbackLog.select().dicts()
+        [row] = CallLog.select().dicts()
     return answer, row
 
 
