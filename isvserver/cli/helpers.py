@@ -135,5 +135,5 @@ def run_migrations(settings: Settings) -> None:
         ) from None
     finally:
         close_all(database)  # nothing open may cross into gunicorn (serve execs it next)
-    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (schema is current)"
+    names = ", ".join(m.label for m in applied) or "none (schema is current)"
     click.echo(f"migrations applied: {names}", err=True)

@@ -239,3 +239,11 @@ def test_simulate_single_activities(server: Server) -> None:
     unknown = run_cli("simulate", "queryInstance", server.url, "instanceId=no-such-instance", env=server.env)
     assert unknown.returncode != 0, unknown.describe()
     assert _answer(unknown)["resultCode"] == "000003", unknown.describe()
+
+
+def test_migrate_names_adapter_migrations_by_their_adapter(tmp_path: Path) -> None:
+    """`migrate` prints each script as an operator reads it: `0003_jobs`, `koogallery_kit/0001_sync`."""
+    env = subprocess_env(base_env(tmp_path, f"sqlite:///{tmp_path / 'labels.sqlite3'}"))
+    first = run_cli("migrate", env=env)
+    assert first.returncode == 0, first.describe()
+    assert "0007_call_sources, koogallery_kit/0001_sync" in first.output, first.describe()
