@@ -3,7 +3,10 @@ timestamp (ms or s), the window in both directions and the nonce's form."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 MAX_NONCE_LENGTH = 128
 
@@ -60,3 +63,35 @@ def precheck(
     if not has_keys:
         return Verdict.NO_KEY, timestamp_ms
     return None, timestamp_ms
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict on a call: `key` verified it, `nonce` is what the replay store keeps. An adapter
+    subclasses it with its MESSAGES and, where they differ, its CODES (success, auth failed, invalid)."""
+
+    MESSAGES: ClassVar[Mapping[Verdict, str]] = {}
+    CODES: ClassVar[tuple[str, str, str]] = ("000000", "000001", "000002")
+
+    verdict: Verdict
+    key: str | None = field(default=None, repr=False)
+    nonce: str | None = field(default=None, repr=False)
+    timestamp_ms: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call is authentic and fresh."""
+        return self.verdict == Verdict.VERIFIED
+
+    @property
+    def code(self) -> str:
+        """The result code that answers this verdict."""
+        success, auth_failed, invalid = self.CODES
+        if self.verdict == Verdict.VERIFIED:
+            return success
+        return auth_failed if self.verdict in AUTH_FAILURES else invalid
+
+    @property
+    def message(self) -> str:
+        """The message that answers this verdict."""
+        return self.MESSAGES[self.verdict]

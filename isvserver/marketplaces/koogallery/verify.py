@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from isvserver.freshness import AUTH_FAILURES, MAX_NONCE_LENGTH, Verdict, precheck
+from isvserver import freshness
+from isvserver.freshness import MAX_NONCE_LENGTH, Verdict, precheck
 from isvserver.marketplaces.koogallery.results import AUTH_FAILED, INVALID_PARAMETERS, SUCCESS
 from isvserver.marketplaces.koogallery.signing import matching_key
 
@@ -24,30 +24,11 @@ MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class Verification:
-    """The verdict on a call; `key` is the access key that verified it."""
+class Verification(freshness.Verification):
+    """The verdict on a call, answered with this interface's messages and result codes."""
 
-    verdict: Verdict
-    key: str | None = field(default=None, repr=False)
-    timestamp_ms: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the call is authentic and fresh."""
-        return self.verdict == Verdict.VERIFIED
-
-    @property
-    def code(self) -> str:
-        """The result code that answers this verdict."""
-        if self.verdict == Verdict.VERIFIED:
-            return SUCCESS
-        return AUTH_FAILED if self.verdict in AUTH_FAILURES else INVALID_PARAMETERS
-
-    @property
-    def message(self) -> str:
-        """The resultMsg that answers this verdict."""
-        return MESSAGES[self.verdict]
+    MESSAGES = MESSAGES
+    CODES = (SUCCESS, AUTH_FAILED, INVALID_PARAMETERS)
 
 
 def verify(

@@ -11,10 +11,10 @@ import hmac
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from isvserver.freshness import AUTH_FAILURES, MAX_NONCE_LENGTH, Verdict, precheck
+from isvserver import freshness
+from isvserver.freshness import MAX_NONCE_LENGTH, Verdict, precheck
 from isvserver.marketplaces.koogallery_kit.results import AUTH_FAILED, INVALID_PARAMETERS, SUCCESS
 
 SIGN_FORMAT = re.compile(r"[0-9A-Fa-f]{64}")
@@ -75,31 +75,11 @@ MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class Verification:
-    """The verdict on a call; `key` verified it, `nonce` is what to record against replay."""
+class Verification(freshness.Verification):
+    """The verdict on a call, answered with this interface's messages and result codes."""
 
-    verdict: Verdict
-    key: str | None = field(default=None, repr=False)
-    nonce: str | None = field(default=None, repr=False)
-    timestamp_ms: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the call is authentic and fresh."""
-        return self.verdict == Verdict.VERIFIED
-
-    @property
-    def code(self) -> str:
-        """The result code that answers this verdict."""
-        if self.verdict == Verdict.VERIFIED:
-            return SUCCESS
-        return AUTH_FAILED if self.verdict in AUTH_FAILURES else INVALID_PARAMETERS
-
-    @property
-    def message(self) -> str:
-        """The resultMsg that answers this verdict."""
-        return MESSAGES[self.verdict]
+    MESSAGES = MESSAGES
+    CODES = (SUCCESS, AUTH_FAILED, INVALID_PARAMETERS)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
