@@ -50,14 +50,17 @@ def _activity_of(payload: bytes) -> str | None:
     return body.get("activity") if isinstance(body, dict) else None
 
 
-@click.command()
-@click.option(
+KEY_OPTION = click.option(
     "--key",
     envvar="ISV_SIGN_KEY",
     show_envvar=True,
     show_default=KEY_DEFAULT,
     help="Access key to sign with.",
 )
+
+
+@click.command()
+@KEY_OPTION
 @click.option("--body", required=True, help="The exact body: text, @file or - for stdin.")
 @click.option("--timestamp", show_default="now, in ms", help="As sent in the query string.")
 @click.option("--nonce", show_default="a fresh one", help="As sent in the query string.")
@@ -170,13 +173,7 @@ def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
 @click.argument("url")
 @click.argument("fields", nargs=-1)
 @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
-@click.option(
-    "--key",
-    envvar="ISV_SIGN_KEY",
-    show_envvar=True,
-    show_default=KEY_DEFAULT,
-    help="Access key to sign with.",
-)
+@KEY_OPTION
 @click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
 @click.pass_context
 def simulate(
