@@ -21,6 +21,7 @@ from support.slow_clients import KINDS, SlowClients, TimedCall, percentile, time
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
 SLOW_CONNECTIONS = 200
 HOLD_S = 60.0
 BOUND_S = 1.0
@@ -94,3 +95,44 @@ def test_200_slow_and_idle_connections_for_60_s_delay_no_call_over_1_s(tmp_path:
     for sign in ("WORKER TIMEOUT", "was sent SIG", "Booting worker", "Worker exiting"):
         assert sign not in log, f"{sign!r} in the server log:\n{log[-3000:]}"
     print(f"slow clients: {SLOW_CONNECTIONS} held {held_for:.0f} s; {summary}")
+
+
+@pytest.mark.faults
+def test_before_gunicorns_sync_worker_lets_the_same_clients_starve_every_call(tmp_path: Path) -> None:
+    """The before of the test above, so it is known to fail without the shipped worker: gunicorn's own
+    sync worker (the shipped configuration with `worker_class = "sync"` at its end), the same 200
+    connections held 8 s: signed calls wait far over 1 s or are never answered."""
+    conf = tmp_path / "sync.conf.py"
+    conf.write_text(
+        (ROOT / "config" / "gunicorn.conf.py").read_text(encoding="utf-8")
+        + 'worker_class = "sync"\nthreads = 1\n',
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'isvserver.sqlite3'}"
+    env = subprocess_env(base_env(tmp_path, url))
+    serve_args = ("--config", str(conf))
+    with running_server(
+        env, tmp_path / "server.log", cwd=tmp_path, workers=WORKERS, serve_args=serve_args
+    ) as server:
+        clients = SlowClients(server.port, count=SLOW_CONNECTIONS, hold_s=8.0)
+        stop = threading.Event()
+        calls: list[TimedCall] = []
+        caller = threading.Thread(target=lambda: calls.extend(timed_calls(server, stop)), daemon=True)
+        clients.start()
+        time.sleep(1.0)  # the slow connections are in before the first signed call is timed
+        caller.start()
+        try:
+            while clients._thread is not None and clients._thread.is_alive():
+                time.sleep(0.2)
+        finally:
+            held_until = time.monotonic()
+            stop.set()
+            caller.join(60)
+            clients.stop()
+
+    # A call sent while the connections were held waits for their release (or is never answered).
+    during = [c for c in calls if c.started < held_until - 2 * BOUND_S]
+    starved = [c for c in during if c.seconds > BOUND_S or not (c.status == 200 and c.signed_ok)]
+    assert during, f"no signed call was sent while the connections were held: {calls}"
+    assert starved == during, f"the sync worker answered calls in time: {during}"
+    print(f"sync worker: {len(starved)} of {len(during)} signed calls over {BOUND_S} s or unanswered")
