@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from isvserver.body_sign import BODY_SIGN_FORMAT, body_sign, body_sign_valid
 
 SIGNATURE_FORMAT = re.compile(r"[0-9A-Fa-f]{64}")
 
@@ -58,19 +59,11 @@ def matching_key(
     return None
 
 
-def body_sign(key: str, body: bytes) -> str:
-    """The `Body-Sign` header value for exactly these response bytes."""
-    sig = base64.b64encode(_hmac(key, body)).decode("ascii")
-    return f'sign_type="HMAC-SHA256", signature="{sig}"'
-
-
-BODY_SIGN_FORMAT = re.compile(r'sign_type="HMAC-SHA256", signature="([A-Za-z0-9+/=]{44})"')
-
-
-def body_sign_valid(key: str, body: bytes, header: str | None) -> bool:
-    """Whether a `Body-Sign` header value signs exactly these bytes with this key."""
-    match = BODY_SIGN_FORMAT.fullmatch(header or "")
-    if match is None:
-        return False
-    expected = base64.b64encode(_hmac(key, body))
-    return hmac.compare_digest(expected, match.group(1).encode("ascii"))
+__all__ = [  # Body-Sign (spec §3) is shared by every generation: the core holds it, V2 signs with it
+    "BODY_SIGN_FORMAT",
+    "body_sign",
+    "body_sign_valid",
+    "canonical_payload",
+    "matching_key",
+    "request_signature",
+]

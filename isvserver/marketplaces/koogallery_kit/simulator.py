@@ -4,14 +4,10 @@ part of `isvserver simulate flow URL` (signed with x-sign, replies' Body-Sign ch
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import secrets
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,31 +18,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from isvserver.adapters import Simulation
+from isvserver.body_sign import Answer, post
 from isvserver.cli.helpers import settings_or_exit
 from isvserver.marketplaces.koogallery_kit.client_secret import encrypt_client_secret
 from isvserver.marketplaces.koogallery_kit.config import KIT, SYNC_PATH
 from isvserver.marketplaces.koogallery_kit.signing import kit_signature
-from isvserver.marketplaces.koogallery_kit.views import HANDLERS, body_sign
+from isvserver.marketplaces.koogallery_kit.views import HANDLERS
 
 ACTIVITIES = tuple(HANDLERS)
 NUMBERS = ("flag", "testFlag", "employeeType")
 JSON_FIELDS = ("userList", "orgInfoList")
 OK = "000000"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A Kit reply: HTTP status, exact bytes, parsed JSON and whether its Body-Sign is the key's."""
-
-    status: int
-    raw: bytes
-    body_sign_ok: bool
-    json: dict[str, Any] | None
-
-    @property
-    def code(self) -> str | None:
-        """The resultCode, if the reply had one."""
-        return (self.json or {}).get("resultCode")
 
 
 def sync_url(url: str, activity: str) -> str:
@@ -63,29 +45,12 @@ def call(url: str, key: str, activity: str, body: dict[str, Any], timeout: float
     """POST one Kit call signed with `key` (fresh timestamp and nonce); the reply, Body-Sign checked."""
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     timestamp, nonce = str(int(time.time() * 1000)), secrets.token_hex(32).upper()
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked by sync_url)
-        sync_url(url, activity),
-        data=raw,
-        method="POST",
-        headers={
-            "Content-Type": "application/json;charset=utf8",
-            "Accept": "application/json",
-            "x-sign": kit_signature(key, nonce, timestamp, raw),
-            "x-timestamp": timestamp,
-            "x-nonce": nonce,
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            status, data, header = response.status, response.read(), response.headers.get("Body-Sign")
-    except urllib.error.HTTPError as error:
-        status, data, header = error.code, error.read(), error.headers.get("Body-Sign")
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        parsed = None
-    signed = header is not None and hmac.compare_digest(header.encode(), body_sign(key, data).encode())
-    return Answer(status, data, signed, parsed if isinstance(parsed, dict) else None)
+    headers = {
+        "x-sign": kit_signature(key, nonce, timestamp, raw),
+        "x-timestamp": timestamp,
+        "x-nonce": nonce,
+    }
+    return post(sync_url(url, activity), raw, key, headers, timeout)
 
 
 def _time_stamp() -> str:

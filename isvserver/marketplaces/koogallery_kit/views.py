@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +11,7 @@ from flask import Blueprint, Request, Response
 from marshmallow import ValidationError
 
 from isvserver import calls
+from isvserver.body_sign import body_sign
 from isvserver.calllog import CallRecord
 from isvserver.calls import Handling, Outcome, Verification
 from isvserver.marketplaces.koogallery_kit import events, store
@@ -49,12 +47,6 @@ Reply = dict[str, Any]
 def reply(code: str, message: str) -> Reply:
     """A Kit reply body: resultCode and resultMsg."""
     return {"resultCode": code, "resultMsg": message[:255]}
-
-
-def body_sign(key: str, body: bytes) -> str:
-    """`sign_type="HMAC-SHA256", signature="<Base64 HMAC-SHA256 of the body>"` (spec §3)."""
-    digest = hmac.new(key.encode("utf-8"), body, hashlib.sha256).digest()
-    return f'sign_type="HMAC-SHA256", signature="{base64.b64encode(digest).decode("ascii")}"'
 
 
 def signed_response(answer: Reply, key: str, status: int = 200) -> Response:
