@@ -426,12 +426,22 @@ def _handled(rt: Runtime, endpoint: Endpoint, call: CallRecord, checked: Handlin
         return endpoint.reply(Outcome.INTERNAL, f"provisioning failed: {exc}"[:255])
 
 
-def describe(messages: Any) -> str:
-    """`field: problem; …` from marshmallow's messages (field names and rules only, no values)."""
+def _problems(messages: Any, path: str) -> list[str]:
     if isinstance(messages, dict):
-        parts = []
-        for name, problems in messages.items():
-            first = problems[0] if isinstance(problems, list) and problems else problems
-            parts.append(f"{name}: {first if isinstance(first, str) else 'invalid'}")
-        return "; ".join(parts)[:200]
-    return "invalid"
+        found = []
+        for name, inner in messages.items():
+            step = f"[{name}]" if isinstance(name, int) else (f".{name}" if path else str(name))
+            found.extend(_problems(inner, f"{path}{step}"))
+        return found
+    if isinstance(messages, list) and messages:
+        first = messages[0]
+        if isinstance(first, str):
+            return [f"{path or 'body'}: {first}"]
+        return _problems(first, path)
+    return [f"{path or 'body'}: invalid"]
+
+
+def describe(messages: Any, limit: int = 200) -> str:
+    """`field: problem; …` from marshmallow's messages, nested fields as `userList[3].email` (field
+    names and rules only, never values), at most `limit` characters."""
+    return "; ".join(_problems(messages, ""))[:limit]

@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from isvserver import calls
 from isvserver.calls import load_json
 
 MAX_USERS = 500
@@ -171,21 +172,6 @@ REQUESTS: dict[str, Schema] = {
 }
 
 
-def _problems(messages: Any, path: str) -> list[str]:
-    if isinstance(messages, dict):
-        found = []
-        for name, inner in messages.items():
-            step = f"[{name}]" if isinstance(name, int) else (f".{name}" if path else str(name))
-            found.extend(_problems(inner, f"{path}{step}"))
-        return found
-    if isinstance(messages, list) and messages:
-        first = messages[0]
-        if isinstance(first, str):
-            return [f"{path or 'body'}: {first}"]
-        return _problems(first, path)
-    return [f"{path or 'body'}: invalid"]
-
-
 def describe(messages: Any) -> str:
     """`field: problem; …` from a ValidationError's messages (names and rules, never values), ≤ 255 chars."""
-    return "; ".join(_problems(messages, ""))[:255]
+    return calls.describe(messages, 255)
