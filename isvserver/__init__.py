@@ -42,7 +42,7 @@ def create_app(
         if adapter.init_jobs is not None:
             adapter.init_jobs(jobs)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
-    app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, clock or wall_clock_ms, lifecycle)
+    app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
     db.bind(settings.database_url)
     prefixes = []
     for adapter in adapters:

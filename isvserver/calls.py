@@ -227,9 +227,12 @@ def source_address(req: Request, trusted: tuple[str, ...]) -> str | None:
     return peer
 
 
-def repeated() -> None:
-    """Count a call that changed nothing because it repeated an earlier one (same business key)."""
-    metrics.DUPLICATES.labels(g.get("call_interface", "unknown"), "business_key").inc()
+def counted(changed: bool) -> bool:
+    """`changed`, after counting a call that changed nothing because it repeated an earlier one (the
+    same business key) as a duplicate."""
+    if not changed:
+        metrics.DUPLICATES.labels(g.get("call_interface", "unknown"), "business_key").inc()
+    return changed
 
 
 def handle(endpoint: Endpoint) -> Response:

@@ -29,8 +29,8 @@ class Runtime:
     settings: Settings
     provisioner: Provisioner
     jobs: Jobs
+    lifecycle: Lifecycle  # the lifecycle's commands, bound to the provisioner and the jobs
     clock: Callable[[], float] = wall_clock_ms
-    lifecycle: Lifecycle | None = None  # set by create_app: the lifecycle's commands, bound to the above
 
 
 def runtime() -> Runtime:

@@ -9,7 +9,7 @@ from typing import Any
 from flask import g
 
 from isvserver import lifecycle
-from isvserver.calls import repeated
+from isvserver.calls import counted
 from isvserver.deferred import after_commit
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery import order_jobs
@@ -42,13 +42,6 @@ def order_key(order_id: str, order_line_id: str) -> str:
     return f"order:{len(order_id)}:{order_id}:{order_line_id}"
 
 
-def _counted(changed: bool) -> bool:
-    """`changed`, after counting a repeat that changed nothing."""
-    if not changed:
-        repeated()
-    return changed
-
-
 def _app_info_out(info: AppInfo) -> dict[str, str | None]:
     return {
         "frontEndUrl": info.front_end_url,
@@ -76,7 +69,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         reference=(data["orderId"], data["orderLineId"]),
         business_id=data["businessId"],
     )
-    _counted(created)
+    counted(created)
     instance_id = instance.instance_id
     if created:
         _fetch_order_line(rt, data)
@@ -132,20 +125,20 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data.get("productId"),
         reference=(data["orderId"], data["orderLineId"]),
     )
-    if _counted(changed):
+    if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
 
 
 def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Freeze (keep data) or unfreeze."""
-    _counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
+    counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    _counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))))
+    counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))))
     return reply(SUCCESS, "success")
 
 
@@ -156,7 +149,7 @@ def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         order_key(data["orderId"], data["orderLineId"]),
         reference=(data["orderId"], data["orderLineId"]),
     )
-    if _counted(changed):
+    if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
 

@@ -59,9 +59,7 @@ def signed_response(answer: Reply, key: str, status: int = 200) -> Response:
 
 def _changed(rt: Runtime, activity: str, data: dict[str, Any], changed: bool) -> Reply:
     """Success; a change is recorded for the product (parked while its instance is unknown)."""
-    if not changed:
-        calls.repeated()
-    elif rt.lifecycle is not None:
+    if calls.counted(changed):
         rt.lifecycle.record(data["instance_id"], events.KINDS[activity], events.change(activity, data))
     return reply(SUCCESS, "success")
 
