@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from peewee import Field, Model
 
     from isvserver.settings import Settings
+    from isvserver.usage import Metering
 
 PACKAGE = "isvserver.marketplaces"
 DEFAULT_MARKETPLACES = "koogallery"  # ISV_MARKETPLACES when unset
@@ -85,6 +86,8 @@ class Adapter:
     event_types: Mapping[str, str] = field(default_factory=dict)
     # What `isvserver simulate` can send to its interfaces, by name.
     simulations: tuple[Simulation, ...] = ()
+    # Pay-per-use: how it takes usage records from the ledger (isvserver.usage); None: it takes none.
+    metering: Metering | None = None
 
 
 def load(name: str) -> Adapter:

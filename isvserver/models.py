@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from peewee import (
     BigIntegerField,
@@ -53,6 +55,7 @@ class Instance(BaseModel):
     released_at = DateTimeField(null=True)
     lease_owner = CharField(max_length=64, null=True)  # the job runner delivering its changes now
     lease_until = DateTimeField(null=True)
+    on_demand = BooleanField(default=False)  # pay-per-use: the product reports usage (isvserver.usage)
 
     class Meta:
         indexes = (
@@ -150,4 +153,73 @@ class ParkedChange(BaseModel):
         indexes = ((("instance_id", "idempotency_key"), True),)
 
 
-ALL_MODELS = (Instance, InstanceEvent, Nonce, CallLog, RejectedCallCount, Delivery, ParkedChange)
+class DecimalText(CharField):
+    """A decimal kept exactly as its canonical text (both databases), read back as a Decimal."""
+
+    def db_value(self, value: Any) -> Any:
+        return None if value is None else format(Decimal(value).normalize(), "f")
+
+    def python_value(self, value: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UsageUpload(BaseModel):
+    """One batch of usage records pushed to a marketplace; sent again byte for byte until it is taken."""
+
+    marketplace = CharField(max_length=32)
+    state = CharField(max_length=16)  # sending, taken, abandoned
+    records = IntegerField()
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField(default=utcnow)
+    lease_owner = CharField(max_length=64, null=True)  # the pusher sending it now
+    lease_until = DateTimeField(null=True)
+    http_status = IntegerField(null=True)
+    result_code = CharField(max_length=32, null=True)
+    result_msg = CharField(max_length=255, null=True)
+    body_sha256 = CharField(max_length=64, null=True)  # the body sent: every attempt sends the same
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "usage_upload"
+
+
+class UsageRecord(BaseModel):
+    """One metered record of an on-demand instance (the usage ledger); its metering_sn never changes."""
+
+    instance = ForeignKeyField(Instance, column_name="instance_ref", backref="usage")
+    marketplace = CharField(max_length=32)  # the instance's: where it is pushed
+    metering_sn = CharField(max_length=64, unique=True)
+    begin_at = DateTimeField()
+    end_at = DateTimeField()
+    recorded_at = DateTimeField(default=utcnow)  # the body's record_time: fixed once stored
+    usage_value = DecimalText(max_length=20)
+    related_instance_id = CharField(max_length=64, null=True)  # relate_pkg_instance of package products
+    source = CharField(max_length=16)  # http, python, cli, csv
+    source_name = CharField(max_length=64, null=True)  # the product token's name, the CSV file's
+    state = CharField(max_length=16)  # pending, pushed, refused, expired
+    attempts = IntegerField(default=0)
+    upload = ForeignKeyField(
+        UsageUpload, column_name="upload_ref", object_id_name="upload_id", null=True, backref="usage"
+    )
+    result_code = CharField(max_length=32, null=True)
+    result_msg = CharField(max_length=255, null=True)
+    pushed_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "usage_record"
+
+
+ALL_MODELS = (
+    Instance,
+    InstanceEvent,
+    Nonce,
+    CallLog,
+    RejectedCallCount,
+    Delivery,
+    ParkedChange,
+    UsageUpload,
+    UsageRecord,
+)

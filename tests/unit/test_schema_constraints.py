@@ -32,6 +32,8 @@ UNIQUE = {
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app
     "kit_org": {("instance_id", "org_code")},
     "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
+    "usage_upload": set(),
+    "usage_record": {("metering_sn",)},  # one record per metering_sn: a resend is a duplicate
 }
 PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
 

@@ -8,6 +8,7 @@ from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
 from isvserver.marketplaces.koogallery.simulator import sign, simulate
+from isvserver.marketplaces.koogallery.usage_push import METERING
 from isvserver.marketplaces.koogallery.views import bp, envelope
 
 ADAPTER = Adapter(
@@ -23,4 +24,5 @@ ADAPTER = Adapter(
     models=MODELS,
     error_response=envelope,
     init_jobs=order_jobs.init_jobs,
+    metering=METERING,
 )
