@@ -22,7 +22,7 @@ def create_app(
     clock: Callable[[], float] | None = None,
 ) -> Flask:
     """Build the WSGI app; opens no database connection (each request opens its own)."""
-    from isvserver.adapters import load_all
+    from isvserver.adapters import load_all, load_part
     from isvserver.jobs import Jobs
     from isvserver.lifecycle import Lifecycle, register_event_types
     from isvserver.provisioning.loader import load_provisioner
@@ -34,13 +34,14 @@ def create_app(
     files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
     adapters = load_all(settings.marketplaces)
+    parts = tuple(load_part(name) for name in settings.parts)
     for adapter in adapters:
         register_event_types(dict(adapter.event_types))
     provisioner = provisioner or load_provisioner(settings)
     jobs = Jobs(settings, provisioner)
-    for adapter in adapters:
-        if adapter.init_jobs is not None:
-            adapter.init_jobs(jobs)
+    for owner in (*adapters, *parts):
+        if owner.init_jobs is not None:
+            owner.init_jobs(jobs)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
     db.bind(settings.database_url)
@@ -49,6 +50,9 @@ def create_app(
         prefix = adapter.url_prefix(settings)
         app.register_blueprint(adapter.blueprint, url_prefix=prefix)
         prefixes.append((prefix.rstrip("/"), adapter))
+    for part in parts:
+        for mount in part.mounts:
+            app.register_blueprint(mount.blueprint, url_prefix=mount.prefix(settings))
     prefixes.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from isvserver.usage import Metering
 
 PACKAGE = "isvserver.marketplaces"
+PARTS_PACKAGE = "isvserver.parts"
 DEFAULT_MARKETPLACES = "koogallery"  # ISV_MARKETPLACES when unset
+NO_PARTS = "none"  # ISV_PARTS=none enables no part
 
 
 class AdapterError(Exception):
@@ -57,6 +59,16 @@ class Simulation:
     # Run by `isvserver simulate flow URL [--test]` after the basic flow, with URL and whether --test was
     # given; True when every answer was right (a flow that has no key configured says so and passes).
     flow: Callable[[str, bool], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One blueprint at its prefix, and who answers errors on its paths."""
+
+    blueprint: Blueprint
+    prefix: Callable[[Settings], str]
+    error_response: Callable[[int, str], Response] | None = None  # 404/405/413/500 on its paths
+    methods: frozenset[str] | None = None  # where mounts share paths, the methods this one owns (None: all)
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,66 @@ def enabled(environ: Mapping[str, str]) -> tuple[Adapter, ...]:
     for name in dict.fromkeys(n.strip() for n in names.split(",") if n.strip()):
         try:
             found.append(load(name))
+        except AdapterError:
+            continue
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Part:
+    """An application part that is not a marketplace (the product API, the console): the same kind of
+    declaration as an Adapter, as `PART` in package `isvserver.parts.<name>`, enabled by ISV_PARTS."""
+
+    name: str
+    mounts: tuple[Mount, ...] = ()  # its blueprints at their prefixes, as an adapter's
+    on_by_default: bool = False  # enabled when ISV_PARTS is unset
+    load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
+    cli_commands: tuple[click.Command, ...] = ()
+    openapi: Callable[[Settings], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    sealed_columns: tuple[tuple[Field, Field], ...] = ()
+    models: tuple[type[Model], ...] = ()  # its tables; the SQL is in its migrations/ folder
+    init_jobs: Callable[[Any], None] | None = None
+
+
+def load_part(name: str) -> Part:
+    """The part of package `isvserver.parts.<name>`."""
+    if not name.isidentifier():
+        raise AdapterError(f"ISV_PARTS: {name!r} is not a part name")
+    try:
+        module = importlib.import_module(f"{PARTS_PACKAGE}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{PARTS_PACKAGE}.{name}":
+            raise AdapterError(f"ISV_PARTS: there is no part {name!r}") from None
+        raise
+    part = getattr(module, "PART", None)
+    if not isinstance(part, Part):
+        raise AdapterError(f"ISV_PARTS: {PARTS_PACKAGE}.{name} declares no PART")
+    return part
+
+
+def all_parts() -> tuple[Part, ...]:
+    """Every part shipped, by name."""
+    import pkgutil
+
+    package = importlib.import_module(PARTS_PACKAGE)
+    return tuple(load_part(m.name) for m in sorted(pkgutil.iter_modules(package.__path__)) if m.ispkg)
+
+
+def part_names(raw: str | None) -> tuple[str, ...]:
+    """The part names an ISV_PARTS value lists (unset: the parts on by default; `none`: none)."""
+    if raw is None or not raw.strip():
+        return tuple(part.name for part in all_parts() if part.on_by_default)
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    return () if names == (NO_PARTS,) else names
+
+
+def enabled_parts(environ: Mapping[str, str]) -> tuple[Part, ...]:
+    """The parts ISV_PARTS enables in `environ`, for commands built before the settings are read (a name
+    that is no part is left out here: loading the settings reports it)."""
+    found = []
+    for name in part_names(environ.get("ISV_PARTS")):
+        try:
+            found.append(load_part(name))
         except AdapterError:
             continue
     return tuple(found)

@@ -16,7 +16,15 @@ from string import Formatter
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from isvserver.adapters import DEFAULT_MARKETPLACES, Adapter, AdapterError, load_all
+from isvserver.adapters import (
+    DEFAULT_MARKETPLACES,
+    Adapter,
+    AdapterError,
+    Part,
+    load_all,
+    load_part,
+    part_names,
+)
 from isvserver.files import private_dir
 
 ENVIRONMENTS = ("development", "production")
@@ -92,6 +100,7 @@ class Settings:
     usage_push_dry_run: bool = False  # build and log the usage batches, send nothing
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
+    parts: tuple[str, ...] = ()  # the application parts enabled (ISV_PARTS), e.g. product_api
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     adapter_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -411,6 +420,13 @@ def _marketplaces(env: Mapping[str, str]) -> tuple[Adapter, ...]:
         raise SettingsError(str(exc)) from None
 
 
+def _parts(env: Mapping[str, str]) -> tuple[Part, ...]:
+    try:
+        return tuple(load_part(name) for name in part_names(_raw(env, "ISV_PARTS")))
+    except AdapterError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _key_sets(
     env: Mapping[str, str], adapters: Sequence[Adapter], production: bool, problems: Problems
 ) -> dict[str, tuple[str, ...]]:
@@ -444,6 +460,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     production = mode == "production"
     instance_dir = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve()
     adapters = problems.take(_marketplaces, env, default=())
+    parts = problems.take(_parts, env, default=())
     interfaces = [i for adapter in adapters for i in adapter.key_interfaces]
 
     if not production:
@@ -515,9 +532,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "usage_push_dry_run": flag("ISV_USAGE_PUSH_DRY_RUN"),
     }
     adapter_settings = {
-        adapter.name: problems.take(adapter.load_settings, env, production)
-        for adapter in adapters
-        if adapter.load_settings is not None
+        owner.name: problems.take(owner.load_settings, env, production)
+        for owner in (*adapters, *parts)
+        if owner.load_settings is not None
     }
     problems.raise_any()
     return Settings(
@@ -536,6 +553,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if ip.strip()
         ),
         marketplaces=tuple(adapter.name for adapter in adapters),
+        parts=tuple(part.name for part in parts),
         env_keys=env_keys,
         adapter_settings=adapter_settings,
         **values,

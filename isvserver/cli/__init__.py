@@ -6,7 +6,7 @@ import os
 
 import click
 
-from isvserver.adapters import enabled
+from isvserver.adapters import enabled, enabled_parts
 from isvserver.cli import call_log, instances, keys, reconcile, reseal, server
 from isvserver.files import restrict_umask
 
@@ -15,7 +15,8 @@ class MainGroup(click.Group):
     """The core's commands, and those of the adapters ISV_MARKETPLACES enables when it runs."""
 
     def _adapters(self) -> dict[str, click.Command]:
-        return {command.name or "": command for a in enabled(os.environ) for command in a.cli_commands}
+        owners = (*enabled(os.environ), *enabled_parts(os.environ))
+        return {command.name or "": command for owner in owners for command in owner.cli_commands}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command's name, the adapters' included."""

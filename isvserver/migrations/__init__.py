@@ -21,6 +21,7 @@ from isvserver.models import utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent
 ADAPTERS_PACKAGE = "isvserver.marketplaces"  # the namespace of the adapters (its __init__ holds no code)
+PARTS_PACKAGE = "isvserver.parts"  # the application parts' (recorded like an adapter's, by the part's name)
 NAME = re.compile(r"(\d{4})_(\w+)\.sql")
 DIALECT = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "fk": "INTEGER"},
@@ -82,15 +83,16 @@ def _scripts(folder: Path, adapter: str = "") -> list[Migration]:
 
 
 def adapter_dirs() -> dict[str, Path]:
-    """Each adapter package that ships migrations, by name (found on disk: no adapter is imported)."""
+    """Each adapter or part package that ships migrations, by name (found on disk: none is imported)."""
     found = {}
-    for module in pkgutil.iter_modules(importlib.import_module(ADAPTERS_PACKAGE).__path__):
-        base = getattr(module.module_finder, "path", None)  # a FileFinder: the packages are plain folders
-        if not module.ispkg or base is None:
-            continue
-        folder = Path(base) / module.name / "migrations"
-        if folder.is_dir():
-            found[module.name] = folder
+    for package in (ADAPTERS_PACKAGE, PARTS_PACKAGE):
+        for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            base = getattr(module.module_finder, "path", None)  # a FileFinder: the packages are folders
+            if not module.ispkg or base is None:
+                continue
+            folder = Path(base) / module.name / "migrations"
+            if folder.is_dir():
+                found[module.name] = folder
     return dict(sorted(found.items()))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from isvserver.adapters import load
+from isvserver.adapters import load, load_part
 from isvserver.runtime import runtime
 from isvserver.settings import Settings
 
@@ -48,6 +48,12 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         names.append(name)
         if adapter.openapi is not None:
             own_paths, own_schemas = adapter.openapi(settings)
+            paths.update(own_paths)
+            schemas.update(own_schemas)
+    for name in settings.parts:
+        part = load_part(name)
+        if part.openapi is not None:
+            own_paths, own_schemas = part.openapi(settings)
             paths.update(own_paths)
             schemas.update(own_schemas)
     paths["/healthz"] = HEALTHZ

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from isvserver.adapters import load
+from isvserver.adapters import load, load_part
 from isvserver.models import ALL_MODELS as CORE_MODELS
 
 ADAPTERS = ("koogallery", "koogallery_kit")
-ALL_MODELS = (*CORE_MODELS, *(model for name in ADAPTERS for model in load(name).models))
+PARTS = ("product_api",)
+ALL_MODELS = (
+    *CORE_MODELS,
+    *(model for name in ADAPTERS for model in load(name).models),
+    *(model for name in PARTS for model in load_part(name).models),
+)

@@ -56,7 +56,7 @@ SHIPPED = [
     (7, "call_sources"),
     (16, "usage"),
 ]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
+SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("product_api", 1, "product_tokens")]
 LABELS = [
     "0001_initial",
     "0002_access_keys",
@@ -67,6 +67,7 @@ LABELS = [
     "0007_call_sources",
     "0016_usage",
     "koogallery_kit/0001_sync",
+    "product_api/0001_product_tokens",
 ]
 
 
@@ -118,9 +119,19 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == [*SHIPPED, (1, "koogallery_kit/sync")]
-    assert [f"{m.version:04d}_{m.name}" for m in applied][-1] == "0001_koogallery_kit/sync"
-    assert tables(fresh_db) == {*TABLES, *KIT_TABLES, "schema_version", "adapter_schema_version"}
+    assert [(m.version, m.name) for m in applied] == [
+        *SHIPPED,
+        (1, "koogallery_kit/sync"),
+        (1, "product_api/product_tokens"),
+    ]
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-2] == "0001_koogallery_kit/sync"
+    assert tables(fresh_db) == {
+        *TABLES,
+        *KIT_TABLES,
+        "product_token",
+        "schema_version",
+        "adapter_schema_version",
+    }
     assert versions(fresh_db) == SHIPPED
     assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
     assert pending(fresh_db) == []

@@ -34,6 +34,7 @@ UNIQUE = {
     "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
     "usage_upload": set(),
     "usage_record": {("metering_sn",)},  # one record per metering_sn: a resend is a duplicate
+    "product_token": {("name",), ("digest",)},
 }
 PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
 

@@ -1,0 +1,1 @@
+"""Application parts that are not marketplaces: a package each, declaring `PART` (adapters.Part)."""
