@@ -43,9 +43,12 @@ def create_app(
             adapter.init_jobs(jobs)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
+    jobs.bind(app)
     db.bind(settings.database_url)
     prefixes = []
     for adapter in adapters:
+        if adapter.blueprint is None or adapter.url_prefix is None:
+            continue  # an adapter that is never called (it reads its marketplace from a job)
         prefix = adapter.url_prefix(settings)
         app.register_blueprint(adapter.blueprint, url_prefix=prefix)
         prefixes.append((prefix.rstrip("/"), adapter))
