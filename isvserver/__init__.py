@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, files, logs
+from isvserver import db, files, logs, usage_push
 from isvserver.adapters import Adapter
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
@@ -42,11 +42,15 @@ def create_app(
     for owner in (*adapters, *parts):
         if owner.init_jobs is not None:
             owner.init_jobs(jobs)
+    usage_push.register(jobs, settings)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
+    jobs.bind(app)
     db.bind(settings.database_url)
     prefixes = []
     for adapter in adapters:
+        if adapter.blueprint is None or adapter.url_prefix is None:
+            continue  # an adapter that is never called (it reads its marketplace from a job)
         prefix = adapter.url_prefix(settings)
         app.register_blueprint(adapter.blueprint, url_prefix=prefix)
         prefixes.append((prefix.rstrip("/"), adapter))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,6 +62,19 @@ class Simulation:
     flow: Callable[[str, bool], bool] | None = None
 
 
+class ExpiryPolicy(StrEnum):
+    """What reconcile does with an instance whose `expire_at` has passed, by its marketplace."""
+
+    # The marketplace freezes (and releases) its instances itself: one it never froze is listed as
+    # overdue, and frozen by reconcile only with ISV_AUTO_FREEZE (KooGallery).
+    GUARD = "guard"
+    # `expire_at` is the end of what the buyer paid and nobody else acts on it: reconcile freezes the
+    # instance when it passes, whatever ISV_AUTO_FREEZE says (the V Cloud market's endAt).
+    FREEZE = "freeze"
+    # `expire_at` is only informative: reconcile never lists, counts or freezes these instances.
+    IGNORE = "ignore"
+
+
 @dataclass(frozen=True)
 class Mount:
     """One blueprint at its prefix, and who answers errors on its paths."""
@@ -76,8 +90,10 @@ class Adapter:
     """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
 
     name: str
-    blueprint: Blueprint
-    url_prefix: Callable[[Settings], str]
+    # Its inbound endpoint, at the prefix of these settings; an adapter that only reads its marketplace
+    # (it is never called) has none.
+    blueprint: Blueprint | None = None
+    url_prefix: Callable[[Settings], str] | None = None
     # The adapter's own settings from the environment; raise SettingsError naming the variable.
     load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
     key_interfaces: tuple[KeyInterface, ...] = ()
@@ -100,6 +116,12 @@ class Adapter:
     simulations: tuple[Simulation, ...] = ()
     # Pay-per-use: how it takes usage records from the ledger (isvserver.usage); None: it takes none.
     metering: Metering | None = None
+    # What reconcile does with its instances past their `expire_at`.
+    expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
+
+    def __post_init__(self) -> None:
+        if (self.blueprint is None) != (self.url_prefix is None):
+            raise TypeError(f"adapter {self.name!r}: a blueprint and its url_prefix go together")
 
 
 def load(name: str) -> Adapter:
@@ -121,6 +143,11 @@ def load(name: str) -> Adapter:
 def load_all(names: Sequence[str]) -> tuple[Adapter, ...]:
     """The adapters of `names`, in that order."""
     return tuple(load(name) for name in names)
+
+
+def expiry_policies(names: Sequence[str]) -> dict[str, ExpiryPolicy]:
+    """Each named adapter's expiry policy, by marketplace name (a marketplace not named: GUARD)."""
+    return {adapter.name: adapter.expiry_policy for adapter in load_all(names)}
 
 
 def enabled(environ: Mapping[str, str]) -> tuple[Adapter, ...]:

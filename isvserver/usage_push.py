@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from peewee import fn
 
@@ -386,3 +387,13 @@ def pending_uploads(marketplace: str) -> int:
         .where((UsageUpload.marketplace == marketplace) & (UsageUpload.state == SENDING))
         .scalar()
     )
+
+
+JOB_NAME = "usage_push"
+
+
+def register(jobs: Any, settings: Settings) -> None:
+    """Have the job consumer push the ledger every ISV_USAGE_PUSH_INTERVAL_S seconds (when an enabled
+    marketplace takes usage records)."""
+    if any(metering_of(name) is not None for name in settings.marketplaces):
+        jobs.every(JOB_NAME, settings.usage_push_interval_s, lambda runtime: push_all(runtime.settings))

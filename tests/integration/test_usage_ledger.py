@@ -21,8 +21,11 @@ def wire(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
+NOW = utcnow().replace(microsecond=0)  # one moment: a resend is the same record
+
+
 def report(instance_id: str, sn: str, value: object = "1.5", hours_ago: float = 1, **extra: object) -> Report:
-    end = utcnow().replace(microsecond=0) - timedelta(hours=hours_ago)
+    end = NOW - timedelta(hours=hours_ago)
     return Report(instance_id, sn, wire(end - timedelta(hours=1)), wire(end), value, **extra)
 
 

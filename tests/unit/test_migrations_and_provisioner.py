@@ -42,6 +42,8 @@ TABLES = {
     "delivery",
     "order_line",
     "parked_change",
+    "periodic_job",
+    "external_id",
     "usage_upload",
     "usage_record",
 }
@@ -54,6 +56,8 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (13, "periodic_jobs"),
+    (14, "external_ids"),
     (16, "usage"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("product_api", 1, "product_tokens")]
@@ -65,6 +69,8 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0013_periodic_jobs",
+    "0014_external_ids",
     "0016_usage",
     "koogallery_kit/0001_sync",
     "product_api/0001_product_tokens",

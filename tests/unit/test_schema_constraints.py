@@ -35,8 +35,14 @@ UNIQUE = {
     "usage_upload": set(),
     "usage_record": {("metering_sn",)},  # one record per metering_sn: a resend is a duplicate
     "product_token": {("name",), ("digest",)},
+    "periodic_job": set(),  # one row per job name (its primary key)
+    "external_id": {("instance_ref",)},  # one external id per instance
 }
-PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
+PRIMARY_KEYS = (
+    {table: ("id",) for table in UNIQUE}
+    | {"nonce": ("digest",)}  # a nonce is used once
+    | {"periodic_job": ("name",)}  # one schedule and lease per job
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -33,8 +33,11 @@ def instance_id(app: Flask, marketplace: Marketplace) -> str:
     return instance_id
 
 
+END = utcnow().replace(microsecond=0) - timedelta(minutes=10)  # one moment: a resend is the same record
+
+
 def record(instance_id: str, sn: str, value: object = 2) -> dict[str, object]:
-    end = utcnow().replace(microsecond=0) - timedelta(minutes=10)
+    end = END
     return {
         "instanceId": instance_id,
         "meteringSn": sn,
