@@ -583,6 +583,8 @@ class InstanceRow(NamedTuple):
     user_name: str | None
     password_encrypted: str | None
     memo: str | None
+    id: int  # the row's key (what other tables refer to)
+    on_demand: bool  # pay-per-use: queryInstance adds its usageInfo
 
 
 _ROW_FIELDS = tuple(getattr(Instance, name) for name in InstanceRow._fields)

@@ -439,28 +439,25 @@ class Latest:
     end_at: datetime
 
 
-def latest(instance_ids: Sequence[str]) -> dict[str, Latest]:
-    """The latest record of each of these instances that has one (pushed or not, never refused)."""
-    if not instance_ids:
+def latest(instance_refs: Sequence[int]) -> dict[int, Latest]:
+    """The latest record (the one that ended last; of those, the last stored) of each of these instances
+    (by row id) that has one, refused ones aside: one query on the ledger alone."""
+    if not instance_refs:
         return {}
+    refs = list(instance_refs)
     last = (
         UsageRecord.select(UsageRecord.instance, fn.MAX(UsageRecord.end_at).alias("end_at"))
-        .join(Instance)
-        .where(Instance.instance_id.in_(list(instance_ids)) & (UsageRecord.state != State.REFUSED.value))
+        .where(UsageRecord.instance.in_(refs) & (UsageRecord.state != State.REFUSED.value))
         .group_by(UsageRecord.instance)
     )
     rows = (
-        UsageRecord.select(Instance.instance_id, UsageRecord.usage_value, UsageRecord.end_at, UsageRecord.id)
-        .join(Instance)
+        UsageRecord.select(UsageRecord.instance, UsageRecord.usage_value, UsageRecord.end_at)
         .join(last, on=(UsageRecord.instance == last.c.instance_ref) & (UsageRecord.end_at == last.c.end_at))
         .where(UsageRecord.state != State.REFUSED.value)
         .order_by(UsageRecord.id)
         .tuples()
     )
-    found: dict[str, Latest] = {}
-    for instance_id, value, end_at, _ in rows:
-        found[instance_id] = Latest(Decimal(value), end_at)  # the last stored of equal end times wins
-    return found
+    return {ref: Latest(Decimal(value), end_at) for ref, value, end_at in rows}
 
 
 def counts() -> dict[tuple[str, str], int]:

@@ -10,7 +10,7 @@ from flask import Flask
 from peewee import IntegrityError
 
 from isvserver import db, usage
-from isvserver.models import UsageRecord, utcnow
+from isvserver.models import Instance, UsageRecord, utcnow
 from isvserver.settings import Settings
 from isvserver.usage import Reason, Report, Status
 
@@ -156,8 +156,9 @@ def test_python_record_and_latest(app: Flask, on_demand: str) -> None:
         assert usage.record(on_demand, "py-2", end - timedelta(hours=1), end, "0.0001").status == "duplicate"
     assert (first.status, second.status) == (Status.ACCEPTED, Status.ACCEPTED)
     with db.connected():
-        latest = usage.latest([on_demand, "other"])
-    assert latest == {on_demand: usage.Latest(Decimal("0.0001"), end)}
+        ref = Instance.get(Instance.instance_id == on_demand).id
+        latest = usage.latest([ref, ref + 1000])
+    assert latest == {ref: usage.Latest(Decimal("0.0001"), end)}
 
 
 def test_too_many_records_or_an_unknown_source_is_a_programming_error(settings: Settings) -> None:

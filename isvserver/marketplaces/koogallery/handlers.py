@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import g
 
-from isvserver import lifecycle
+from isvserver import lifecycle, usage
 from isvserver.calls import counted
 from isvserver.deferred import after_commit
 from isvserver.lifecycle import Action
-from isvserver.marketplaces.koogallery import order_jobs
+from isvserver.marketplaces.koogallery import order_jobs, order_lines
 from isvserver.marketplaces.koogallery.models import OrderNotification
 from isvserver.marketplaces.koogallery.replies import Reply, reply
 from isvserver.marketplaces.koogallery.results import (
@@ -24,7 +24,7 @@ from isvserver.marketplaces.koogallery.results import (
 from isvserver.marketplaces.koogallery.schemas import split_ids
 from isvserver.models import utcnow
 from isvserver.provisioning import AppInfo, InstanceView
-from isvserver.provisioning.template import render_url
+from isvserver.provisioning.template import path_segment, render_url
 from isvserver.runtime import Runtime
 
 MARKETPLACE = "koogallery"
@@ -40,6 +40,14 @@ Handler = Callable[[Runtime, dict[str, Any]], Reply]
 def order_key(order_id: str, order_line_id: str) -> str:
     """The idempotency key of an order line (length-prefixed: ids may contain the separator)."""
     return f"order:{len(order_id)}:{order_id}:{order_line_id}"
+
+
+def creation_key(order_id: str, order_line_id: str, product_id: str | None) -> str:
+    """newInstance's idempotency key: the order line, and its product when the call names one (on-demand
+    orders hold one instance per product: seed 003)."""
+    if product_id is None:
+        return order_key(order_id, order_line_id)
+    return f"product:{len(order_id)}:{order_id}:{len(order_line_id)}:{order_line_id}:{product_id}"
 
 
 def _app_info_out(info: AppInfo) -> dict[str, str | None]:
@@ -64,7 +72,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Create (once per order line) and provision the instance, waiting for it within the budget."""
     instance, created = rt.lifecycle.create(
         MARKETPLACE,
-        order_key(data["orderId"], data["orderLineId"]),
+        creation_key(data["orderId"], data["orderLineId"], data.get("productId")),
         data["businessId"],  # the recommended instanceId: the first request's businessId
         reference=(data["orderId"], data["orderLineId"]),
         business_id=data["businessId"],
@@ -72,6 +80,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     counted(created)
     instance_id = instance.instance_id
     if created:
+        order_lines.mark_on_demand(MARKETPLACE, data["orderId"], data["orderLineId"])
         _fetch_order_line(rt, data)
     if instance.state not in lifecycle.NOT_PROVISIONED:
         return reply(SUCCESS, "success", instanceId=instance_id)
@@ -93,21 +102,40 @@ def _provisioning_answer(instance_id: str, state: str) -> Reply:
     return reply(SUCCESS, "success", instanceId=instance_id)
 
 
+def _usage_info(rt: Runtime, instance_id: str, latest: usage.Latest | None) -> list[dict[str, Any]] | None:
+    """usageInfo of an on-demand instance: its latest usage record (spec §5), when it has one."""
+    if latest is None:
+        return None
+    info: dict[str, Any] = {
+        "usageValue": latest.value,
+        "statisticalTime": latest.end_at.strftime("%Y%m%d%H%M%S") + "000",
+    }
+    template = rt.settings.of(MARKETPLACE).usage_dashboard_url_template
+    if template:
+        info["dashboardUrl"] = template.format(instance_id=path_segment(instance_id))[:512]
+    return [info]
+
+
 def query_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
-    """AppInfo of up to 100 instances, read in one query."""
+    """AppInfo of up to 100 instances, read in one query (and usageInfo of the on-demand ones)."""
     ids = split_ids(data["instanceId"])
     found = lifecycle.find_instances(ids)
+    metered = [row.id for row in found.values() if row.on_demand and row.state != lifecycle.State.RELEASED]
+    latest = usage.latest(metered) if metered else {}
     info, waiting = [], False
     for instance_id in ids:
         instance = found.get(instance_id)
         if instance is None or instance.state == lifecycle.State.RELEASED:
             continue
         app_info = lifecycle.app_info(instance, rt.settings.data_keys)
+        usage_info = _usage_info(rt, instance_id, latest.get(instance.id))
         if instance.state in lifecycle.NOT_PROVISIONED or app_info is None:
             waiting = True
-            info.append({"instanceId": instance_id})
+            info.append({"instanceId": instance_id, "usageInfo": usage_info})
         else:
-            info.append({"instanceId": instance_id, "appInfo": _app_info_out(app_info)})
+            info.append(
+                {"instanceId": instance_id, "appInfo": _app_info_out(app_info), "usageInfo": usage_info}
+            )
     if not info:
         return reply(INSTANCE_NOT_FOUND, "instance does not exist")
     if waiting:

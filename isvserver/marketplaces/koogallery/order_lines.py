@@ -23,6 +23,7 @@ from isvserver.sealing import DataKeys, seal, unseal
 from isvserver.settings import Settings
 
 PENDING, FETCHED, FAILED, SKIPPED = "pending", "fetched", "failed", "skipped"
+ON_DEMAND_MODES = frozenset({"ON_DEMAND", "ON_DEMAND_PKG"})  # chargingMode of pay-per-use order lines
 ERROR_CHARS = OrderLineRecord.last_error.max_length
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,35 @@ def fetch(
             OrderLineRecord.fetched_at: now,
         },
     )
+    if columns[OrderLineRecord.charging_mode] in ON_DEMAND_MODES:
+        mark_on_demand(marketplace, order_id, order_line_id)
     log.info("order details fetched order=%s/%s", order_id, order_line_id)
     return FETCHED
+
+
+def mark_on_demand(marketplace: str, order_id: str, order_line_id: str) -> int:
+    """Mark the instances of an order line on-demand when its stored charging mode is; how many changed."""
+    with connected(), database.atomic():
+        mode = (
+            OrderLineRecord.select(OrderLineRecord.charging_mode)
+            .where(_key(marketplace, order_id, order_line_id))
+            .scalar()
+        )
+        if mode not in ON_DEMAND_MODES:
+            return 0
+        changed = (
+            Instance.update(on_demand=True, updated_at=utcnow())
+            .where(
+                (Instance.marketplace == marketplace)
+                & (Instance.order_id == order_id)
+                & (Instance.order_line_id == order_line_id)
+                & (Instance.on_demand == False)  # noqa: E712 (a SQL comparison)
+            )
+            .execute()
+        )
+    if changed:
+        log.info("on-demand order=%s/%s: %d instance(s) take usage records", order_id, order_line_id, changed)
+    return changed
 
 
 def due(limit: int = 100) -> list[tuple[str, str, str]]:

@@ -45,7 +45,9 @@ def _dumped(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
         value = data.get(name)
         if value is None:
             continue
-        if nested is None:
+        if nested is NUMBER:
+            out[key] = float(value)  # Double(12,4): a JSON number
+        elif nested is None:
             out[key] = str(value)
         elif many:
             out[key] = [_dumped(nested, item) for item in value]
@@ -54,14 +56,19 @@ def _dumped(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+NUMBER: Any = object()  # a plan's mark for a number field (fields.Decimal)
+
+
 @lru_cache(maxsize=32)
-def _plan(schema: Schema) -> tuple[tuple[str, str, Schema | None, bool], ...]:
-    """(name, key in the reply, nested schema or None, is a list) of each field, in dump order."""
+def _plan(schema: Schema) -> tuple[tuple[str, str, Any, bool], ...]:
+    """(name, key in the reply, nested schema, NUMBER or None, is a list) of each field, in dump order."""
     plan = []
     for name, field in schema.dump_fields.items():
         inner = field.inner if isinstance(field, fields.List) else field
         if isinstance(inner, fields.Nested):
             plan.append((name, field.data_key or name, inner.schema, inner is not field))
+        elif isinstance(inner, fields.Decimal) and inner is field:
+            plan.append((name, field.data_key or name, NUMBER, False))
         elif isinstance(inner, fields.String) and inner is field:
             plan.append((name, field.data_key or name, None, False))
         else:

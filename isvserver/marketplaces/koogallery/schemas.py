@@ -127,6 +127,7 @@ class NewInstanceIn(RequestIn):
     orderId = ident()
     orderLineId = ident()
     businessId = ident()
+    productId = ident(required=False)  # on-demand orders: one instance per product of the order line
 
 
 class QueryInstanceIn(RequestIn):
@@ -230,9 +231,17 @@ class AppInfoOut(OutSchema):
     memo = text(1024, required=False)
 
 
+class UsageInfoOut(OutSchema):
+    relatedInstanceId = text(64, required=False)
+    usageValue = fields.Decimal(required=True, places=4)
+    statisticalTime = text(17)
+    dashboardUrl = text(512, required=False)
+
+
 class InstanceInfoOut(OutSchema):
     instanceId = text(64)
     appInfo = fields.Nested(AppInfoOut)
+    usageInfo = fields.List(fields.Nested(UsageInfoOut))
 
 
 class QueryInstanceOut(ResultOut):

@@ -100,8 +100,8 @@ def sign(case: Case) -> None:
 
 
 def is_produce(case: Case) -> bool:
-    """Whether the case calls the produce endpoint (not /healthz)."""
-    return case.operation.method.upper() == "POST"
+    """Whether the case calls the produce endpoint (not /healthz, not an application part's path)."""
+    return case.operation.method.upper() == "POST" and case.operation.path == "/saasproduce"
 
 
 def result_code(response: Response) -> str:
