@@ -7,7 +7,7 @@ The core never imports one by its name in code: `load` finds the names listed in
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -116,6 +116,9 @@ class Adapter:
     simulations: tuple[Simulation, ...] = ()
     # Pay-per-use: how it takes usage records from the ledger (isvserver.usage); None: it takes none.
     metering: Metering | None = None
+    # Gauges of its own read at scrape time (/metrics): prometheus metric families, read inside a
+    # database connection.
+    gauges: Callable[[], Iterable[Any]] | None = None
     # What reconcile does with its instances past their `expire_at`.
     expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
 
@@ -177,6 +180,7 @@ class Part:
     sealed_columns: tuple[tuple[Field, Field], ...] = ()
     models: tuple[type[Model], ...] = ()  # its tables; the SQL is in its migrations/ folder
     init_jobs: Callable[[Any], None] | None = None
+    gauges: Callable[[], Iterable[Any]] | None = None  # read at scrape time, as an adapter's
 
 
 def load_part(name: str) -> Part:

@@ -7,7 +7,7 @@ import os
 import click
 
 from isvserver.adapters import enabled, enabled_parts
-from isvserver.cli import call_log, instances, keys, reconcile, reseal, server
+from isvserver.cli import call_log, instances, keys, reconcile, reseal, server, usage
 from isvserver.files import restrict_umask
 
 
@@ -45,6 +45,7 @@ CORE_COMMANDS = (
     keys.keys,
     reseal.rotate_data_key,
     reconcile.reconcile,
+    usage.usage_group,
 )
 for command in CORE_COMMANDS:
     main.add_command(command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime
 
@@ -18,7 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from isvserver.adapters import expiry_policies
+from isvserver import usage
+from isvserver.adapters import expiry_policies, load, load_part
 from isvserver.db import connected
 from isvserver.jobs import deliveries, periodic
 from isvserver.jobs.reconcile import count_overdue, ignored_marketplaces
@@ -79,6 +81,8 @@ class StoreCollector:
                 overdue = count_overdue(now, freeze_days, ignored)
                 pending = deliveries.pending_count()
                 schedules = periodic.all_schedules()
+                ledger = usage.counts(), usage.refused_by_code(), usage.oldest_pending(now)
+                own = _owners_gauges()
         except Exception:  # a scrape must not fail because the database is down; /readyz says so
             return
         by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
@@ -102,6 +106,58 @@ class StoreCollector:
             by_kind.add_metric([kind], count)
         yield by_kind
         yield from _periodic_metrics(schedules, now)
+        yield from _usage_metrics(*ledger)
+        yield from own
+
+
+def _owners_gauges() -> list:
+    """The gauges the enabled adapters and parts publish (one that fails is left out, and logged)."""
+    runtime = current_app.extensions.get("isvserver") if has_app_context() else None
+    if runtime is None:
+        return []
+    owners = [
+        *(load(n) for n in runtime.settings.marketplaces),
+        *(load_part(n) for n in runtime.settings.parts),
+    ]
+    found = []
+    for owner in owners:
+        if owner.gauges is None:
+            continue
+        try:
+            found.extend(owner.gauges())
+        except Exception:
+            logging.getLogger("isvserver").warning(
+                "gauges of %s could not be read", owner.name, exc_info=True
+            )
+    return found
+
+
+def _usage_metrics(
+    counts: dict[tuple[str, str], int], refused: dict[tuple[str, str], int], oldest: dict[str, float]
+):
+    """The usage ledger: records by marketplace and state, refusals by code, the oldest pending's age."""
+    records = GaugeMetricFamily(
+        "isv_usage_records",
+        "Usage records by marketplace and state (pending, pushed, refused, expired)",
+        labels=["marketplace", "state"],
+    )
+    for (marketplace, state), count in sorted(counts.items()):
+        records.add_metric([marketplace, state], count)
+    yield records
+    by_code = GaugeMetricFamily(
+        "isv_usage_refused", "Usage records the marketplace refused, by code", labels=["marketplace", "code"]
+    )
+    for (marketplace, code), count in sorted(refused.items()):
+        by_code.add_metric([marketplace, code], count)
+    yield by_code
+    age = GaugeMetricFamily(
+        "isv_usage_oldest_pending_age_seconds",
+        "Seconds since the oldest usage record still waiting for its marketplace was stored",
+        labels=["marketplace"],
+    )
+    for marketplace, seconds in sorted(oldest.items()):
+        age.add_metric([marketplace], seconds)
+    yield age
 
 
 def _periodic_metrics(schedules: list[periodic.Schedule], now: datetime):
