@@ -56,6 +56,11 @@ class UsageApi(ThreadingHTTPServer):
         self.key = key
         self.report_records = False
         self.fail_next = 0  # answer this many uploads 503 (a marketplace having trouble)
+        # With `hold` set, an upload is taken (stored) and its answer waits until `release` is set:
+        # the pusher waits on a taken upload, as when it dies between the marketplace's work and its answer.
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = 0
         self.lock = threading.Lock()
         with self.db() as conn:
             conn.executescript(SCHEMA)
@@ -222,6 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 )
         extra = {"failed_records": failed} if self.server.report_records and failed else {}
+        if self.server.hold.is_set():
+            self.server.held += 1
+            self.server.lock.release()  # others may call meanwhile
+            try:
+                self.server.release.wait(60)
+            finally:
+                self.server.lock.acquire()
         answer(200, "MKT.0000", "Success", len(items), **extra)
 
 
