@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from peewee import Field
 
-from isvserver.adapters import load
+from isvserver.adapters import load, load_part
 from isvserver.db import connected, database
 from isvserver.keystore import AccessKey
 from isvserver.models import BaseModel, Instance
@@ -32,11 +32,10 @@ SEALED_COLUMNS = (
 
 
 def sealed_columns(settings: Settings) -> tuple[SealedColumn, ...]:
-    """The core's sealed columns and those of every enabled adapter."""
+    """The core's sealed columns and those of every enabled adapter and application part."""
+    owners = (*map(load, settings.marketplaces), *map(load_part, settings.parts))
     own = (
-        SealedColumn(secret.model, secret, name)
-        for adapter in map(load, settings.marketplaces)
-        for secret, name in adapter.sealed_columns
+        SealedColumn(secret.model, secret, name) for owner in owners for secret, name in owner.sealed_columns
     )
     return (*SEALED_COLUMNS, *own)
 
