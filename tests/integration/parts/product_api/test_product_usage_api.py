@@ -197,3 +197,29 @@ def test_the_openapi_document_describes_post_usage(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     assert "post" in spec["paths"]["/v1/usage"]
     assert spec["components"]["schemas"]["UsageIn"]["properties"]["records"]["maxItems"] == 1000
+
+
+def test_two_calls_racing_with_the_same_records_store_each_once(
+    app: Flask, token: str, instance_id: str
+) -> None:
+    import threading
+
+    batch = {"records": [record(instance_id, f"race-{n}") for n in range(300)]}
+    start = threading.Barrier(2)
+    answers: list[dict] = []
+
+    def send() -> None:
+        client = app.test_client()
+        start.wait()
+        response = post(client, batch, token)
+        assert response.status_code == 200
+        answers.append(response.get_json())
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 2
+    assert sorted((a["accepted"], a["duplicate"]) for a in answers) == [(0, 300), (300, 0)]
+    assert len(stored()) == 300
