@@ -12,6 +12,7 @@ records refused with the code. A failure backs the upload off; the pass stops th
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import socket
@@ -268,8 +269,11 @@ def _send(sender: Sender, upload: UsageUpload, now: datetime) -> UploadAnswer:
         raise RuntimeError(f"usage upload {upload.id}: its body changed between attempts")
     try:
         return sender.send(body)
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return UploadAnswer(False, message=f"the marketplace cannot be reached: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # anything else is not taken either; its text may hold anything: not shown
+        log.warning("usage upload %d: the sender raised", upload.id, exc_info=True)
+        return UploadAnswer(False, message=f"the upload could not be sent: {type(exc).__name__}")
 
 
 def push_marketplace(

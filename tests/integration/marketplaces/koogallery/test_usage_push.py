@@ -253,3 +253,27 @@ def test_the_body_is_exactly_the_ledger(settings: Settings, instance_id: str) ->
 def test_answers_are_read_as_taken_or_not(status: int, raw: bytes, taken: bool, refused: dict) -> None:
     answer = read_answer(status, raw)
     assert (answer.taken, dict(answer.refused)) == (taken, refused)
+
+
+def test_a_sender_that_breaks_leaves_the_upload_to_be_sent_again(
+    settings: Settings, instance_id: str, usage_api: UsageApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.client
+
+    from isvserver.marketplaces.koogallery.usage_push import UsageSender
+
+    add(settings, instance_id, 2)
+    for error, shown in ((http.client.IncompleteRead(b"x"), "IncompleteRead"), (KeyError("k"), "KeyError")):
+
+        def broken(self, body, error=error):
+            raise error
+
+        monkeypatch.setattr(UsageSender, "send", broken)
+        summary = usage_push.push_all(settings)[0]
+        assert summary.failed == 1
+        with db.connected():
+            upload = UsageUpload.get()
+            UsageUpload.update(next_attempt_at=utcnow()).execute()
+        assert upload.state == "sending" and shown in upload.result_msg
+    monkeypatch.undo()
+    assert usage_push.push_all(settings)[0].pushed == 2
