@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from peewee import fn
 
+from isvserver import usage
 from isvserver.adapters import load
 from isvserver.cli.call_log import CALL_FIELDS, call_table, names_instance
 from isvserver.cli.helpers import (
@@ -14,6 +16,7 @@ from isvserver.cli.helpers import (
     LIMIT,
     bound_database,
     clean,
+    json_value,
     more,
     print_fields,
     print_json,
@@ -22,13 +25,14 @@ from isvserver.cli.helpers import (
     settings_or_exit,
 )
 from isvserver.lifecycle import State
-from isvserver.models import CallLog, Delivery, Instance, InstanceEvent
+from isvserver.models import CallLog, Delivery, Instance, InstanceEvent, UsageRecord
 
 INSTANCE_FIELDS = (
     "instance_id",
     "marketplace",
     "state",
     "is_trial",
+    "on_demand",
     "order_id",
     "order_line_id",
     "business_id",
@@ -157,6 +161,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
         handed_over = {
             d.event_id: _delivery_out(d) for d in Delivery.select().where(Delivery.instance == instance)
         }
+        metered = _usage_out(instance)
     more(len(calls), limit)
     calls = calls[:limit]
     password = "stored encrypted (not shown)" if instance.password_encrypted else None
@@ -166,6 +171,7 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
                 "instance": {**row(instance, INSTANCE_FIELDS), "password_stored": password is not None},
                 "events": [{**_event_out(e), "delivery": handed_over.get(e.id)} for e in events],
                 **{section.name: section.rows for section in sections},
+                "usage": metered,
                 "calls": [row(c, CALL_FIELDS) for c in calls],
             }
         )
@@ -195,5 +201,29 @@ def instances_show(instance_id: str, limit: int, as_json: bool) -> None:
     for section in sections:
         click.echo(f"\n{section.title}")
         section.render(section.rows)
+    if metered["records"]:
+        by_state = ", ".join(f"{state} {count}" for state, count in metered["by_state"].items())
+        latest = metered["latest"]
+        click.echo(f"\nusage ({metered['records']} records: {by_state}; `isvserver usage list --instance …`)")
+        print_fields([("latest value", latest["value"]), ("latest end", latest["end_at"])])
     click.echo(f"\ncallback log ({len(calls)} calls, newest first)")
     call_table(calls)
+
+
+def _usage_out(instance: Instance) -> dict[str, Any]:
+    """The instance's usage records by state, and its latest (what queryInstance's usageInfo says)."""
+    query = (
+        UsageRecord.select(UsageRecord.state, fn.COUNT(UsageRecord.id))
+        .where(UsageRecord.instance == instance.id)
+        .group_by(UsageRecord.state)
+        .tuples()
+    )
+    by_state = dict(sorted(query))
+    latest = usage.latest([instance.id]).get(instance.id)
+    return {
+        "records": sum(by_state.values()),
+        "by_state": by_state,
+        "latest": None
+        if latest is None
+        else {"value": format(latest.value, "f"), "end_at": json_value(latest.end_at)},
+    }

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from isvserver import db, usage
+from isvserver.cli import instances
 from isvserver.cli.usage import usage_group
 from isvserver.models import UsageRecord, utcnow
 from isvserver.parts.product_api.cli import product_token
@@ -113,6 +114,13 @@ def test_an_operator_marks_adds_imports_lists_pushes_and_repushes(
     assert "csv-7: pending again (was pushed)" in repushed.output and "nope: unknown" in repushed.output
     assert "records pushed 1" in run(env, usage_group, "push", "--now").output
     assert usage_api.records()["csv-7"]["times_received"] == 2  # harmless: one metering_sn
+
+    shown = json.loads(run(env, instances.instances, "show", instance_id, "--json").stdout)
+    assert shown["instance"]["on_demand"] is True
+    assert shown["usage"]["records"] == 1201 and shown["usage"]["by_state"] == {"pushed": 1201}
+    assert shown["usage"]["latest"]["end_at"].startswith(END.isoformat())
+    text = run(env, instances.instances, "show", instance_id).output
+    assert "usage (1201 records: pushed 1201" in text and "latest value" in text
 
 
 def test_a_failing_push_exits_1(env: dict[str, str], instance_id: str, usage_api: UsageApi) -> None:
