@@ -236,6 +236,36 @@ def test_an_answer_to_a_client_that_has_gone_is_not_written_and_says_so(
     assert instance_state("g-1") == "provisioning"  # what was committed stays: the resend finds it
 
 
+def test_the_call_log_command_shows_an_unsent_answer(make_app, env: dict[str, str]) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from isvserver.cli.call_log import log_group
+
+    app = make_app(budget_ms=0)
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    with ours:
+        body, _ = wsgi_call(
+            app,
+            {"activity": "newInstance", "orderId": "CSC1", "orderLineId": "L", "businessId": "c-1"},
+            **{"gunicorn.socket": ours},
+        )
+        with pytest.raises(BrokenPipeError):
+            list(body)
+        body.close()
+    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
+    isolated.update(env)
+    previous = db.database.obj
+    try:
+        result = CliRunner().invoke(log_group, ["list"], env=isolated, catch_exceptions=False)
+    finally:
+        db.database.initialize(previous)
+    assert result.exit_code == 0, result.output
+    assert f"{IN_PROGRESS}/client_gone" in result.output
+
+
 def test_rejected_and_failed_calls_record_their_delivery_too(make_app) -> None:
     app = make_app()
     ours, theirs = socket.socketpair()
