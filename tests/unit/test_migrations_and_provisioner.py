@@ -52,6 +52,7 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (9, "call_delivery"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -62,6 +63,7 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0009_call_delivery",
     "koogallery_kit/0001_sync",
 ]
 
