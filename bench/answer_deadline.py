@@ -167,11 +167,12 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200, help="queryInstance calls meanwhile (200)")
     parser.add_argument("--product-delay", type=float, default=3.0, help="seconds the product takes (3)")
     parser.add_argument("--scenario", choices=("stopped", "slow", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker (default: the shipped 4)")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start; "
-        f"{args.workers} workers x 4 threads, {args.db}"
+        f"{args.workers} workers x {args.threads or 'the shipped'} threads, {args.db}"
     )
     scenarios = ("stopped", "slow") if args.scenario == "both" else (args.scenario,)
     for scenario in scenarios:
@@ -185,10 +186,17 @@ def main() -> int:
                     "ISV_WEBHOOK_SECRET": receiver.secret,
                     "ISV_WEBHOOK_TIMEOUT_S": "10",
                     "ISV_SERVE_JOBS": "0" if scenario == "stopped" else "1",
-                    "ISV_LOG_LEVEL": "WARNING",
                 }
                 env = subprocess_env(base_env(work, url, **settings))
-                with running_server(env, work / "server.log", cwd=work, workers=args.workers) as server:
+                serve_args: tuple[str, ...] = ()
+                if args.threads:
+                    conf = work / "gunicorn.conf.py"
+                    shipped = (ROOT / "config" / "gunicorn.conf.py").read_text()
+                    conf.write_text(f"{shipped}\nthreads = {args.threads}\n")
+                    serve_args = ("--config", str(conf))
+                with running_server(
+                    env, work / "server.log", cwd=work, workers=args.workers, serve_args=serve_args
+                ) as server:
                     figures = run_burst(server, args.calls, args.queries)
             title = (
                 "consumer stopped"
