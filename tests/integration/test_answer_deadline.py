@@ -281,3 +281,15 @@ def test_rejected_and_failed_calls_record_their_delivery_too(make_app) -> None:
     with db.connected():
         rows = [(r.activity, r.delivery) for r in CallLog.select().order_by(CallLog.id)]
     assert rows == [("newInstance", "client_gone"), ("releaseInstance", "sent")]
+
+
+def test_any_endpoint_can_ask_when_its_call_arrived_and_how_long_it_has_left(make_app) -> None:
+    from isvserver import calls
+
+    app = make_app(deadline_ms=1000)
+    now = time.monotonic()
+    with app.test_request_context(environ_base={deadline.ARRIVED: now - 0.25}):
+        assert calls.arrived() == now - 0.25
+        assert 0.5 < calls.time_left() <= 0.75
+    with app.test_request_context(environ_base={deadline.ARRIVED: now - 2.0}):
+        assert calls.time_left() < 0  # past its deadline
