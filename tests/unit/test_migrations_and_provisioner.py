@@ -42,6 +42,8 @@ TABLES = {
     "delivery",
     "order_line",
     "parked_change",
+    "periodic_job",
+    "external_id",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 SHIPPED = [
@@ -53,6 +55,8 @@ SHIPPED = [
     (6, "instance_creation_key"),
     (7, "call_sources"),
     (9, "call_delivery"),
+    (13, "periodic_jobs"),
+    (14, "external_ids"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -64,6 +68,8 @@ LABELS = [
     "0006_instance_creation_key",
     "0007_call_sources",
     "0009_call_delivery",
+    "0013_periodic_jobs",
+    "0014_external_ids",
     "koogallery_kit/0001_sync",
 ]
 
