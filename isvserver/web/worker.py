@@ -76,7 +76,8 @@ class BufferedThreadWorker(ThreadWorker):
         self._arrivals = arrivals
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
-            environ[ARRIVED] = getattr(arrivals, "value", None) or time.monotonic()
+            # Taken once: a request that did not pass handle_request (HTTP/2) never gets an older one's.
+            environ[ARRIVED] = arrivals.__dict__.pop("value", None) or time.monotonic()
             environ[THREADS] = threads
             return app(environ, start_response)
 

@@ -151,5 +151,8 @@ def test_the_worker_stamps_the_first_bytes_arrival_and_its_threads(monkeypatch: 
     instance.handle_request(None, conn)
     before = time.monotonic()
     instance.handle_request(None, conn)  # the next request on the connection
+    stamp = seen[1][worker.ARRIVED]
+    instance.wsgi({}, None)  # a request that came another way (HTTP/2) is stamped now, not with a stale stamp
     assert seen[0] == {worker.ARRIVED: first, worker.THREADS: 6}
-    assert seen[1][worker.ARRIVED] >= before
+    assert stamp >= before
+    assert seen[2][worker.ARRIVED] > stamp
