@@ -4,6 +4,7 @@ counts from arrival, and the call log says whether each answer was written."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -207,13 +208,24 @@ def test_a_worker_stopped_while_the_call_waited_leaves_it_logged_as_not_sent(mak
     assert call_row(row.request_id).delivery == "not_sent"
 
 
+@contextlib.contextmanager
+def handler_removed(logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Remove caplog's handler from `logger` at the end of the block."""
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
 def test_an_answer_to_a_client_that_has_gone_is_not_written_and_says_so(
     make_app, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(budget_ms=200, deadline_ms=4000)
     ours, theirs = socket.socketpair()
     theirs.close()  # the marketplace gave up
-    with ours, caplog.at_level(logging.WARNING, "isvserver.calls"):
+    calls_log = logging.getLogger("isvserver.calls")  # isvserver's loggers do not propagate to the root
+    calls_log.addHandler(caplog.handler)
+    with ours, caplog.at_level(logging.WARNING, "isvserver.calls"), handler_removed(calls_log, caplog):
         body, _ = wsgi_call(
             app,
             {"activity": "newInstance", "orderId": "CSG1", "orderLineId": "L", "businessId": "g-1"},
@@ -293,3 +305,26 @@ def test_any_endpoint_can_ask_when_its_call_arrived_and_how_long_it_has_left(mak
         assert 0.5 < calls.time_left() <= 0.75
     with app.test_request_context(environ_base={deadline.ARRIVED: now - 2.0}):
         assert calls.time_left() < 0  # past its deadline
+
+
+def test_a_delivery_that_cannot_be_recorded_is_logged_and_the_answer_unchanged(
+    make_app, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from isvserver import calls
+
+    def database_gone(row_id: int, call: Any) -> None:
+        raise ConnectionError("database unreachable")
+
+    app = make_app(budget_ms=100)
+    monkeypatch.setattr(calls, "update_result", database_gone)
+    body, status = wsgi_call(
+        app, {"activity": "newInstance", "orderId": "CSU1", "orderLineId": "L", "businessId": "u-1"}
+    )
+    assert b"".join(body)
+    body.close()
+    logged = capfd.readouterr().err
+    assert status == ["200 OK"]
+    assert "callback log not updated" in logged and "ConnectionError" in logged
+    with db.connected():
+        [row] = CallLog.select().where(CallLog.activity == "newInstance")
+    assert row.delivery == "not_sent"  # what the database could be told: the answer was not confirmed

@@ -113,11 +113,16 @@ def test_no_byte_goes_to_a_client_that_has_gone(caplog: pytest.LogCaptureFixture
         delivery.on_answer(env, outcomes.append)
         return [b"answer"]
 
-    with ours, caplog.at_level(logging.ERROR, "isvserver.calls"):
-        body = delivery.Tracked(app)({"gunicorn.socket": ours}, lambda status, headers: None)
-        with pytest.raises(BrokenPipeError):
-            list(body)
-        body.close()
+    calls_log = logging.getLogger("isvserver.calls")  # isvserver's loggers do not propagate to the root
+    calls_log.addHandler(caplog.handler)
+    try:
+        with ours, caplog.at_level(logging.ERROR, "isvserver.calls"):
+            body = delivery.Tracked(app)({"gunicorn.socket": ours}, lambda status, headers: None)
+            with pytest.raises(BrokenPipeError):
+                list(body)
+            body.close()
+    finally:
+        calls_log.removeHandler(caplog.handler)
     assert outcomes == [delivery.CLIENT_GONE, delivery.CLIENT_GONE]
     assert "answer hook failed" in caplog.text
 
