@@ -17,6 +17,7 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (9, "call_delivery"),
     (13, "periodic_jobs"),
     (14, "external_ids"),
 ]
@@ -29,6 +30,7 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0009_call_delivery",
     "0013_periodic_jobs",
     "0014_external_ids",
     "koogallery_kit/0001_sync",
