@@ -12,3 +12,34 @@ ALL_MODELS = (
     *(model for name in ADAPTERS for model in load(name).models),
     *(model for name in PARTS for model in load_part(name).models),
 )
+
+# The migrations this version ships, as schema_version records them and as `migrate` prints them.
+SHIPPED = [
+    (1, "initial"),
+    (2, "access_keys"),
+    (3, "jobs"),
+    (4, "key_interfaces"),
+    (5, "parked_changes"),
+    (6, "instance_creation_key"),
+    (7, "call_sources"),
+    (9, "call_delivery"),
+    (13, "periodic_jobs"),
+    (14, "external_ids"),
+    (16, "usage"),
+]
+SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("product_api", 1, "product_tokens")]
+LABELS = [
+    "0001_initial",
+    "0002_access_keys",
+    "0003_jobs",
+    "0004_key_interfaces",
+    "0005_parked_changes",
+    "0006_instance_creation_key",
+    "0007_call_sources",
+    "0009_call_delivery",
+    "0013_periodic_jobs",
+    "0014_external_ids",
+    "0016_usage",
+    "koogallery_kit/0001_sync",
+    "product_api/0001_product_tokens",
+]
