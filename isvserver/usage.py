@@ -437,6 +437,7 @@ class Latest:
 
     value: Decimal
     end_at: datetime
+    related_instance_id: str | None = None  # the package's instance, for package products
 
 
 def latest(instance_refs: Sequence[int]) -> dict[int, Latest]:
@@ -451,13 +452,15 @@ def latest(instance_refs: Sequence[int]) -> dict[int, Latest]:
         .group_by(UsageRecord.instance)
     )
     rows = (
-        UsageRecord.select(UsageRecord.instance, UsageRecord.usage_value, UsageRecord.end_at)
+        UsageRecord.select(
+            UsageRecord.instance, UsageRecord.usage_value, UsageRecord.end_at, UsageRecord.related_instance_id
+        )
         .join(last, on=(UsageRecord.instance == last.c.instance_ref) & (UsageRecord.end_at == last.c.end_at))
         .where(UsageRecord.state != State.REFUSED.value)
         .order_by(UsageRecord.id)
         .tuples()
     )
-    return {ref: Latest(Decimal(value), end_at) for ref, value, end_at in rows}
+    return {ref: Latest(Decimal(value), end_at, related) for ref, value, end_at, related in rows}
 
 
 def counts() -> dict[tuple[str, str], int]:

@@ -105,6 +105,7 @@ def _usage_info(rt: Runtime, instance_id: str, latest: usage.Latest | None) -> l
     if latest is None:
         return None
     info: dict[str, Any] = {
+        "relatedInstanceId": latest.related_instance_id,
         "usageValue": latest.value,
         "statisticalTime": latest.end_at.strftime("%Y%m%d%H%M%S") + "000",
     }

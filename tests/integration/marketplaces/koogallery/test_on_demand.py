@@ -111,11 +111,14 @@ def test_the_dashboard_url_comes_from_its_template(env: dict[str, str], tmp_path
     usage.mark_on_demand(metered)
     end = utcnow().replace(microsecond=0) - timedelta(hours=1)
     usage.record_many(
-        settings, [Report(metered, "d-1", (end - timedelta(hours=1)).isoformat(), end.isoformat(), 2)], "cli"
+        settings,
+        [Report(metered, "d-1", (end - timedelta(hours=1)).isoformat(), end.isoformat(), 2, "pkg-9")],
+        "cli",
     )
     (item,) = marketplace.query(metered).json["info"]
     assert item["usageInfo"][0]["dashboardUrl"] == "https://app.example.com/u/dash-1"
     assert item["usageInfo"][0]["usageValue"] == 2
+    assert item["usageInfo"][0]["relatedInstanceId"] == "pkg-9"  # a package product's record
     db.close_all()
 
 
