@@ -67,7 +67,12 @@ def create_app(
         adapter = owner(request.path)
         if adapter is not None and adapter.error_response is not None:
             return adapter.error_response(status, message)
-        response = jsonify(error=message, status=status)
+        extra = {}
+        if status == 404:  # a new user's first wrong URL: say where the marketplace calls
+            roots = {p or "/" for p, _ in prefixes}
+            endpoints = ", ".join(sorted(p for p in roots if not any(p.startswith(r + "/") for r in roots)))
+            extra["hint"] = f"the marketplace calls POST {endpoints} (its path is ISV_PRODUCE_PATH)"
+        response = jsonify(error=message, status=status, **extra)
         response.status_code = status
         return response
 
