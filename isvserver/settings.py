@@ -485,7 +485,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         generated_names = [
             "ISV_DATA_KEY",
             *(i.env_var for i in interfaces if i.generated_in_development),
-            *makers,
+            *(name for name in makers if not _raw(env, name)),  # a key pair costs time: only when unset
         ]
         required = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.required), *makers]
         if any(not _raw(env, n) for n in required):

@@ -211,13 +211,12 @@ def activity_command(activity: str) -> click.Command:
         _print_answer(activity, answer, show_secrets)
         raise SystemExit(0 if answer.body_sign_ok and answer.code in ("000000", "000004") else 1)
 
-    interface = (
-        "the orderNotify interface's key" if activity == "orderNotify" else "the basic interface's key"
-    )
+    interface = NOTIFY if activity == "orderNotify" else BASIC
     command.help = (
         f"Act as KooGallery: send one signed {activity} to URL (the produce URL, e.g. "
-        f"http://127.0.0.1:8000/saasproduce) with FIELDS (name=value), signed with {interface}; "
-        f"{SENDS[activity]}. Checks the reply's Body-Sign; exit 1 unless 000000 or 000004."
+        f"http://127.0.0.1:8000/saasproduce) with FIELDS (name=value): {SENDS[activity]}. Signed with "
+        f"--key, else ISV_SIGN_KEY, else {interface.env_var} (or the development keys). Checks the "
+        "reply's Body-Sign; exit 1 unless 000000 or 000004."
     )
     return command
 
