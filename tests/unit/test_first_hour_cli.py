@@ -245,7 +245,7 @@ def test_simulations_help_writes_defaults_one_way() -> None:
     os.environ["ISV_MARKETPLACES"] = "koogallery,koogallery_kit"
     context = click.Context(simulate)
     names = simulate.list_commands(context)
-    assert len(names) == 2 + len(simulations()) - 1  # flow, each command (the V2 flow is not one)
+    assert len(names) == 1 + len(simulations()) - 1  # flow, and each simulation but the V2 flow alone
     for name in names:
         command = simulate.get_command(context, name)
         for param in command.params:
