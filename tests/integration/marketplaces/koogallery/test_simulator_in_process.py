@@ -71,3 +71,39 @@ def test_simulate_kit_with_the_wrong_key_is_refused(served: tuple[str, dict[str,
 
     assert result.exit_code == 1
     assert "000001" in result.output
+
+
+WRONG_KEY_HINT = "signature does not match: check --key (the server knows another key)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("simulate", "newInstance", "{url}", "--key", "not-the-basic-key-1"),
+        ("simulate", "kit", "tenantSync", "{url}", "--key", "not-the-kit-key-1"),
+        ("simulate", "flow", "{url}", "--key", "not-the-basic-key-1"),
+    ],
+)
+def test_a_wrong_key_is_named_as_the_likely_cause(
+    served: tuple[str, dict[str, str]], args: tuple[str, ...]
+) -> None:
+    url, env = served
+    result = CliRunner().invoke(main, [a.format(url=url) for a in args], env=env)
+
+    assert result.exit_code == 1
+    assert '"resultCode": "000001"' in result.output
+    assert result.output.count(WRONG_KEY_HINT) == 1, result.output
+
+
+def test_a_wrong_path_hints_at_the_produce_path(served: tuple[str, dict[str, str]]) -> None:
+    url, env = served
+    wrong = url.replace("/saasproduce", "/saas")
+    result = CliRunner().invoke(main, ["simulate", "queryInstance", wrong, "instanceId=x"], env=env)
+
+    assert result.exit_code == 1
+    assert "queryInstance: HTTP 404, Body-Sign INVALID" in result.output
+    assert '"hint": "the marketplace calls POST /saasproduce (its path is ISV_PRODUCE_PATH)"' in result.output
+    assert (
+        "nothing answers at this URL's path: use the server's produce URL (its path is ISV_PRODUCE_PATH, "
+        "/saasproduce by default)"
+    ) in result.output
