@@ -107,3 +107,19 @@ def test_a_wrong_path_hints_at_the_produce_path(served: tuple[str, dict[str, str
         "nothing answers at this URL's path: use the server's produce URL (its path is ISV_PRODUCE_PATH, "
         "/saasproduce by default)"
     ) in result.output
+
+
+def test_the_readme_tells_the_flow_in_its_order(served: tuple[str, dict[str, str]]) -> None:
+    """README's `simulate flow` line names the V2 steps in the order the flow runs them."""
+    readme = " ".join((Path(__file__).resolve().parents[4] / "README.md").read_text(encoding="utf-8").split())
+    start = readme.index("isvserver simulate flow URL [--test] [--key K]")
+    told = readme[start : readme.index(", then with koogallery_kit", start)].split("[--key K]", 1)[1]
+    told_steps = [step.strip() for step in told.split("→")]
+    url, env = served
+
+    result = CliRunner().invoke(main, ["simulate", "flow", url], env=env)
+
+    labels = [line.split(": HTTP ")[0] for line in result.output.splitlines() if ": HTTP " in line]
+    basic = [label for label in labels if not label.startswith("kit ")]
+    ran = [label.split("(")[1].rstrip(")") if "(" in label else label.split()[-1] for label in basic]
+    assert ran == told_steps
