@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +124,32 @@ def test_the_readme_tells_the_flow_in_its_order(served: tuple[str, dict[str, str
     basic = [label for label in labels if not label.startswith("kit ")]
     ran = [label.split("(")[1].rstrip(")") if "(" in label else label.split()[-1] for label in basic]
     assert ran == told_steps
+
+
+def test_simulate_kit_application_sync_works_out_of_the_box_in_development(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Development makes the Kit private key like the other keys: `simulate kit applicationSync` run from
+    the server's folder encrypts clientSecret with its public half, and the flow skips nothing."""
+    env = {
+        "ISV_INSTANCE_DIR": str(tmp_path / "instance"),
+        "ISV_DATABASE_URL": database_url,
+        "ISV_MARKETPLACES": "koogallery,koogallery_kit",
+    }
+    server = make_server("127.0.0.1", 0, create_app(load_settings(env)), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/saasproduce"
+    shell = {name: None for name in os.environ if name.startswith("ISV_")} | env
+    try:
+        one = CliRunner().invoke(main, ["simulate", "kit", "applicationSync", url], env=shell)
+        flow = CliRunner().invoke(main, ["simulate", "flow", url], env=shell)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        db.close_all()
+
+    assert one.exit_code == 0, one.output
+    assert "applicationSync: HTTP 200, Body-Sign valid" in one.output
+    assert flow.exit_code == 0, flow.output
+    assert "kit applicationSync: HTTP 200, Body-Sign valid" in flow.output and "skipped" not in flow.output
