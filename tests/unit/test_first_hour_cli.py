@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -252,3 +253,12 @@ def test_simulations_help_writes_defaults_one_way() -> None:
             text = getattr(param, "help", None) or ""
             assert "default" not in text.lower() and not re.search(r"\[ISV_", text), (name, param.name, text)
         assert cli("simulate", name, "--help").exit_code == 0
+
+
+def test_serve_names_an_address_it_cannot_listen_on() -> None:
+    from isvserver.cli.server import check_free
+
+    with pytest.raises(click.ClickException) as raised:
+        check_free("192.0.2.1:8000")  # TEST-NET-1: no interface here has it
+    assert raised.value.message == "cannot listen on 192.0.2.1:8000: Cannot assign requested address"
+    assert check_free("unix:/run/isvserver.sock") is None  # gunicorn checks a socket path itself

@@ -157,3 +157,12 @@ def test_the_file_reaches_processes_the_command_starts(
     assert seen["env"]["ISV_LOG_LEVEL"] == "WARNING"  # type: ignore[index]
     assert seen["argv"][-3:] == ["--workers", "5", "isvserver:create_app()"]  # type: ignore[index]
     assert "with 5 workers" in result.output
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "isv.env"
+    file.write_bytes(b"ISV_LOG_LEVEL=\xff\n")
+    with pytest.raises(
+        settings_file.SettingsFileError, match=f"^ISV_SETTINGS_FILE: {file} is not UTF-8 text$"
+    ):
+        settings_file.merged({"ISV_SETTINGS_FILE": str(file)})
