@@ -15,7 +15,7 @@ from peewee import DatabaseError
 
 from isvserver import db
 from isvserver.adapters import load
-from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
+from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, read, redacted_url
 
 DEFAULT_LIMIT = 50
 LIMIT = click.IntRange(1, 100_000)
@@ -128,7 +128,7 @@ def announced_settings() -> Settings:
                 (secret.description or secret.env_var, secret.env_var, value and secret.shown(value))
             )
     for label, variable, value in shown:
-        if variable in made and value:
+        if variable in made and value and not read(os.environ, variable):  # a set variable wins: unused
             click.echo(f"  {label} ({variable}): {value}", err=True)
     return settings
 

@@ -262,3 +262,13 @@ def test_serve_names_an_address_it_cannot_listen_on() -> None:
         check_free("192.0.2.1:8000")  # TEST-NET-1: no interface here has it
     assert raised.value.message == "cannot listen on 192.0.2.1:8000: Cannot assign requested address"
     assert check_free("unix:/run/isvserver.sock") is None  # gunicorn checks a socket path itself
+
+
+def test_a_generated_key_the_environment_overrides_is_not_printed(tmp_path: Path) -> None:
+    """The example file sets ISV_ACCESS_KEYS: the basic key generated beside it is unused, so unprinted."""
+    result = cli("migrate", ISV_ACCESS_KEYS="the-configured-basic-key")
+    assert result.exit_code == 0, result.output
+    keys = json.loads((tmp_path / "instance" / "development-keys.json").read_text(encoding="utf-8"))
+    assert keys["ISV_ACCESS_KEYS"] not in result.output and "ISV_ACCESS_KEYS" not in result.output
+    notify = keys["ISV_NOTIFY_KEYS"]
+    assert f"  notify interface key (ISV_NOTIFY_KEYS): {notify}" in result.output.splitlines()
