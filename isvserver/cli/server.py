@@ -92,7 +92,14 @@ def serve(
     if run_migrations:
         helpers.run_migrations(settings)
     host = bind if given["bind"] else f"the bind of {config_path}"
-    where = ", ".join(f"http://{host}{load(name).url_prefix(settings)}" for name in settings.marketplaces)
+    where = (
+        ", ".join(
+            f"http://{host}{mount.prefix(settings)}"
+            for name in settings.marketplaces
+            for mount in load(name).mounts
+        )
+        or f"http://{host}"
+    )
     count = f"{workers} workers" if given["workers"] else f"the workers of {config_path}"
     click.echo(
         f"isvserver ({settings.env}) on {where} with {count}, "
@@ -172,7 +179,11 @@ def worker(threads: int | None, supervised: bool) -> None:
         threads,
         queue.describe(settings),
     )
-    consumer.run()
+    jobs.start_periodic()  # Jobs.every's jobs, each under its database lease
+    try:
+        consumer.run()
+    finally:
+        jobs.stop_periodic()
 
 
 def _stop_with_parent() -> None:
