@@ -272,3 +272,22 @@ def test_a_generated_key_the_environment_overrides_is_not_printed(tmp_path: Path
     assert keys["ISV_ACCESS_KEYS"] not in result.output and "ISV_ACCESS_KEYS" not in result.output
     notify = keys["ISV_NOTIFY_KEYS"]
     assert f"  notify interface key (ISV_NOTIFY_KEYS): {notify}" in result.output.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ISV_KIT_PRIVATE_KEY": "not a key"}, "Error: invalid settings: ISV_KIT_PRIVATE_KEY: "),
+        (
+            {"ISV_KIT_PRIVATE_KEY_FILE": "/no/such/kit.pem"},
+            "Error: invalid settings: ISV_KIT_PRIVATE_KEY_FILE: cannot read /no/such/kit.pem: No such file",
+        ),
+    ],
+)
+def test_simulate_kit_names_an_unusable_private_key(env: dict[str, str], message: str) -> None:
+    result = cli(
+        "simulate", "kit", "applicationSync", "http://127.0.0.1:9/saasproduce", "--key", "kit-key-12345678",
+        ISV_MARKETPLACES="koogallery_kit", **env,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert one_line(result).startswith(message), result.output

@@ -152,7 +152,9 @@ def configured_public_key() -> rsa.RSAPublicKey | None:
     try:
         pem = existing_value(os.environ, "ISV_KIT_PRIVATE_KEY")
         return load_private_key(pem).public_key() if pem else None
-    except (SettingsError, PrivateKeyError) as exc:
+    except SettingsError as exc:  # names the variable itself (ISV_KIT_PRIVATE_KEY_FILE unreadable…)
+        raise click.ClickException(f"invalid settings: {exc}") from None
+    except PrivateKeyError as exc:
         raise click.ClickException(f"invalid settings: ISV_KIT_PRIVATE_KEY: {exc}") from None
 
 
