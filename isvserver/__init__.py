@@ -82,7 +82,12 @@ def create_app(
             except Exception:  # its answer needs what failed (the database, a key): the plain one
                 logging.getLogger("isvserver").exception("error answer failed status=%d", status)
                 status = 500
-        response = jsonify(error=message, status=status)
+        extra = {}
+        roots = {p or "/" for p, _ in mounted}
+        if status == 404 and roots and mount is None:  # a new user's wrong URL: say where the calls go
+            endpoints = ", ".join(sorted(p for p in roots if not any(p.startswith(r + "/") for r in roots)))
+            extra["hint"] = f"the marketplace calls POST {endpoints} (its path is ISV_PRODUCE_PATH)"
+        response = jsonify(error=message, status=status, **extra)
         response.status_code = status
         return response
 

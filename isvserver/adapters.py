@@ -7,6 +7,7 @@ The core never imports one by its name in code: `load` finds the names listed in
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,10 +57,23 @@ class Simulation:
     """How `isvserver simulate` plays the marketplace toward one of an adapter's interfaces."""
 
     name: str  # `isvserver simulate NAME …` runs `command` with the arguments after NAME
-    command: click.Command
-    # Run by `isvserver simulate flow URL [--test]` after the basic flow, with URL and whether --test was
-    # given; True when every answer was right (a flow that has no key configured says so and passes).
-    flow: Callable[[str, bool], bool] | None = None
+    command: click.Command | None  # None: a flow alone
+    # Run by `isvserver simulate flow URL [--test] [--key K]` in the adapters' order, with URL, whether
+    # --test was given and the --key given (the basic interface's: a flow of another interface signs
+    # with its own configured key); True when every answer was right (a flow that has no key
+    # configured says so and passes).
+    flow: Callable[[str, bool, str | None], bool] | None = None
+
+
+@dataclass(frozen=True)
+class DevelopmentSecret:
+    """A secret of an adapter's own that development mode makes when its variable is unset."""
+
+    env_var: str
+    make: Callable[[], str]
+    # What `isvserver serve` prints of a value it just made (a private key's public half, say).
+    shown: Callable[[str], str] = str
+    description: str = ""
 
 
 class ExpiryPolicy(StrEnum):
@@ -125,19 +139,29 @@ class Adapter:
     # Gauges of its own read at scrape time (/metrics): prometheus metric families, read inside a
     # database connection.
     gauges: Callable[[], Iterable[Any]] | None = None
+    # Secrets of its own that development mode generates when unset, like the key interfaces' keys
+    # (kept in the instance folder's development-keys.json, printed when made).
+    development_secrets: tuple[DevelopmentSecret, ...] = ()
     # What reconcile does with its instances past their `expire_at`.
     expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
 
 
+def available() -> tuple[str, ...]:
+    """The names of every adapter package installed (found on disk: none is imported)."""
+    package = importlib.import_module(PACKAGE)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg))
+
+
 def load(name: str) -> Adapter:
     """The adapter of package `isvserver.marketplaces.<name>`."""
+    valid = f"the adapters are {', '.join(available())}"
     if not name.isidentifier():
-        raise AdapterError(f"ISV_MARKETPLACES: {name!r} is not an adapter name")
+        raise AdapterError(f"ISV_MARKETPLACES: {name!r} is not an adapter name; {valid}")
     try:
         module = importlib.import_module(f"{PACKAGE}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name in (f"{PACKAGE}.{name}",):
-            raise AdapterError(f"ISV_MARKETPLACES: there is no adapter {name!r}") from None
+            raise AdapterError(f"ISV_MARKETPLACES: there is no adapter {name!r}; {valid}") from None
         raise
     adapter = getattr(module, "ADAPTER", None)
     if not isinstance(adapter, Adapter):

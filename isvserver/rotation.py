@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from peewee import Field
 
-from isvserver.adapters import load, load_part
+from isvserver.adapters import all_parts, available, load
 from isvserver.db import connected, database
 from isvserver.keystore import AccessKey
 from isvserver.models import BaseModel, Instance
@@ -31,13 +31,24 @@ SEALED_COLUMNS = (
 )
 
 
-def sealed_columns(settings: Settings) -> tuple[SealedColumn, ...]:
-    """The core's sealed columns and those of every enabled adapter and application part."""
-    owners = (*map(load, settings.marketplaces), *map(load_part, settings.parts))
+def sealed_columns() -> tuple[SealedColumn, ...]:
+    """The core's sealed columns and those of every installed adapter and application part, enabled or
+    not (`isvserver migrate` creates every one's tables, and a once-enabled one's secrets stay sealed with
+    the old key)."""
+    owners = (*map(load, available()), *all_parts())
     own = (
         SealedColumn(secret.model, secret, name) for owner in owners for secret, name in owner.sealed_columns
     )
     return (*SEALED_COLUMNS, *own)
+
+
+def unknown_adapters() -> list[str]:
+    """Adapters whose tables the database holds (their migrations are recorded) but which are not
+    installed here: their sealed columns cannot be known, so they are not resealed."""
+    from isvserver.migrations import applied_adapter_versions
+
+    installed = set(available())
+    return sorted({name for name, _ in applied_adapter_versions(database.obj)} - installed)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class RotationReport:
     """What resealing did, per column."""
 
     columns: list[ColumnReport]
+    unknown_adapters: list[str] = field(default_factory=list)
 
     @property
     def resealed(self) -> int:
@@ -137,7 +149,11 @@ def reseal_all(settings: Settings, batch_size: int = BATCH_SIZE) -> RotationRepo
     keys = settings.data_keys
     report = RotationReport([])
     with connected():
-        for column in sealed_columns(settings):
+        tables = set(database.get_tables())
+        report.unknown_adapters = unknown_adapters()
+        for column in sealed_columns():
+            if column.model._meta.table_name not in tables:
+                continue  # an adapter installed after the last `isvserver migrate`: nothing stored yet
             column_report = ColumnReport(column.model._meta.table_name, column.secret.column_name)
             report.columns.append(column_report)
             last = _reseal_batch(column, keys, 0, batch_size, column_report)

@@ -1,4 +1,5 @@
-"""Typed settings from ISV_* environment variables (each also readable from a file via ISV_*_FILE)."""
+"""Typed settings from ISV_* environment variables, then the settings file (isvserver/settings_file.py);
+each also readable from a file via ISV_*_FILE."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from string import Formatter
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from isvserver import settings_file
 from isvserver.adapters import (
     DEFAULT_MARKETPLACES,
     Adapter,
@@ -141,7 +143,7 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     """The value of `name`, from the variable itself or from the file named by `name`_FILE."""
     path = env.get(f"{name}_FILE")
     if path:
-        if name in env:
+        if env.get(name):
             raise SettingsError(f"{name} and {name}_FILE are both set; set only one")
         try:
             return Path(path).read_text(encoding="utf-8").strip()
@@ -155,17 +157,18 @@ def _keys(env: Mapping[str, str], name: str, production: bool = False) -> tuple[
     raw = _raw(env, name) or ""
     keys = tuple(k.strip() for k in raw.split(",") if k.strip())
     for key in keys:
-        if len(key) < 8 or not key.isascii() or not key.isprintable():
-            raise SettingsError(f"{name}: every key must be at least 8 printable ASCII characters")
         if production and key in SAMPLE_KEYS:
             raise SettingsError(
                 f"{name} holds the sample key of config/settings.example.env: "
                 "use the key from the seller console"
             )
-        if production and len(key) < MIN_PRODUCTION_KEY_LENGTH:
+        # In production a short key is named once, with the production minimum.
+        if production and len(key) < MIN_PRODUCTION_KEY_LENGTH and key.isascii() and key.isprintable():
             raise SettingsError(
                 f"{name}: every key must be at least {MIN_PRODUCTION_KEY_LENGTH} characters in production"
             )
+        if len(key) < 8 or not key.isascii() or not key.isprintable():
+            raise SettingsError(f"{name}: every key must be at least 8 printable ASCII characters")
     if len(set(keys)) != len(keys):
         raise SettingsError(f"{name}: a key is listed twice")
     return keys
@@ -329,6 +332,14 @@ def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
         raise SettingsError(
             "ISV_DATABASE_URL: a SQLite URL is sqlite:///relative/path or sqlite:////abs/path"
         )
+    if scheme != "sqlite":
+        try:
+            _ = urlsplit(raw).port  # raises on a port that is not a number (or out of range)
+        except ValueError:
+            raise SettingsError(
+                "ISV_DATABASE_URL: the port must be a number from 0 to 65535 "
+                "(postgresql://user:password@host:5432/dbname)"
+            ) from None
     return raw
 
 
@@ -337,23 +348,31 @@ def new_data_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def _new_secret(name: str) -> str:
-    """A fresh development value of `name`: a data key, or a UUID-like access key."""
+def _new_secret(name: str, makers: Mapping[str, Callable[[], str]]) -> str:
+    """A fresh development value of `name`: an adapter's own kind, a data key, or a UUID-like access key."""
+    if name in makers:
+        return makers[name]()
     if name == "ISV_DATA_KEY":
         return new_data_key()
     return str(uuid.uuid4())
 
 
-def development_secrets(instance_dir: Path, names: Sequence[str] = DEV_SECRETS) -> dict[str, str]:
+def development_secrets(
+    instance_dir: Path,
+    names: Sequence[str] = DEV_SECRETS,
+    makers: Mapping[str, Callable[[], str]] | None = None,
+) -> dict[str, str]:
     """The development keys kept in the instance folder, generated on first use (race-free across workers).
 
-    A name the file does not hold yet (an adapter enabled later) is added to it.
+    A name the file does not hold yet (an adapter enabled later) is added to it; `makers` make the values
+    of an adapter's own secrets (a key pair…).
     """
     path = instance_dir / DEV_KEYS_FILE
     known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     if known is None or any(name not in known for name in names):
         private_dir(instance_dir)
-        generated = {**{name: _new_secret(name) for name in names}, **(known or {})}
+        missing = [name for name in names if name not in (known or {})]
+        generated = {**{name: _new_secret(name, makers or {}) for name in missing}, **(known or {})}
         fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".keys-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(generated, handle, indent=2)
@@ -378,13 +397,23 @@ def existing_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     keys = _keys(env, name)
     if keys:
         return keys
+    value = _development_value(env, name)
+    return (value,) if value else ()
+
+
+def existing_value(env: Mapping[str, str], name: str) -> str | None:
+    """Setting `name` (or `name`_FILE), else the development keys file's value; never generates one."""
+    return _raw(env, name) or _development_value(env, name)
+
+
+def _development_value(env: Mapping[str, str], name: str) -> str | None:
     path = Path(_raw(env, "ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ()
+        return None
     value = stored.get(name) if isinstance(stored, dict) else None
-    return (value,) if isinstance(value, str) and value else ()
+    return value if isinstance(value, str) and value else None
 
 
 def read(env: Mapping[str, str], name: str) -> str | None:
@@ -453,7 +482,12 @@ def _key_sets(
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise one SettingsError naming every missing or invalid one."""
-    env = dict(os.environ if env is None else env)
+    if env is None:
+        try:
+            env = settings_file.merged(os.environ)
+        except settings_file.SettingsFileError as exc:
+            raise SettingsError(str(exc)) from None
+    env = dict(env)
     problems = Problems()
     mode = _raw(env, "ISV_ENV") or "development"
     if mode not in ENVIRONMENTS:
@@ -465,10 +499,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     interfaces = [i for adapter in adapters for i in adapter.key_interfaces]
 
     if not production:
-        generated_names = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.generated_in_development)]
-        required = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.required)]
+        makers = {
+            secret.env_var: secret.make for adapter in adapters for secret in adapter.development_secrets
+        }
+        generated_names = [
+            "ISV_DATA_KEY",
+            *(i.env_var for i in interfaces if i.generated_in_development),
+            *(name for name in makers if not _raw(env, name)),  # a key pair costs time: only when unset
+        ]
+        required = ["ISV_DATA_KEY", *(i.env_var for i in interfaces if i.required), *makers]
         if any(not _raw(env, n) for n in required):
-            generated = development_secrets(instance_dir, generated_names)
+            generated = development_secrets(instance_dir, generated_names, makers)
             for name in generated_names:
                 if not _raw(env, name):
                     env[name] = generated[name]

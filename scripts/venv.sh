@@ -20,6 +20,8 @@ wanted=$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
     echo "installing isvserver and its dependencies into .venv ..." >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    # setuptools says "Editable installation." on every editable install of a flat layout: not news here.
+    PYTHONWARNINGS="ignore:Editable installation" \
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
     echo "$wanted" >"$stamp"
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from isvserver.settings import Settings, load_settings
 from support.harness import FixedClock, Marketplace, base_env
 from support.postgres import PostgresServer, require_postgres
 from support.tables import ALL_MODELS
+
+# A developer's ./isvserver.env (the settings file every command reads) must not change what the tests
+# run with: no settings file unless a test names one.
+os.environ.setdefault("ISV_SETTINGS_FILE", "")
 
 # Properties judge what an example gives, not how fast: on a loaded 2-core machine one slow example
 # must not fail a run (speed is measured by bench/, never by a test).

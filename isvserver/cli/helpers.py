@@ -15,7 +15,7 @@ from peewee import DatabaseError
 
 from isvserver import db
 from isvserver.adapters import load
-from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, redacted_url
+from isvserver.settings import DEV_KEYS_FILE, Settings, SettingsError, load_settings, read, redacted_url
 
 DEFAULT_LIMIT = 50
 LIMIT = click.IntRange(1, 100_000)
@@ -102,23 +102,44 @@ def more(count: int, limit: int) -> None:
 
 
 def announced_settings() -> Settings:
-    """Load the settings; in development, say where the keys are (printing them only when just made)."""
+    """Load the settings; in development, say where the keys are and print each key just made (the data
+    key only by name: it never leaves the file; a private key by its public half)."""
     keys_path = Path(os.environ.get("ISV_INSTANCE_DIR") or "instance").resolve() / DEV_KEYS_FILE
-    existed = keys_path.exists()
+    before = _stored(keys_path)
     settings = settings_or_exit()
     if settings.env != "development" or not keys_path.exists():
         return settings
-    if existed:
+    keys = _stored(keys_path)
+    made = [name for name in keys if name not in before]
+    if not made:
         click.echo(f"development mode: keys from {keys_path}", err=True)
         return settings
-    keys = json.loads(keys_path.read_text(encoding="utf-8"))
     click.echo(f"development mode: generated keys, saved in {keys_path}", err=True)
+    shown: list[tuple[str, str, str]] = [("data key", "ISV_DATA_KEY", "kept in that file only")]
     for name in settings.marketplaces:
-        for interface in load(name).key_interfaces:
-            if interface.env_var in keys:
-                label = f"{interface.name} interface key"
-                click.echo(f"  {label:<24} ({interface.env_var}): {keys[interface.env_var]}", err=True)
+        adapter = load(name)
+        for interface in adapter.key_interfaces:
+            shown.append(
+                (f"{interface.name} interface key", interface.env_var, keys.get(interface.env_var, ""))
+            )
+        for secret in adapter.development_secrets:
+            value = keys.get(secret.env_var, "")
+            shown.append(
+                (secret.description or secret.env_var, secret.env_var, value and secret.shown(value))
+            )
+    for label, variable, value in shown:
+        if variable in made and value and not read(os.environ, variable):  # a set variable wins: unused
+            click.echo(f"  {label} ({variable}): {value}", err=True)
     return settings
+
+
+def _stored(path: Path) -> dict[str, str]:
+    """The development keys file's names and values (empty when there is none)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
 def run_migrations(settings: Settings) -> None:

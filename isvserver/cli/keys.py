@@ -85,7 +85,8 @@ def _read_key() -> str:
 @click.option("--generate", is_flag=True, help="Generate a random key (UUID4) and print it, once.")
 @click.option("--note", help="A reminder stored with the key (at most 100 characters).")
 def keys_add(interface: str, generate: bool, note: str | None) -> None:
-    """Add a key to INTERFACE (basic or notify); every worker accepts it at once."""
+    """Add a key to INTERFACE (one the enabled adapters declare: basic, notify; kit with koogallery_kit);
+    every worker accepts it at once."""
     settings = settings_or_exit()
     key = str(uuid.uuid4()) if generate else _read_key()
     with bound_database(settings):

@@ -17,7 +17,8 @@ from isvserver.rotation import BATCH_SIZE, reseal_all
     help="Rows per transaction.",
 )
 def rotate_data_key(batch_size: int) -> None:
-    """Re-encrypt every stored secret with the first ISV_DATA_KEY."""
+    """Re-encrypt every stored secret with the first ISV_DATA_KEY: every sealed column of every table in
+    the database, whether its adapter is enabled or not."""
     settings = settings_or_exit()
     with bound_database(settings):
         report = reseal_all(settings, batch_size)
@@ -33,6 +34,12 @@ def rotate_data_key(batch_size: int) -> None:
         click.echo(
             f"unreadable: {row.table} row {row.row_id} ({row.name_column} {clean(row.name)}): "
             "no ISV_DATA_KEY key opens it; left as it is"
+        )
+    if report.unknown_adapters:
+        raise click.ClickException(
+            f"the database holds tables of adapter(s) {', '.join(report.unknown_adapters)}, which this "
+            "installation lacks: their secrets were not resealed; keep every ISV_DATA_KEY key and run "
+            "`isvserver reseal` from an installation that has them"
         )
     if report.unreadable:
         raise click.ClickException(

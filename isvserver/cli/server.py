@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from isvserver.adapters import load
 from isvserver.cli import helpers
@@ -69,21 +72,37 @@ def migrate() -> None:
     show_default=True,
     help="Also run the job consumer (use --no-jobs when `isvserver worker` runs elsewhere).",
 )
-def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool, run_jobs: bool) -> None:
-    """Migrate, then run the produce endpoint under gunicorn, with the job consumer beside it."""
+@click.pass_context
+def serve(
+    ctx: click.Context, bind: str, workers: int, config_path: str | None, run_migrations: bool, run_jobs: bool
+) -> None:
+    """Migrate, then run the produce endpoint under gunicorn, with the job consumer beside it.
+
+    --bind and --workers given on the command line win over the configuration file; otherwise its
+    `bind` and `workers` apply (the installed one reads ISV_BIND and ISV_WORKERS).
+    """
     settings = helpers.announced_settings()
+    from_config = config_path is not None
+    given = {
+        name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE or not from_config
+        for name in ("bind", "workers")
+    }
+    if given["bind"]:
+        check_free(bind)
     if run_migrations:
         helpers.run_migrations(settings)
+    host = bind if given["bind"] else f"the bind of {config_path}"
     where = (
         ", ".join(
-            f"http://{bind}{mount.prefix(settings)}"
+            f"http://{host}{mount.prefix(settings)}"
             for name in settings.marketplaces
             for mount in load(name).mounts
         )
-        or f"http://{bind}"
+        or f"http://{host}"
     )
+    count = f"{workers} workers" if given["workers"] else f"the workers of {config_path}"
     click.echo(
-        f"isvserver ({settings.env}) on {where} with {workers} workers, "
+        f"isvserver ({settings.env}) on {where} with {count}, "
         f"database {redacted_url(settings.database_url)}, jobs "
         + (
             f"consumed here from {queue.describe(settings)}" if run_jobs else "consumed by `isvserver worker`"
@@ -91,9 +110,36 @@ def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool
         err=True,
     )
     os.environ["ISV_START_CONSUMER"] = "1" if run_jobs else "0"
-    config = config_path or str(GUNICORN_CONFIG)
-    argv = [sys.executable, "-m", "gunicorn", "-c", config, "--bind", bind, "--workers", str(workers)]
+    argv = [sys.executable, "-m", "gunicorn", "-c", config_path or str(GUNICORN_CONFIG)]
+    if given["bind"]:
+        argv += ["--bind", bind]
+    if given["workers"]:
+        argv += ["--workers", str(workers)]
     os.execv(sys.executable, [*argv, APP_TARGET])  # noqa: S606 (replaces this process with gunicorn)
+
+
+def check_free(bind: str) -> None:
+    """Exit in one line when something already listens on HOST:PORT (before any banner or migration)."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or bind.startswith(("unix:", "fd://")):
+        return  # a socket path or file descriptor: gunicorn checks it
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 (gunicorn's meaning of ":PORT")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise click.ClickException(f"cannot listen on {bind}: no such host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"{bind} is already in use (another isvserver?): stop it, or choose another "
+                    "address with --bind or ISV_BIND"
+                ) from None
+            raise click.ClickException(f"cannot listen on {bind}: {exc.strerror}") from None
 
 
 @click.command()

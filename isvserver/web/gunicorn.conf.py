@@ -12,7 +12,28 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.util import find_spec, module_from_spec, spec_from_file_location
 from pathlib import Path
+
+
+def _read_settings_file():
+    """Add the settings file's values to the environment (ISV_SETTINGS_FILE, else ./isvserver.env), as
+    every `isvserver` command does: loaded by path, so the master still imports nothing of isvserver."""
+    package = find_spec("isvserver")
+    if package is None or package.origin is None:
+        return
+    spec = spec_from_file_location(
+        "_isvserver_settings_file", Path(package.origin).parent / "settings_file.py"
+    )
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        module.apply()
+    except module.SettingsFileError as exc:
+        sys.exit(f"Error: {exc}")
+
+
+_read_settings_file()
 
 # Where to listen. TLS terminates in front (nginx or a cloud load balancer): keep this on loopback
 # or a private address.

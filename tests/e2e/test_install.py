@@ -84,7 +84,8 @@ def test_the_wheel_carries_what_serve_needs(tmp_path: Path) -> None:
     another folder) answers and `isvserver simulate flow` gets every answer right."""
     source = clean_copy(tmp_path / "source")
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)], cwd=tmp_path)
+    built = run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)], cwd=tmp_path)
+    assert "would be ignored" not in built and "BuildBackendWarning" not in built, built
     (wheel,) = dist.glob("isvserver-*.whl")
     (sdist,) = dist.glob("isvserver-*.tar.gz")
     names = zipfile.ZipFile(wheel).namelist()
@@ -104,6 +105,22 @@ def test_the_wheel_carries_what_serve_needs(tmp_path: Path) -> None:
     env = subprocess_env(base_env(tmp_path, url))
     env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
     serve_and_flow(str(bin_dir / "isvserver"), elsewhere, tmp_path, env)
+
+
+def test_the_first_run_prints_no_packaging_warnings(tmp_path: Path) -> None:
+    """scripts/venv.sh (what the first `./scripts/run` and `./scripts/test` do) on a fresh clone: no
+    "Package would be ignored" about the migrations folders, no setuptools notice (dependencies left
+    out with PIP_NO_DEPS: they do not change what the project's build prints)."""
+    source = clean_copy(tmp_path / "source")
+    env = subprocess_env({"PIP_NO_DEPS": "1"})
+    output = run("source scripts/venv.sh", cwd=source, env=env)
+    lines = [
+        line
+        for line in output.splitlines()
+        if line.strip() and "is ignored: it is neither a file nor a directory" not in line  # this host's pip
+    ]
+    assert lines == ["installing isvserver and its dependencies into .venv ..."], output
+    assert list((source / ".venv").glob("lib/python3.*/site-packages/__editable__*isvserver*")), output
 
 
 def deploying_section() -> str:

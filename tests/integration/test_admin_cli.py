@@ -507,7 +507,14 @@ def test_replies_outside_the_produce_flow_are_signed_with_the_first_active_key(
     not_allowed = client.get("/saasproduce")
     elsewhere = client.get("/no-such-path")
 
-    assert (elsewhere.status_code, elsewhere.get_json()) == (404, {"error": "not found", "status": 404})
+    assert (elsewhere.status_code, elsewhere.get_json()) == (
+        404,
+        {
+            "error": "not found",
+            "status": 404,
+            "hint": "the marketplace calls POST /saasproduce (its path is ISV_PRODUCE_PATH)",
+        },
+    )
     assert "Body-Sign" not in elsewhere.headers
 
     assert before.status_code == 404

@@ -44,6 +44,18 @@ def serving(env: dict[str, str]) -> Iterator[Marketplace]:
         db.close_all()
 
 
+# The Kit adapter's tables exist in every migrated database: resealed whether it is enabled or not.
+KIT_COLUMNS = "".join(
+    f"{column}: 0 resealed, 0 already current, 0 unreadable\n"
+    for column in (
+        "kit_tenant.name_sealed",
+        "kit_application.client_secret_sealed",
+        *(f"kit_user.{name}_sealed" for name in ("name", "position", "employee_code", "mobile", "email")),
+        "kit_user.work_place_sealed",
+    )
+)
+
+
 def run_reseal(env: dict[str, str], *args: str) -> Result:
     """`isvserver reseal ARGS` in-process with exactly `env` as its ISV_* settings."""
     isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
@@ -148,7 +160,8 @@ def test_reseal_moves_every_secret_to_the_first_key(before: dict[str, str], env:
         "instance.password_encrypted: 2 resealed, 1 already current, 0 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 0 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
-        "done: every stored secret is sealed with the first ISV_DATA_KEY key (2 configured)\n"
+        + KIT_COLUMNS
+        + "done: every stored secret is sealed with the first ISV_DATA_KEY key (2 configured)\n"
     )
     for (table, row_id), token in sealed_values().items():
         assert sealed_with_first(KEY_B.encode(), token), (table, row_id)
@@ -211,7 +224,8 @@ def test_a_secret_sealed_with_an_unknown_key_is_reported_and_the_rest_resealed(
         "instance.password_encrypted: 1 resealed, 0 already current, 1 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 1 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
-        f"unreadable: instance row {lost.id} (instance_id {lost_id}): no ISV_DATA_KEY key opens it; "
+        + KIT_COLUMNS
+        + f"unreadable: instance row {lost.id} (instance_id {lost_id}): no ISV_DATA_KEY key opens it; "
         "left as it is\n"
         f"unreadable: access_key row {elsewhere.id} (fingerprint {elsewhere.fingerprint}): "
         "no ISV_DATA_KEY key opens it; left as it is\n"
@@ -272,3 +286,53 @@ def test_reseal_help_says_what_it_does() -> None:
 
     assert "Re-encrypt every stored secret with the first ISV_DATA_KEY" in result.output
     assert "--batch-size" in result.output
+
+
+def test_reseal_reseals_the_tables_of_an_adapter_that_is_not_enabled(env: dict[str, str]) -> None:
+    """The Kit adapter was enabled once (its rows sealed with key A), then ISV_MARKETPLACES was left
+    out of the shell `reseal` runs from: its secrets are resealed all the same (before: skipped, yet
+    'done' was printed, and dropping key A made them unreadable)."""
+    from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitTenant
+
+    with serving(env), db.connected():  # serving binds the database
+        tenant = KitTenant.create(
+            instance_id="kit-1", tenant_id="t", order_id="o", tenant_code="c",
+            name_sealed=seal(KEY_A.encode(), "Buyer Ltd."), domain_name="d",
+        )  # fmt: skip
+        app = KitApplication.create(
+            instance_id="kit-1", tenant_id="t", app_id="a", client_id="c",
+            client_secret_sealed=seal(KEY_A.encode(), "client-secret-1"),
+        )  # fmt: skip
+    assert "ISV_MARKETPLACES" not in env
+
+    result = run_reseal(env_with(env, f"{KEY_B},{KEY_A}"))
+
+    assert result.exit_code == 0, result.output
+    assert "kit_tenant.name_sealed: 1 resealed, 0 already current, 0 unreadable" in result.output
+    assert "kit_application.client_secret_sealed: 1 resealed" in result.output
+    assert "client-secret-1" not in result.output and "Buyer Ltd." not in result.output
+    with db.connected():
+        assert unseal(KEY_B.encode(), KitTenant.get_by_id(tenant.id).name_sealed) == "Buyer Ltd."
+        secret = KitApplication.get_by_id(app.id).client_secret_sealed
+        assert unseal(KEY_B.encode(), secret) == "client-secret-1"
+
+
+def test_reseal_does_not_say_done_when_an_adapter_of_the_database_is_not_installed(
+    env: dict[str, str],
+) -> None:
+    """Tables of an adapter this installation lacks (recorded by its migrations) cannot be resealed."""
+    with serving(env), db.connected():
+        db.database.execute_sql(
+            "INSERT INTO adapter_schema_version (adapter, version, name, applied_at) "
+            "VALUES ('retired_market', 1, 'sync', CURRENT_TIMESTAMP)"
+        )
+
+    result = run_reseal(env_with(env, f"{KEY_B},{KEY_A}"))
+
+    assert result.exit_code == 1
+    assert "done:" not in result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: the database holds tables of adapter(s) retired_market, which this installation lacks: "
+        "their secrets were not resealed; keep every ISV_DATA_KEY key and run `isvserver reseal` from an "
+        "installation that has them"
+    )

@@ -46,9 +46,12 @@ _PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: client sockets ne
 
 
 def subprocess_env(isv: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any inherited ISV_* variable, plus `isv`."""
+    """This process's environment without any inherited ISV_* variable, plus `isv`; no settings file
+    unless `isv` names one (a developer's ./isvserver.env must not change what a test runs with)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISV_")}
     env["PYTHONUNBUFFERED"] = "1"
+    if Path("isvserver.env").exists():
+        env["ISV_SETTINGS_FILE"] = ""
     env.update(isv or {})
     return env
 

@@ -81,7 +81,14 @@ def test_a_deployment_without_koogallery_needs_none_of_its_keys(tmp_path: Path) 
     assert settings.keys("basic") == ()
     client = create_app(settings).test_client()
     basic = client.post("/saasproduce", data=b"{}")
-    assert (basic.status_code, basic.get_json()) == (404, {"error": "not found", "status": 404})
+    assert (basic.status_code, basic.get_json()) == (
+        404,
+        {
+            "error": "not found",
+            "status": 404,
+            "hint": "the marketplace calls POST /saasproduce/produceAPI/v2 (its path is ISV_PRODUCE_PATH)",
+        },
+    )
     assert "Body-Sign" not in basic.headers
     assert client.post("/saasproduce/produceAPI/v2/nope").headers["Body-Sign"].startswith('sign_type="HMAC')
 

@@ -1,4 +1,5 @@
-"""The marketplace's side for sellers: `isvserver sign`, and `isvserver simulate` (one call or a flow)."""
+"""The marketplace's side for sellers: `isvserver sign`, and what `isvserver simulate` sends to the V2
+interface (one command per activity, and its part of `simulate flow`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from isvserver.adapters import Simulation, enabled
+from isvserver.adapters import Simulation
+from isvserver.cli.simulate import URL, explain, reaching
 from isvserver.marketplaces.koogallery.config import BASIC, NOTIFY
+from isvserver.marketplaces.koogallery.marketplace import call
 from isvserver.marketplaces.koogallery.schemas import ACTIVITIES
 from isvserver.settings import SettingsError, existing_keys
 
@@ -153,105 +155,90 @@ def _defaults(activity: str, fields: dict[str, str]) -> dict[str, str]:
     return {**defaults.get(activity, {}), **fields}
 
 
-def simulations() -> dict[str, Simulation]:
-    """What the adapters ISV_MARKETPLACES enables can simulate, by name."""
-    return {
-        simulation.name: simulation for adapter in enabled(os.environ) for simulation in adapter.simulations
-    }
-
-
 def _print_answer(label: str, answer: Any, show_secrets: bool) -> None:
     shown = answer.json if show_secrets else _masked(answer.json)
     sign_state = "valid" if answer.body_sign_ok else "INVALID"
     click.echo(
         f"{label}: HTTP {answer.status}, Body-Sign {sign_state}, {json.dumps(shown, ensure_ascii=False)}"
     )
+    explain(answer)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("activity")
-@click.argument("url")
-@click.argument("fields", nargs=-1)
-@click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
-@KEY_OPTION
-@click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
-@click.pass_context
-def simulate(
-    ctx: click.Context,
-    activity: str,
-    url: str,
-    fields: tuple[str, ...],
-    test_flag: bool,
-    key: str | None,
-    show_secrets: bool,
-) -> None:
-    """Act as the marketplace: send one signed ACTIVITY to URL with FIELDS (name=value), or run `flow`.
-
-    `isvserver simulate flow URL` runs new → query → refresh → freeze → unfreeze → upgrade → release,
-    then the flows of the other enabled interfaces (Kit sync when koogallery_kit is enabled), and exits
-    non-zero on any wrong answer. `isvserver simulate kit ACTIVITY URL [name=value…] [--test] [--key K]
-    [--public-key FILE]` sends one Kit sync call (koogallery_kit enabled).
-    """
-    others = simulations()
-    if activity != "flow" and activity not in ACTIVITIES and activity not in others:
-        raise click.BadParameter(
-            f"{activity!r} is not an activity; use one of: flow, {', '.join([*ACTIVITIES, *others])}",
-            param_hint="ACTIVITY",
-        )
-    given_key = ctx.get_parameter_source("key") == ParameterSource.COMMANDLINE
-    try:
-        _simulate(others, activity, url, fields, test_flag, key, given_key, show_secrets)
-    except OSError as exc:  # urllib's URLError, refused or reset connections, timeouts
-        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
-        raise click.ClickException(f"cannot reach {url}: {reason} (is the server running?)") from None
+SENDS = {
+    "newInstance": "creates an instance (orderId, orderLineId and businessId made up unless given)",
+    "queryInstance": "reads instances' login details (instanceId=ID[,ID…])",
+    "refreshInstance": "renews an instance (instanceId=ID; a new order, RENEWAL, expiry in a year)",
+    "updateInstanceStatus": "freezes (status=FREEZE, the default) or unfreezes (status=UNFREEZE) one",
+    "releaseInstance": "releases an instance (instanceId=ID orderId=… orderLineId=…)",
+    "upgradeInstance": "upgrades an instance (instanceId=ID; a new order made up)",
+    "changeInstanceCheck": "asks whether a renewal change fits (instanceId=ID productInfo=JSON)",
+    "orderNotify": "notifies an order (orderNotify interface: signed with ISV_NOTIFY_KEYS)",
+}
 
 
-def _simulate(
-    others: dict[str, Simulation],
-    activity: str,
-    url: str,
-    fields: tuple[str, ...],
-    test_flag: bool,
-    key: str | None,
-    given_key: bool,
-    show_secrets: bool,
-) -> None:
-    """One activity, another interface's simulation, or the flow; exits 0 or 1."""
-    from isvserver.marketplaces.koogallery.marketplace import call
+def activity_command(activity: str) -> click.Command:
+    """`isvserver simulate ACTIVITY URL [name=value …]`: one signed V2 call."""
 
-    if activity in others:
-        args = [url, *fields, *(["--test"] if test_flag else [])]
-        if key and given_key:
-            args += ["--key", key]  # ISV_SIGN_KEY is the basic interface's: never passed on
-        others[activity].command.main(args=args, prog_name=f"isvserver simulate {activity}")
-        return
-    if activity == "flow":
-        ok = run_flow(
-            url, _key_for("newInstance", key), test_flag, lambda *a: _print_answer(*a, show_secrets)
-        )
-        for simulation in others.values():
-            if simulation.flow is not None:
-                ok = simulation.flow(url, test_flag) and ok
-        raise SystemExit(0 if ok else 1)
-    given = {}
-    for item in fields:
-        name, sep, value = item.partition("=")
-        if not sep or name.startswith("-"):
-            raise click.BadParameter(f"{item!r} is not name=value", param_hint="FIELDS")
-        given[name] = value
-    body: dict[str, Any] = {"activity": activity, **_defaults(activity, given)}
-    if "productInfo" in body:
-        body["productInfo"] = json.loads(body["productInfo"])
-    if test_flag:
-        body["testFlag"] = "1"
-    answer = call(url, _key_for(activity, key), body)
-    _print_answer(activity, answer, show_secrets)
-    raise SystemExit(0 if answer.body_sign_ok and answer.code in ("000000", "000004") else 1)
+    @click.command(
+        activity,
+        context_settings={"ignore_unknown_options": True},
+        short_help=f"KooGallery V2: {SENDS[activity]}.",
+    )
+    @click.argument("url", type=URL)
+    @click.argument("fields", nargs=-1)
+    @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
+    @KEY_OPTION
+    @click.option("--show-secrets", is_flag=True, help="Print passwords in replies instead of ***.")
+    def command(
+        url: str, fields: tuple[str, ...], test_flag: bool, key: str | None, show_secrets: bool
+    ) -> None:
+        given = {}
+        for item in fields:
+            name, sep, value = item.partition("=")
+            if not sep or name.startswith("-"):
+                raise click.BadParameter(f"{item!r} is not name=value", param_hint="FIELDS")
+            given[name] = value
+        body: dict[str, Any] = {"activity": activity, **_defaults(activity, given)}
+        if "productInfo" in body:
+            try:
+                body["productInfo"] = json.loads(body["productInfo"])
+            except ValueError:
+                raise click.BadParameter("productInfo must be JSON", param_hint="FIELDS") from None
+        if test_flag:
+            body["testFlag"] = "1"
+        with reaching(url):
+            answer = call(url, _key_for(activity, key), body)
+        _print_answer(activity, answer, show_secrets)
+        raise SystemExit(0 if answer.body_sign_ok and answer.code in ("000000", "000004") else 1)
+
+    interface = NOTIFY if activity == "orderNotify" else BASIC
+    command.help = (
+        f"Act as KooGallery: send one signed {activity} to URL (the produce URL, e.g. "
+        f"http://127.0.0.1:8000/saasproduce) with FIELDS (name=value): {SENDS[activity]}. Signed with "
+        f"--key, else ISV_SIGN_KEY, else {interface.env_var} (or the development keys). Checks the "
+        "reply's Body-Sign; exit 1 unless 000000 or 000004."
+    )
+    return command
+
+
+def _flow(url: str, test_flag: bool, key: str | None) -> bool:
+    """The V2 part of `isvserver simulate flow`."""
+    return run_flow(url, _key_for("newInstance", key), test_flag, _print_answer_masked)
+
+
+def _print_answer_masked(label: str, answer: Any) -> None:
+    _print_answer(label, answer, False)
+
+
+SIMULATIONS = (
+    *(Simulation(activity, activity_command(activity)) for activity in ACTIVITIES),
+    Simulation("koogallery flow", None, flow=_flow),
+)
 
 
 def run_flow(url: str, key: str, test_flag: bool, report: Callable[[str, Any], None]) -> bool:
     """The whole life of one instance against `url`; True when every answer is the right one."""
-    from isvserver.marketplaces.koogallery.marketplace import call, encode_body, signed_query
+    from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
 
     extra = {"testFlag": "1"} if test_flag else {}
     order_id = _order_id()

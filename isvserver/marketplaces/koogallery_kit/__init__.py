@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from isvserver.adapters import Adapter, Mount
+from isvserver.adapters import Adapter, DevelopmentSecret, Mount
 from isvserver.marketplaces.koogallery_kit import config, events
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
@@ -20,4 +20,12 @@ ADAPTER = Adapter(
     event_types=events.EVENT_TYPES,
     init_jobs=events.init_jobs,
     simulations=(SIMULATION,),
+    development_secrets=(
+        DevelopmentSecret(
+            "ISV_KIT_PRIVATE_KEY",
+            config.new_private_key,
+            config.public_key_of,
+            "public key of the Kit private key (upload it in the seller console)",
+        ),
+    ),
 )

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
-from isvserver.cli.helpers import bound_database, print_fields, print_json, print_table, settings_or_exit
+from isvserver.cli.helpers import (
+    bound_database,
+    clean,
+    print_fields,
+    print_json,
+    print_table,
+    settings_or_exit,
+)
 from isvserver.marketplaces.koogallery_kit import reads
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair, public_key_base64
 
@@ -96,7 +104,19 @@ def tenants_show(instance_id: str, show_pii: bool, as_json: bool) -> None:
         return
     print_fields((name, value) for name, value in detail.items() if not isinstance(value, list))
     for name, value in detail.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
+        if name == "orgs" and value:
+            click.echo("\norgs:")
+            print_table(("org_code", "org_name"), tree_rows(value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
             click.echo(f"\n{name}:")
             keys = [k for k in value[0] if not isinstance(value[0][k], list | dict)]
             print_table(keys, [[item.get(k) for k in keys] for item in value])
+
+
+def tree_rows(nodes: list[dict[str, Any]], depth: int = 0) -> list[tuple[str, Any]]:
+    """The org tree as table rows, each child indented under its parent, depth first."""
+    rows: list[tuple[str, Any]] = []
+    for node in nodes:
+        rows.append(("  " * depth + clean(node["org_code"]), node["org_name"]))
+        rows.extend(tree_rows(node.get("children") or [], depth + 1))
+    return rows

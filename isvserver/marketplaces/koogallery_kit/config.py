@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from isvserver.adapters import KeyInterface
-from isvserver.marketplaces.koogallery_kit.client_secret import PrivateKeyError, load_private_key
+from isvserver.marketplaces.koogallery_kit.client_secret import (
+    PrivateKeyError,
+    generate_key_pair,
+    load_private_key,
+    public_key_base64,
+)
 from isvserver.settings import Problems, SettingsError, read, read_flag, read_path
 
 KIT = KeyInterface("kit", "ISV_KIT_KEYS", "the keys of the joint-operation Kit sync interfaces")
@@ -38,6 +44,18 @@ def _private_key(env: Mapping[str, str], production: bool) -> rsa.RSAPrivateKey 
         return load_private_key(pem)
     except PrivateKeyError as exc:
         raise SettingsError(f"ISV_KIT_PRIVATE_KEY: {exc}") from None
+
+
+def new_private_key() -> str:
+    """A new RSA private key (PEM), made in development where ISV_KIT_PRIVATE_KEY is unset."""
+    return generate_key_pair()[0].decode("ascii")
+
+
+def public_key_of(private_pem: str) -> str:
+    """The Base64 DER public key of a private key, as `isvserver kit keygen` prints it."""
+    public = load_private_key(private_pem).public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key_base64(pem)
 
 
 def load(env: Mapping[str, str], production: bool) -> KitSettings:

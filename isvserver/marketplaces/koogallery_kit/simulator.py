@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -19,11 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from isvserver.adapters import Simulation
 from isvserver.body_sign import Answer, post
-from isvserver.cli.helpers import settings_or_exit
-from isvserver.marketplaces.koogallery_kit.client_secret import encrypt_client_secret
+from isvserver.cli.simulate import URL, explain, reaching
+from isvserver.marketplaces.koogallery_kit.client_secret import (
+    PrivateKeyError,
+    encrypt_client_secret,
+    load_private_key,
+)
 from isvserver.marketplaces.koogallery_kit.config import KIT, SYNC_PATH
 from isvserver.marketplaces.koogallery_kit.signing import kit_signature
 from isvserver.marketplaces.koogallery_kit.views import HANDLERS
+from isvserver.settings import SettingsError, existing_keys, existing_value
 
 ACTIVITIES = tuple(HANDLERS)
 NUMBERS = ("flag", "testFlag", "employeeType")
@@ -33,8 +38,6 @@ OK = "000000"
 
 def sync_url(url: str, activity: str) -> str:
     """The activity's URL from the produce URL, the Kit base (…/produceAPI/v2) or the activity's own."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise click.BadParameter("the URL must be http:// or https://", param_hint="URL")
     base = url.rstrip("/")
     if base.endswith(f"{SYNC_PATH}/{activity}"):
         return base
@@ -142,43 +145,67 @@ def read_public_key(path: Path) -> rsa.RSAPublicKey:
 
 
 def configured_public_key() -> rsa.RSAPublicKey | None:
-    """The public half of ISV_KIT_PRIVATE_KEY, or None when it is not set."""
-    private_key = settings_or_exit().of("koogallery_kit").private_key
-    return private_key.public_key() if private_key is not None else None
+    """The public half of ISV_KIT_PRIVATE_KEY (or the development key pair), or None when there is none.
+
+    Read without creating anything, like every key `simulate` uses.
+    """
+    try:
+        pem = existing_value(os.environ, "ISV_KIT_PRIVATE_KEY")
+        return load_private_key(pem).public_key() if pem else None
+    except SettingsError as exc:  # names the variable itself (ISV_KIT_PRIVATE_KEY_FILE unreadable…)
+        raise click.ClickException(f"invalid settings: {exc}") from None
+    except PrivateKeyError as exc:
+        raise click.ClickException(f"invalid settings: ISV_KIT_PRIVATE_KEY: {exc}") from None
 
 
 def configured_key() -> str | None:
-    """The first ISV_KIT_KEYS key (development keys included), or None."""
-    keys = settings_or_exit().keys(KIT.name)
+    """The first ISV_KIT_KEYS key (the development keys included), or None; never creates one."""
+    try:
+        keys = existing_keys(os.environ, KIT.env_var)
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from None
     return keys[0] if keys else None
 
 
 def print_answer(label: str, answer: Answer) -> None:
-    """`label: HTTP 200, Body-Sign valid, {…}` (a Kit reply holds no secret)."""
+    """`label: HTTP 200, Body-Sign valid, {…}` (a Kit reply holds no secret), and a wrong answer's likely
+    cause."""
     state = "valid" if answer.body_sign_ok else "INVALID"
     shown = json.dumps(answer.json, ensure_ascii=False) if answer.json is not None else repr(answer.raw[:200])
     click.echo(f"{label}: HTTP {answer.status}, Body-Sign {state}, {shown}")
+    explain(answer)
 
 
 def _encrypted(body: dict[str, Any], public_key: rsa.RSAPublicKey | None) -> dict[str, Any]:
     if body.get("flag") == 0 or "clientSecret" not in body:
         return body
     if public_key is None:
-        raise click.ClickException("applicationSync: pass --public-key FILE or set ISV_KIT_PRIVATE_KEY")
+        raise click.ClickException(
+            "applicationSync: pass --public-key FILE or set ISV_KIT_PRIVATE_KEY (in development the server "
+            "makes one: run from its folder, or set ISV_INSTANCE_DIR)"
+        )
     return {**body, "clientSecret": encrypt_client_secret(public_key, str(body["clientSecret"]))}
 
 
-@click.command("kit")
+@click.command(
+    "kit",
+    context_settings={"ignore_unknown_options": True},
+    short_help="Kit sync: one x-signed call (tenantSync, applicationSync, authSync, …).",
+)
 @click.argument("activity", type=click.Choice(ACTIVITIES))
-@click.argument("url")
+@click.argument("url", type=URL)
 @click.argument("fields", nargs=-1)
 @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
-@click.option("--key", help="Kit key to sign with [default: the first ISV_KIT_KEYS key].")
+@click.option(
+    "--key",
+    show_default="the first ISV_KIT_KEYS key, or the development keys",
+    help="Kit key to sign with (ISV_SIGN_KEY is the basic interface's: never read here).",
+)
 @click.option(
     "--public-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The seller's public key (PEM or Base64 DER) that encrypts clientSecret "
-    "[default: derived from ISV_KIT_PRIVATE_KEY].",
+    show_default="the public half of ISV_KIT_PRIVATE_KEY, or of the development key pair",
+    help="The seller's public key (PEM or Base64 DER) that encrypts clientSecret.",
 )
 def simulate_kit(
     activity: str,
@@ -188,26 +215,34 @@ def simulate_kit(
     key: str | None,
     public_key: Path | None,
 ) -> None:
-    """Act as the marketplace: send one signed Kit ACTIVITY to URL (the produce URL) with FIELDS.
+    """Act as KooGallery's Kit sync: send one x-signed ACTIVITY (tenantSync, applicationSync, authSync,
+    singleOrgSync, allOrgSync) to URL (the produce URL; /produceAPI/v2/ACTIVITY is appended) with FIELDS
+    (name=value; userList and orgInfoList as JSON), signed with a Kit key.
 
-    A clientSecret given (or the random one made up) is sent RSA-OAEP encrypted, never printed.
+    A clientSecret given (or the random one made up) is sent RSA-OAEP encrypted, never printed. Checks
+    the reply's Body-Sign; exit 1 unless 000000.
     """
     key = key or configured_key()
     if not key:
-        raise click.ClickException("no Kit key: pass --key or set ISV_KIT_KEYS")
+        raise click.ClickException(
+            "no Kit key: pass --key or set ISV_KIT_KEYS (in development, run from the server's folder or "
+            "set ISV_INSTANCE_DIR: its development keys are read)"
+        )
     body = defaults(activity, parse_fields(fields))
     if test_flag:
         body["testFlag"] = 1
     if activity == "applicationSync":
         body = _encrypted(body, read_public_key(public_key) if public_key else configured_public_key())
-    answer = call(url, key, activity, body)
+    with reaching(url):
+        answer = call(url, key, activity, body)
     print_answer(activity, answer)
     raise SystemExit(0 if answer.body_sign_ok and answer.code == OK else 1)
 
 
-def run_flow(url: str, test_flag: bool) -> bool:
+def run_flow(url: str, test_flag: bool, basic_key: str | None = None) -> bool:
     """tenantSync, applicationSync, authSync of two users, singleOrgSync, allOrgSync, a repeat and a
-    delete for a new instance id; True when every answer is a Body-Signed 000000."""
+    delete for a new instance id; True when every answer is a Body-Signed 000000 (signed with the Kit
+    key: `basic_key`, the basic interface's, is not this interface's)."""
     key = configured_key()
     if not key:
         click.echo("kit flow: skipped (no ISV_KIT_KEYS)", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -458,3 +459,33 @@ def test_event_detail_for_the_product() -> None:
         "lost": False,
     }
     assert org_event["orgs"] == [{"orgCode": "qa", "orgName": "测试", "parentCode": "rd", "deleted": True}]
+
+
+def test_tenants_show_prints_the_org_tree_in_text(bound: str, tmp_path: Path) -> None:
+    """`isvserver tenants show` in text: every live organisation, each child indented under its parent
+    (before: only the roots; the children were in --json alone)."""
+    from click.testing import CliRunner
+
+    from isvserver.marketplaces.koogallery_kit.cli import tenants
+    from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
+
+    from support.harness import base_env
+
+    _populate()
+    org(1, code="ui", name="界面", parent="rd")
+    env = base_env(
+        tmp_path, bound, ISV_MARKETPLACES="koogallery,koogallery_kit", ISV_KIT_KEYS="kit-key-1234567890",
+        ISV_KIT_PRIVATE_KEY=generate_key_pair()[0].decode("ascii"),
+    )  # fmt: skip
+
+    result = CliRunner().invoke(tenants, ["show", "inst-1"], env=env, catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    orgs = result.output.split("\norgs:\n")[1].split("\n\n")[0].splitlines()
+    assert orgs == [
+        "org_code  org_name",
+        "lost      孤儿",
+        "root      总部",
+        "  rd      研发",
+        "    ui    界面",
+    ]
