@@ -48,7 +48,7 @@ def create_app(
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
     jobs.bind(app)
     db.bind(settings.database_url)
-    mounted = []
+    mounted, marketplace_roots = [], set()
     for declared in (*adapters, *parts):  # marketplaces' mounts and application parts' alike
         for mount in declared.mounts:
             prefix = mount.prefix(settings)
@@ -57,6 +57,8 @@ def create_app(
                 name = f"{name}_{len(mounted)}"
             app.register_blueprint(mount.blueprint, url_prefix=prefix, name=name)
             mounted.append((prefix.rstrip("/"), mount))
+            if declared in adapters:
+                marketplace_roots.add(prefix.rstrip("/") or "/")
     mounted.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
@@ -83,7 +85,7 @@ def create_app(
                 logging.getLogger("isvserver").exception("error answer failed status=%d", status)
                 status = 500
         extra = {}
-        roots = {p or "/" for p, _ in mounted}
+        roots = marketplace_roots
         if status == 404 and roots and mount is None:  # a new user's wrong URL: say where the calls go
             endpoints = ", ".join(sorted(p for p in roots if not any(p.startswith(r + "/") for r in roots)))
             extra["hint"] = f"the marketplace calls POST {endpoints} (its path is ISV_PRODUCE_PATH)"
