@@ -85,6 +85,9 @@ class Adapter:
     event_types: Mapping[str, str] = field(default_factory=dict)
     # What `isvserver simulate` can send to its interfaces, by name.
     simulations: tuple[Simulation, ...] = ()
+    # A check of the AppInfo its instances are provisioned with (instance row, AppInfo) → None or the
+    # reason it is refused: what its wire format cannot carry fails provisioning with that reason.
+    app_info_check: Callable[[Any, Any], str | None] | None = None
 
 
 def load(name: str) -> Adapter:

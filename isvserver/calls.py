@@ -101,6 +101,10 @@ class Endpoint:
         """The key interface of this call (an activity may have a key of its own)."""
         return self.key_interface
 
+    def replay_keep_ms(self, settings: Any) -> int:
+        """How long the replay store keeps this interface's nonces: twice the signature window."""
+        return 2 * settings.signature_tolerance * 1000
+
     def parse(self, raw: bytes, req: Request) -> dict[str, Any] | None:
         """The call's parameters as one object (the JSON body by default), or None."""
         return parse_json_object(raw)
@@ -378,7 +382,7 @@ def _verified_call(
     answer into an authentication failure. A changing call validates first and runs its handler
     inside that transaction, after the nonce.
     """
-    keep_ms = 2 * rt.settings.signature_tolerance * 1000
+    keep_ms = endpoint.replay_keep_ms(rt.settings)
     nonce, sign_key = verification.nonce, verification.key or ""
     checked = endpoint.check(call, body)
     if not isinstance(checked, Handling) or checked.read_only:

@@ -16,7 +16,7 @@ from peewee import Database
 from isvserver.db import database, ident, is_postgres, names, placeholders, statement
 from isvserver.deferred import after_commit
 from isvserver.models import Delivery, Instance, InstanceEvent, ParkedChange, utcnow
-from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
+from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner, ProvisioningError
 from isvserver.sealing import DataKeys, seal, unseal
 
 
@@ -239,8 +239,25 @@ def _frozen_meanwhile(instance: Instance) -> bool:
     return last is not None and last.kind == Action.FREEZE.value
 
 
+# Checks an adapter adds to the AppInfo of its instances (e.g. what its wire format can carry), by
+# marketplace: each answers None or the reason the product's AppInfo is refused.
+AppInfoCheck = Callable[[Instance, AppInfo], str | None]
+APP_INFO_CHECKS: dict[str, list[AppInfoCheck]] = {}
+
+
+def register_app_info_check(marketplace: str, check: AppInfoCheck) -> None:
+    """Add an adapter's check of the AppInfo its instances are provisioned with (once per function)."""
+    checks = APP_INFO_CHECKS.setdefault(marketplace, [])
+    if check not in checks:
+        checks.append(check)
+
+
 def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> None:
     app_info.check()
+    for check in APP_INFO_CHECKS.get(instance.marketplace, ()):
+        reason = check(instance, app_info)
+        if reason:
+            raise ProvisioningError(reason)
     instance.front_end_url = app_info.front_end_url
     instance.admin_url = app_info.admin_url
     instance.user_name = app_info.user_name
@@ -256,9 +273,13 @@ def create_instance(
     data_key: bytes,
     reference: tuple[str | None, str | None] = (None, None),
     business_id: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> tuple[Instance, bool]:
     """The instance created under this idempotency key and whether this call created it (once; resends
-    get the same). `reference` is the order line that asked for it, when there is one.
+    get the same). `reference` is the order line that asked for it, when there is one; `attributes`
+    what the creating call already tells of it (product_id, expire_at, is_trial); `detail` what the
+    provisioner hears with the creation besides (never a secret or buyer data).
 
     An inline provisioner provisions it here; any other gets the creation queued (outbox). A resend for
     an instance whose provisioning failed starts that provisioning again.
@@ -269,7 +290,8 @@ def create_instance(
     # Only when the row stays out is the existing one read; when no row has this key, it was the
     # instance_id that collided (another order took the proposed id): again with a UUID.
     first = proposed_id if _INSTANCE_ID.fullmatch(proposed_id) else str(uuid.uuid4())
-    detail = {"business_id": business_id} if business_id is not None else {}
+    detail = {**(detail or {}), **({"business_id": business_id} if business_id is not None else {})}
+    known = {k: v for k, v in (attributes or {}).items() if k in CREATION_ATTRIBUTES}
     with database.atomic():
         for candidate in (first, str(uuid.uuid4())):
             now = utcnow()
@@ -283,6 +305,7 @@ def create_instance(
                 state=State.PROVISIONING.value,
                 created_at=now,
                 updated_at=now,
+                **known,
             )
             if _inserted(instance):
                 break
@@ -305,6 +328,7 @@ def create_instance(
         return instance, True
 
 
+CREATION_ATTRIBUTES = frozenset({"product_id", "expire_at", "is_trial"})
 PARK_LOCK_CLASS = 18771  # the advisory-lock class of parked changes (the migrations' lock is one bigint)
 
 
@@ -492,12 +516,16 @@ def set_frozen(instance_id: str, frozen: bool, outbox: bool = False, **detail: A
 
 
 def upgrade(
-    instance_id: str, reference: tuple[str | None, str | None], idempotency_key: str, outbox: bool = False
+    instance_id: str,
+    reference: tuple[str | None, str | None],
+    idempotency_key: str,
+    outbox: bool = False,
+    **detail: Any,
 ) -> bool:
-    """Record an upgrade of the instance; once per idempotency key."""
+    """Record an upgrade of the instance (with what the marketplace tells of it); once per key."""
     with database.atomic():
         instance = _locked(instance_id)
-        changed = _apply(instance, Action.UPGRADE, reference, idempotency_key, outbox)
+        changed = _apply(instance, Action.UPGRADE, reference, idempotency_key, outbox, **detail)
         if changed:
             instance.save()
         return changed
@@ -623,10 +651,20 @@ class Lifecycle:
         proposed_id: str,
         reference: tuple[str | None, str | None] = (None, None),
         business_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> tuple[Instance, bool]:
         """The instance created under this key and whether this call created it; provisioning is queued."""
         instance, created = create_instance(
-            marketplace, idempotency_key, proposed_id, self.provisioner, self.data_key, reference, business_id
+            marketplace,
+            idempotency_key,
+            proposed_id,
+            self.provisioner,
+            self.data_key,
+            reference,
+            business_id,
+            attributes,
+            detail,
         )
         if instance.state in NOT_PROVISIONED:
             after_commit(lambda: self.jobs.deliver_soon(instance.instance_id))
@@ -652,10 +690,15 @@ class Lifecycle:
         return self._queued(instance_id, set_frozen(instance_id, frozen, outbox=self.outbox))
 
     def upgrade(
-        self, instance_id: str, idempotency_key: str, reference: tuple[str | None, str | None] = (None, None)
+        self,
+        instance_id: str,
+        idempotency_key: str,
+        reference: tuple[str | None, str | None] = (None, None),
+        detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Record an upgrade; once per idempotency key."""
-        return self._queued(instance_id, upgrade(instance_id, reference, idempotency_key, outbox=self.outbox))
+        """Record an upgrade (with what the marketplace tells of it); once per idempotency key."""
+        changed = upgrade(instance_id, reference, idempotency_key, outbox=self.outbox, **(detail or {}))
+        return self._queued(instance_id, changed)
 
     def release(self, instance_id: str, reference: tuple[str | None, str | None] = (None, None)) -> bool:
         """Mark released (never deleted); a repeated release changes nothing."""

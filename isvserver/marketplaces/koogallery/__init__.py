@@ -1,4 +1,4 @@
-"""Huawei Cloud KooGallery (云商店) SaaS produce interface, generation V2 basic."""
+"""Huawei Cloud KooGallery (云商店) SaaS produce interface: V2 basic (POST) and V1 basic + License (GET)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
 from isvserver.marketplaces.koogallery.simulator import sign, simulate
+from isvserver.marketplaces.koogallery.v1.handlers import app_info_check
 from isvserver.marketplaces.koogallery.views import bp, envelope
 
 ADAPTER = Adapter(
@@ -23,4 +24,5 @@ ADAPTER = Adapter(
     models=MODELS,
     error_response=envelope,
     init_jobs=order_jobs.init_jobs,
+    app_info_check=app_info_check,
 )

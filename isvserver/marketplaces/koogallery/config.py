@@ -1,24 +1,32 @@
-"""KooGallery's own settings and key interfaces (the produce path, the debug appInfo, the keys)."""
+"""KooGallery's own settings and key interfaces (the produce path, the debug appInfo, V1, the keys)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from isvserver.adapters import KeyInterface
-from isvserver.settings import Problems, SettingsError, read, read_path
+from isvserver.settings import Problems, SettingsError, read, read_int, read_path
 
 BASIC = KeyInterface("basic", "ISV_ACCESS_KEYS", "the keys of the basic interface")
 NOTIFY = KeyInterface("notify", "ISV_NOTIFY_KEYS", "the keys of the orderNotify interface", required=False)
 
+V1_CHECK_WINDOW_DEFAULT = 60  # seconds either side of now; 0 turns the check off
+V1_ENCRYPT_TYPES = (1, 2)  # 1 = AES-256 (default), 2 = AES-128 (spec §4)
+
 
 @dataclass(frozen=True)
 class KooGallerySettings:
-    """What the V2 basic adapter reads from the environment."""
+    """What the KooGallery adapter (V2 and V1 basic) reads from the environment."""
 
     produce_path: str
     test_app_info: dict[str, str] | None
+    v1_check_window: int = V1_CHECK_WINDOW_DEFAULT
+    v1_encrypt_type: int = 1
+    license_signing_key: bytes | None = field(default=None, repr=False)  # Ed25519 seed, 32 bytes
 
 
 def produce_path(env: Mapping[str, str]) -> str:
@@ -47,10 +55,36 @@ def _test_app_info(env: Mapping[str, str]) -> dict[str, str] | None:
     return value
 
 
+def license_key(env: Mapping[str, str]) -> bytes | None:
+    """ISV_LICENSE_SIGNING_KEY: the Ed25519 private key (URL-safe Base64 of its 32-byte seed)."""
+    raw = read(env, "ISV_LICENSE_SIGNING_KEY")
+    if not raw:
+        return None
+    try:
+        seed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        raise SettingsError(
+            "ISV_LICENSE_SIGNING_KEY must be an Ed25519 private key as `isvserver license keygen` prints "
+            "it (URL-safe Base64 of 32 bytes)"
+        )
+    return seed
+
+
 def load(env: Mapping[str, str], production: bool) -> KooGallerySettings:
     """The adapter's settings from the environment (every problem named at once)."""
     problems = Problems()
     path = problems.take(produce_path, env, default="/saasproduce")
     test_app_info = problems.take(_test_app_info, env)
+    window = problems.take(read_int, env, "ISV_V1_CHECK_WINDOW", V1_CHECK_WINDOW_DEFAULT, 0, 86400, default=0)
+    encrypt_type = problems.take(read_int, env, "ISV_V1_ENCRYPT_TYPE", 1, 1, 2, default=1)
+    signing_key = problems.take(license_key, env)
     problems.raise_any()
-    return KooGallerySettings(produce_path=path, test_app_info=test_app_info)
+    return KooGallerySettings(
+        produce_path=path,
+        test_app_info=test_app_info,
+        v1_check_window=window,
+        v1_encrypt_type=encrypt_type,
+        license_signing_key=signing_key,
+    )
