@@ -36,7 +36,9 @@ def get(url: str, key: str, query: str, timeout: float = 20.0) -> Answer:
         parsed = json.loads(raw)
     except ValueError:
         parsed = None
-    return Answer(status, raw, body_sign_valid(key, raw, header), parsed if isinstance(parsed, dict) else None)
+    return Answer(
+        status, raw, body_sign_valid(key, raw, header), parsed if isinstance(parsed, dict) else None
+    )
 
 
 def call(url: str, key: str, params: dict[str, str], timeout: float = 20.0) -> Answer:
