@@ -77,14 +77,18 @@ def test_simulate_flow_against_gunicorn(server: Server) -> None:
     real = run_cli("simulate", "flow", server.url, env=marketplace)
     assert real.returncode == 0, real.describe()
     assert "all answers right" in real.output, real.describe()
-    rows = db_rows(server.database_url, "SELECT state, released_at FROM instance")
-    assert len(rows) == 1, rows
-    assert rows[0][0] == "released" and rows[0][1] is not None, rows
+    # The V2 flow's instance, then the V1 flow's (V1 runs after V2 on the same URL; its License part is
+    # skipped: this server has no ISV_LICENSE_SIGNING_KEY).
+    rows = db_rows(server.database_url, "SELECT state, released_at, creation_key FROM instance ORDER BY id")
+    assert len(rows) == 2, rows
+    assert not rows[0][2].startswith("v1:") and rows[1][2].startswith("v1:instance:"), rows
+    assert all(row[0] == "released" and row[1] is not None for row in rows), rows
+    assert "v1 flow: all answers right" in real.output, real.describe()
 
     wrong = run_cli("simulate", "flow", server.url, env=subprocess_env({"ISV_SIGN_KEY": WRONG_KEY}))
     assert wrong.returncode != 0, wrong.describe()
     assert "all answers right" not in wrong.output, wrong.describe()
-    assert db_count(server.database_url, "instance") == 1
+    assert db_count(server.database_url, "instance") == 2
 
 
 # --- concurrency across workers -----------------------------------------------------------------
