@@ -36,7 +36,8 @@ def license_keygen() -> None:
     "--public-key",
     envvar="ISV_LICENSE_PUBLIC_KEY",
     show_envvar=True,
-    help="Default: derived from ISV_LICENSE_SIGNING_KEY.",
+    show_default="derived from ISV_LICENSE_SIGNING_KEY",
+    help="The public key that verifies licenses (URL-safe Base64).",
 )
 def license_verify(token: str, public_key: str | None) -> None:
     """Check a license TOKEN's signature offline and print what it grants; exit 1 if invalid or expired."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Request, Response, g
+from flask import Request, Response, g, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import MethodNotAllowed
 
 from isvserver import calls
 from isvserver.body_sign import body_sign
@@ -138,7 +139,12 @@ ENDPOINT = V1Endpoint()
 
 
 def produce() -> Response:
-    """Every V1 call: authenticate, validate, dispatch on `activity`, answer signed."""
+    """Every V1 call: authenticate, validate, dispatch on `activity`, answer signed.
+
+    HEAD (which Flask adds to every GET route) is refused: it carries no call and has no body to sign.
+    """
+    if request.method == "HEAD":
+        raise MethodNotAllowed(valid_methods=["GET", "POST"])
     return calls.handle(ENDPOINT)
 
 
