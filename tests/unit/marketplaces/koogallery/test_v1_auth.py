@@ -200,3 +200,21 @@ def test_license_token_verifies_offline_and_any_change_breaks_it() -> None:
         licenses.verify(token, licenses.keygen()[1])
     with pytest.raises(licenses.LicenseError):
         licenses.verify(token, "short")
+
+
+def test_the_python_license_verifier_example() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).parents[4] / "examples" / "license_verify.py"
+    seed_text, public = licenses.keygen()
+    seed = base64.urlsafe_b64decode(seed_text + "=")
+    grant = licenses.Grant("lid-9", "inst-9", "sku", None, 1, "koogallery", datetime(2024, 1, 1))
+    token = licenses.issue(seed, grant)
+    good = subprocess.run([sys.executable, str(example), public, token], capture_output=True, text=True)
+    assert good.returncode == 0 and "'iid': 'inst-9'" in good.stdout, good.stderr
+    bad = subprocess.run(
+        [sys.executable, str(example), licenses.keygen()[1], token], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "InvalidSignature" in bad.stderr
