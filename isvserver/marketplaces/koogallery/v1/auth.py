@@ -8,21 +8,21 @@ holds one and the decoded form fails, the form with `+` kept is tried.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import unquote, unquote_plus
 
+from isvserver.authtoken import (
+    TIMESTAMP,
+    TOKEN,
+    auth_token,
+    format_timestamp,
+    joined,
+    matching_key,
+    outside_window,
+    parse_timestamp,
+)
 from isvserver.freshness import Verdict
-
-TOKEN = "authToken"  # noqa: S105 (a parameter name)
-TIMESTAMP = "timeStamp"
-TIMESTAMP_FORMAT = re.compile(r"[0-9]{17}")  # yyyyMMddHHmmssSSS, UTC
-MAX_TOKEN_LENGTH = 128
 
 MESSAGES = {
     Verdict.VERIFIED: "success",
@@ -51,41 +51,6 @@ def parse_query(raw: str, keep_plus: bool = False) -> dict[str, str]:
     return params
 
 
-def _java_order(name: str) -> bytes:
-    """A sort key giving Java String.compareTo's order (UTF-16 code units)."""
-    return name.encode("utf-16-be", errors="surrogatepass")
-
-
-def joined(params: Mapping[str, str]) -> str:
-    """`k1=v1&k2=v2&…` of every parameter but authToken, sorted by name (ordinal)."""
-    names = sorted((n for n in params if n != TOKEN), key=_java_order)
-    return "&".join(f"{name}={params[name]}" for name in names)
-
-
-def auth_token(key: str, params: Mapping[str, str]) -> str:
-    """The authToken the marketplace sends for these (decoded) parameters, keyed with `key` + timeStamp."""
-    secret = (key + params.get(TIMESTAMP, "")).encode("utf-8")
-    data = joined(params).encode("utf-8", errors="surrogatepass")
-    return base64.b64encode(hmac.new(secret, data, hashlib.sha256).digest()).decode("ascii")
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """A `yyyyMMddHHmmssSSS` UTC timeStamp as an aware datetime; None when it is not one."""
-    if not value.isascii() or not TIMESTAMP_FORMAT.fullmatch(value):
-        return None
-    try:
-        moment = datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return moment.replace(microsecond=int(value[14:]) * 1000)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """`yyyyMMddHHmmssSSS` of an aware datetime, in UTC."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y%m%d%H%M%S") + f"{moment.microsecond // 1000:03d}"
-
-
 @dataclass(frozen=True)
 class Checked:
     """The verdict on a V1 call: the key that verified it and the parameters as verified."""
@@ -101,14 +66,6 @@ class Checked:
         return MESSAGES[self.verdict]
 
 
-def _matches(keys: Sequence[str], params: Mapping[str, str], token: str) -> str | None:
-    received = token.encode("ascii")
-    for key in keys:
-        if hmac.compare_digest(auth_token(key, params).encode("ascii"), received):
-            return key
-    return None
-
-
 def verify(raw_query: str, keys: Sequence[str], now_ms: float, window_s: int) -> Checked:
     """Check a V1 query string: timeStamp present, well formed and (unless `window_s` is 0) within the
     window of now, and authToken made with one of `keys` (decoded, then with `+` kept)."""
@@ -122,7 +79,7 @@ def verify(raw_query: str, keys: Sequence[str], now_ms: float, window_s: int) ->
     moment = parse_timestamp(timestamp)
     if moment is None:
         return Checked(Verdict.BAD_TIMESTAMP)
-    if window_s and abs(now_ms - moment.timestamp() * 1000) > window_s * 1000:
+    if outside_window(moment, now_ms, window_s):
         return Checked(Verdict.STALE_TIMESTAMP)
     if not keys:
         return Checked(Verdict.NO_KEY)
@@ -131,9 +88,20 @@ def verify(raw_query: str, keys: Sequence[str], now_ms: float, window_s: int) ->
         candidates.append(parse_query(raw_query, keep_plus=True))
     for candidate in candidates:
         sent = candidate.get(TOKEN, "")
-        if len(sent) > MAX_TOKEN_LENGTH or not sent.isascii() or candidate.get(TIMESTAMP) != timestamp:
-            continue
-        key = _matches(keys, candidate, sent)
+        key = matching_key(keys, candidate, sent) if candidate.get(TIMESTAMP) == timestamp else None
         if key is not None:
             return Checked(Verdict.VERIFIED, key, candidate, sent)
     return Checked(Verdict.BAD_SIGNATURE)
+
+
+__all__ = [  # the formula lives in the core (V1 basic and V1 Kit share it); V1 basic verifies with it
+    "TIMESTAMP",
+    "TOKEN",
+    "Checked",
+    "auth_token",
+    "format_timestamp",
+    "joined",
+    "parse_query",
+    "parse_timestamp",
+    "verify",
+]
