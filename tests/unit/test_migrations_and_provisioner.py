@@ -42,6 +42,8 @@ TABLES = {
     "delivery",
     "order_line",
     "parked_change",
+    "periodic_job",
+    "external_id",
 }
 V1_TABLES = {"koogallery_v1_buyer", "koogallery_license"}
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
@@ -53,6 +55,8 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (13, "periodic_jobs"),
+    (14, "external_ids"),
 ]
 SHIPPED_ADAPTERS = [("koogallery", 1, "v1"), ("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -63,6 +67,8 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0013_periodic_jobs",
+    "0014_external_ids",
     "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
 ]

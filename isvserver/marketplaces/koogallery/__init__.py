@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from isvserver.adapters import Adapter, Simulation
+from typing import TYPE_CHECKING
+
+from isvserver.adapters import Adapter, Mount, Simulation
 from isvserver.marketplaces.koogallery import config, openapi, order_jobs
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
 from isvserver.marketplaces.koogallery.simulator import sign, simulate
 from isvserver.marketplaces.koogallery.v1 import cli as v1_cli
+from isvserver.marketplaces.koogallery.v1 import views as v1_views
 from isvserver.marketplaces.koogallery.v1.handlers import app_info_check
-from isvserver.marketplaces.koogallery.views import bp, envelope
+from isvserver.marketplaces.koogallery.views import bp, error_answer
+
+if TYPE_CHECKING:
+    from isvserver.settings import Settings
+
+
+def _produce_path(settings: Settings) -> str:
+    return settings.of("koogallery").produce_path
+
 
 ADAPTER = Adapter(
     name="koogallery",
-    blueprint=bp,
-    url_prefix=lambda settings: settings.of("koogallery").produce_path,
+    # V1 (GET) and V2 (POST, and the errors of any other method) on the same production URL (spec §1).
+    mounts=(
+        Mount(v1_views.bp, _produce_path, v1_views.error_answer, frozenset({"GET"})),
+        Mount(bp, _produce_path, error_answer),
+    ),
     load_settings=config.load,
     key_interfaces=(config.BASIC, config.NOTIFY),
     cli_commands=(order, sign, simulate, v1_cli.license_group),
@@ -23,7 +37,6 @@ ADAPTER = Adapter(
     openapi=openapi.paths,
     sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
     models=MODELS,
-    error_response=envelope,
     init_jobs=order_jobs.init_jobs,
     app_info_check=app_info_check,
     simulations=(Simulation("v1", v1_cli.simulate_v1, flow=v1_cli.flow),),

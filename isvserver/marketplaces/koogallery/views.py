@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Request, Response, request
+from flask import Blueprint, Request, Response
 from marshmallow import ValidationError
 
 from isvserver import calls
@@ -22,7 +22,6 @@ from isvserver.marketplaces.koogallery.results import (
     SUCCESS,
 )
 from isvserver.marketplaces.koogallery.schemas import REQUESTS, is_test_flag
-from isvserver.marketplaces.koogallery.v1 import views as v1_views
 from isvserver.marketplaces.koogallery.verify import verify
 from isvserver.runtime import runtime
 
@@ -35,6 +34,8 @@ CODES = {
     Outcome.INVALID: INVALID_PARAMETERS,
     Outcome.NOT_FOUND: INSTANCE_NOT_FOUND,
     Outcome.INTERNAL: INTERNAL_ERROR,
+    Outcome.CONFLICT: INVALID_PARAMETERS,
+    Outcome.GONE: INSTANCE_NOT_FOUND,
 }
 
 bp = Blueprint("koogallery", __name__)
@@ -116,17 +117,14 @@ def produce() -> Response:
     return calls.handle(ENDPOINT)
 
 
-# V1 (GET) shares the production URL, the keys and Body-Sign with V2 (POST): spec §1.
-bp.add_url_rule(
-    "", "produce_v1", v1_views.produce, methods=["GET"], strict_slashes=False, provide_automatic_options=False
-)
-
-
 def envelope(status: int, message: str) -> Response:
-    """A signed resultCode/resultMsg reply outside the produce flow, keyed with the first active key
-    (V1's own for a GET, the generation that owns that method on the path)."""
-    if request.method == "GET":
-        return v1_views.envelope(status, message)
+    """A signed resultCode/resultMsg reply outside the produce flow, keyed with the first active key."""
     code = INTERNAL_ERROR if status >= 500 else INVALID_PARAMETERS
     key = calls.signing_keys(runtime().settings, BASIC.name)[0]
     return signed_response(reply(code, message), key, status=status)
+
+
+def error_answer(status: int, message: str) -> Response:
+    """The mount's answer to an error on its paths: an unhandled one (500) is HTTP 200 with the internal
+    error's result code, since the marketplace reads only the body; 404, 405, 413 keep theirs."""
+    return envelope(200 if status == 500 else status, message)

@@ -80,10 +80,10 @@ class KitV1Endpoint(KitEndpoint):
 
     interface = INTERFACE
 
-    def replay_keep_ms(self, settings: Any) -> int:
-        """An authToken is accepted once within the V1 window (twice it: either side of now)."""
+    def replay_window_s(self, settings: Any) -> float:
+        """The V1 window: an authToken is accepted once within it (kept twice as long)."""
         window = settings.of("koogallery_kit").v1_check_window
-        return 2 * (window or REPLAY_KEEP_WHEN_UNCHECKED_S) * 1000
+        return float(window or REPLAY_KEEP_WHEN_UNCHECKED_S / 2)
 
     def verify(
         self, req: Request, raw: bytes, body: dict[str, Any] | None, keys: tuple[str, ...], now_ms: float

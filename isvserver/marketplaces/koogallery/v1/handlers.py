@@ -127,7 +127,7 @@ def purchase(rt: Runtime, data: dict[str, Any], kind: str) -> tuple[Instance, bo
     detail["purchase"] = kind
     if data.get("expireTime") is not None:
         detail["expire_at"] = data["expireTime"]
-    instance, created = rt.lifecycle.create(
+    creation = rt.lifecycle.create(
         MARKETPLACE,
         creation_key(kind, data["orderId"], product),
         data["businessId"],
@@ -140,6 +140,7 @@ def purchase(rt: Runtime, data: dict[str, Any], kind: str) -> tuple[Instance, bo
         },
         detail=detail,
     )
+    instance, created = creation.instance, creation.changed
     if created:
         buyers.store(instance.instance_id, data, rt.settings.data_key)
     counted(created)
@@ -210,20 +211,20 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
             data["expireTime"],
             data.get("productId"),
             reference=(data["orderId"], None),
-        )
+        ).changed
     )
     return reply(SUCCESS, "success")
 
 
 def expire_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Expiry: freeze, keeping the data; repeating it succeeds."""
-    counted(rt.lifecycle.set_frozen(data["instanceId"], True))
+    counted(rt.lifecycle.set_frozen(data["instanceId"], True).changed)
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    counted(rt.lifecycle.release(data["instanceId"], (data["orderId"], None)))
+    counted(rt.lifecycle.release(data["instanceId"], (data["orderId"], None)).changed)
     return reply(SUCCESS, "success")
 
 
@@ -238,7 +239,7 @@ def upgrade(rt: Runtime, data: dict[str, Any]) -> Reply:
     counted(
         rt.lifecycle.upgrade(
             data["instanceId"], order_change_key(data["orderId"]), (data["orderId"], None), detail=detail
-        )
+        ).changed
     )
     return reply(SUCCESS, "success")
 

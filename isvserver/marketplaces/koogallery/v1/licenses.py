@@ -110,7 +110,7 @@ def refresh_license(rt: Runtime, data: dict[str, Any]) -> Reply:
         order_change_key(data["orderId"]),
         data["expireTime"],
         reference=(data["orderId"], None),
-    )
+    ).changed
     if counted(changed):
         rt.lifecycle.set_frozen(instance_id, False)
         instance = Instance.get(Instance.instance_id == instance_id)
@@ -129,7 +129,7 @@ def refresh_license(rt: Runtime, data: dict[str, Any]) -> Reply:
 def expire_license(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Expiry: the instance frozen, the license marked expired; repeating it succeeds."""
     row = _license_of(data["instanceId"])
-    counted(rt.lifecycle.set_frozen(data["instanceId"], True))
+    counted(rt.lifecycle.set_frozen(data["instanceId"], True).changed)
     if row.state == ACTIVE:
         License.update(state=EXPIRED, updated_at=utcnow()).where(License.id == row.id).execute()
     return reply(SUCCESS, "success")
@@ -138,7 +138,7 @@ def expire_license(rt: Runtime, data: dict[str, Any]) -> Reply:
 def release_license(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Release: the instance released, the license marked released (never deleted); repeating succeeds."""
     row = _license_of(data["instanceId"])
-    counted(rt.lifecycle.release(data["instanceId"], (data["orderId"], None)))
+    counted(rt.lifecycle.release(data["instanceId"], (data["orderId"], None)).changed)
     if row.state != RELEASED:
         License.update(state=RELEASED, updated_at=utcnow()).where(License.id == row.id).execute()
     return reply(SUCCESS, "success")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Request, Response, g, request
+from flask import Blueprint, Request, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -61,10 +61,10 @@ class V1Endpoint(calls.Endpoint):
     activities = frozenset(ACTIVITIES)
     key_interface = BASIC.name
 
-    def replay_keep_ms(self, settings: Any) -> int:
-        """An authToken is accepted once within the V1 window (either side of now: twice it)."""
+    def replay_window_s(self, settings: Any) -> float:
+        """The V1 window: an authToken is accepted once within it (kept twice as long)."""
         window = settings.of("koogallery").v1_check_window
-        return 2 * (window or REPLAY_KEEP_WHEN_UNCHECKED_S) * 1000
+        return float(window or REPLAY_KEEP_WHEN_UNCHECKED_S / 2)
 
     def parse(self, raw: bytes, req: Request) -> dict[str, Any] | None:
         """The query string's parameters, URL-decoded (the body of a GET is ignored)."""
@@ -136,8 +136,11 @@ def signed_response(answer: Reply, key: str, status: int = 200) -> Response:
 
 
 ENDPOINT = V1Endpoint()
+# V1 shares the production URL with V2 (spec §1): its own blueprint and Mount at the same prefix, owning GET.
+bp = Blueprint("koogallery_v1", __name__)
 
 
+@bp.route("", methods=["GET"], strict_slashes=False, provide_automatic_options=False)
 def produce() -> Response:
     """Every V1 call: authenticate, validate, dispatch on `activity`, answer signed.
 
@@ -148,8 +151,9 @@ def produce() -> Response:
     return calls.handle(ENDPOINT)
 
 
-def envelope(status: int, message: str) -> Response:
-    """V1's signed resultCode/resultMsg reply to an error on its path, keyed with the first active key."""
+def error_answer(status: int, message: str) -> Response:
+    """V1's signed resultCode/resultMsg answer to an error on its path and method, keyed with the first
+    active key; an unhandled one (500) is HTTP 200 with the internal error's code (the body is read)."""
     code = INTERNAL_ERROR if status >= 500 else INVALID_PARAMETERS
     key = calls.signing_keys(runtime().settings, BASIC.name)[0]
-    return signed_response(reply(code, message), key, status)
+    return signed_response(reply(code, message), key, 200 if status == 500 else status)
