@@ -311,3 +311,14 @@ def test_extend_params_that_do_not_decode_are_000002(client: FlaskClient) -> Non
     answer = send(client, **purchase(saasExtendParams=bad))
     assert answer["resultCode"] == INVALID and "saasExtendParams" in answer["resultMsg"]
     assert rows(Instance) == []
+
+
+def test_openapi_documents_v1_beside_v2_on_the_produce_path(client: FlaskClient) -> None:
+    from isvserver.marketplaces.koogallery.v1.schemas import ACTIVITIES
+
+    item = client.get("/openapi.json").get_json()["paths"]["/saasproduce"]
+    assert set(item) >= {"get", "post"}
+    parameters = {p["name"]: p for p in item["get"]["parameters"]}
+    assert parameters["activity"]["schema"]["enum"] == list(ACTIVITIES)
+    assert parameters["authToken"]["required"] and parameters["timeStamp"]["required"]
+    assert {"mobilePhone", "saasExtendParams", "trialToFormal", "skuCode"} <= set(parameters)
