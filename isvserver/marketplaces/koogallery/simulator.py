@@ -223,6 +223,8 @@ def _simulate(
         args = [url, *fields, *(["--test"] if test_flag else [])]
         if key and given_key:
             args += ["--key", key]  # ISV_SIGN_KEY is the basic interface's: never passed on
+        if show_secrets and any(p.name == "show_secrets" for p in others[activity].command.params):
+            args.append("--show-secrets")
         others[activity].command.main(args=args, prog_name=f"isvserver simulate {activity}")
         return
     if activity == "flow":

@@ -151,7 +151,11 @@ def send(url: str, key: str, params: dict[str, str], show_secrets: bool = False)
 @click.argument("fields", nargs=-1)
 @click.option("--test", "test_flag", is_flag=True, help="Send testFlag=1 (a debug request).")
 @click.option(
-    "--key", envvar="ISV_SIGN_KEY", show_envvar=True, help="Access key (default: ISV_ACCESS_KEYS')."
+    "--key",
+    envvar="ISV_SIGN_KEY",
+    show_envvar=True,
+    show_default="the first of ISV_ACCESS_KEYS",
+    help="Access key to sign with.",
 )
 @click.option("--show-secrets", is_flag=True, help="Print passwords and licenses in full.")
 def simulate_v1(

@@ -322,3 +322,35 @@ def test_openapi_documents_v1_beside_v2_on_the_produce_path(client: FlaskClient)
     assert parameters["activity"]["schema"]["enum"] == list(ACTIVITIES)
     assert parameters["authToken"]["required"] and parameters["timeStamp"]["required"]
     assert {"mobilePhone", "saasExtendParams", "trialToFormal", "skuCode"} <= set(parameters)
+
+
+def test_asynchronous_provisioning_answers_in_progress_then_the_encrypted_app_info(
+    env: dict[str, str],
+) -> None:
+    from isvserver import create_app, lifecycle
+    from isvserver.provisioning import AppInfo, BaseProvisioner, ProvisioningError
+    from isvserver.settings import load_settings
+
+    class Queued(BaseProvisioner):
+        inline = False
+
+    env["ISV_PROVISION_BUDGET_MS"] = "0"
+    settings = load_settings(env)
+    client = create_app(settings, provisioner=Queued()).test_client()
+    first = send(client, **purchase())
+    assert (first["resultCode"], first["instanceId"]) == ("000004", "v1-biz-1") and "appInfo" not in first
+    waiting = send(client, activity="queryInstance", instanceId="v1-biz-1")
+    assert waiting["resultCode"] == "000004" and waiting["info"] == [{"instanceId": "v1-biz-1"}]
+    with db.connected():
+        with pytest.raises(ProvisioningError, match="password is 90 UTF-8 bytes"):
+            lifecycle.complete_provisioning(
+                "v1-biz-1", AppInfo("https://x", password="p" * 90), settings.data_key
+            )
+        assert lifecycle.complete_provisioning(
+            "v1-biz-1", AppInfo("https://x", "https://a", "u", "pw"), settings.data_key
+        )
+    done = send(client, **purchase(business_id="again"))
+    assert done["resultCode"] == OK and decrypt_credential(ACCESS_KEY, done["appInfo"]["password"], 1) == "pw"
+    query = send(client, activity="queryInstance", instanceId="v1-biz-1")
+    assert decrypt_credential(ACCESS_KEY, query["info"][0]["appInfo"]["userName"], 1) == "u"
+    db.close_all()
