@@ -13,6 +13,7 @@ from isvserver.marketplaces.koogallery.simulator import sign, simulate
 from isvserver.marketplaces.koogallery.v1 import cli as v1_cli
 from isvserver.marketplaces.koogallery.v1 import views as v1_views
 from isvserver.marketplaces.koogallery.v1.handlers import app_info_check
+from isvserver.marketplaces.koogallery.v1.models import V1_SEALED_COLUMNS
 from isvserver.marketplaces.koogallery.views import bp, error_answer
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ ADAPTER = Adapter(
     cli_commands=(order, sign, simulate, v1_cli.license_group),
     instance_sections=instance_sections,
     openapi=openapi.paths,
-    sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
+    sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id), *V1_SEALED_COLUMNS),
     models=MODELS,
     init_jobs=order_jobs.init_jobs,
     app_info_check=app_info_check,

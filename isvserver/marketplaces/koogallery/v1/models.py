@@ -41,3 +41,11 @@ class License(BaseModel):
 
 
 V1_MODELS = (V1Buyer, License)
+# Columns sealed with ISV_DATA_KEY, each with the column naming its row (re-sealed by `isvserver reseal`).
+V1_SEALED_COLUMNS = (
+    (V1Buyer.customer_name_sealed, V1Buyer.instance_id),
+    (V1Buyer.user_name_sealed, V1Buyer.instance_id),
+    (V1Buyer.mobile_phone_sealed, V1Buyer.instance_id),
+    (V1Buyer.email_sealed, V1Buyer.instance_id),
+    (License.license_sealed, License.license_id),
+)

@@ -354,3 +354,27 @@ def test_asynchronous_provisioning_answers_in_progress_then_the_encrypted_app_in
     query = send(client, activity="queryInstance", instanceId="v1-biz-1")
     assert decrypt_credential(ACCESS_KEY, query["info"][0]["appInfo"]["userName"], 1) == "u"
     db.close_all()
+
+
+def test_reseal_moves_the_v1_buyer_and_license_to_the_new_data_key(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    from isvserver import rotation
+    from isvserver.settings import load_settings
+
+    send(client, **purchase(mobilePhone=encrypt_credential(ACCESS_KEY, "13811112222")))
+    send(client, **{**purchase("LICR", "lic-r"), "activity": "getLicense"})
+    new_key = "0dkqMcI6nHuWJ6nEvS3h8GZ4a4nJm1C9tLz0Q2pX7yE="
+    settings = load_settings({**env, "ISV_DATA_KEY": f"{new_key},{DATA_KEY}"})
+    with db.connected():
+        report = rotation.reseal_all(settings)
+    counts = {f"{c.table}.{c.column}": c.resealed for c in report.columns}
+    assert counts["koogallery_v1_buyer.mobile_phone_sealed"] == 1
+    assert counts["koogallery_v1_buyer.customer_name_sealed"] == 2
+    assert counts["koogallery_license.license_sealed"] == 1
+    [buyer, _] = rows(V1Buyer)
+    assert unseal(new_key.encode(), buyer["mobile_phone_sealed"]) == "13811112222"
+    assert (
+        licenses.verify(unseal(new_key.encode(), rows(License)[0]["license_sealed"]), PUBLIC)["iid"]
+        == "lic-r"
+    )
