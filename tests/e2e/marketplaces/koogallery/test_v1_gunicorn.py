@@ -1,4 +1,4 @@
-"""KooGallery V1 and License through a real `isvserver serve` (gunicorn, 3 workers) on SQLite and
+"""KooGallery V1, License and V1 Kit through a real `isvserver serve` (gunicorn, 3 workers) on SQLite and
 PostgreSQL, signed here from spec §2.3 (not with isvserver's code): every activity, 20 identical
 newInstance calls at once, V1 and V2 at once on one URL, and `isvserver simulate v1` / `license`."""
 
@@ -224,3 +224,59 @@ def test_simulate_v1_and_license_commands(v1_server: Server) -> None:
     assert keygen.returncode == 0 and keygen.stdout.startswith("ISV_LICENSE_SIGNING_KEY=")
     forged = run_cli("license", "verify", "ISVL1.e30.AAAA", env=v1_server.env)
     assert forged.returncode == 1 and "invalid" in forged.output
+
+
+KIT_KEY = "kit-key-v1-e2e-77c1"
+
+
+def test_v1_kit_syncs_through_gunicorn(tmp_path: Path, database_url: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from isvserver.marketplaces.koogallery_kit.client_secret import encrypt_client_secret, generate_key_pair
+
+    private_pem, public_pem = generate_key_pair()
+    env = base_env(
+        tmp_path,
+        database_url,
+        ISV_MARKETPLACES="koogallery,koogallery_kit",
+        ISV_KIT_KEYS=KIT_KEY,
+        ISV_KIT_PRIVATE_KEY=private_pem.decode("ascii"),
+    )
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 1000:03d}"
+    common = {"instanceId": "kit-v1-e2e", "tenantId": "t1", "testFlag": "0", "timeStamp": stamp}
+    users = json.dumps(
+        [{"userName": "u1", "name": "用户", "orgCode": "d1", "role": "user", "enable": "true"}]
+    )
+    secret = encrypt_client_secret(serialization.load_pem_public_key(public_pem), "s3cret")
+    calls = [
+        (
+            "tenantSync",
+            {**common, "orderId": "O1", "tenantCode": "c", "name": "公司", "domainName": "d.cn", "flag": "1"},
+        ),
+        ("applicationSync", {**common, "appId": "a1", "clientId": "c1", "clientSecret": secret, "flag": "1"}),
+        ("authSync", {**common, "appId": "a1", "userList": users, "flag": "1"}),
+        ("singleOrgSync", {**common, "orgCode": "d1", "orgName": "一部", "flag": "1"}),
+        ("allOrgSync", {**common, "orgInfoList": json.dumps([{"orgCode": "d1", "orgName": "一部"}])}),
+    ]
+    with running_server(subprocess_env(env), tmp_path / "server.log", cwd=tmp_path, workers=3) as server:
+        for activity, body in calls:
+            text = {
+                k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in body.items()
+            }
+            joined = "&".join(f"{k}={text[k]}" for k in sorted(text))
+            digest = hmac.new((KIT_KEY + stamp).encode(), joined.encode(), hashlib.sha256).digest()
+            raw = json.dumps(body, ensure_ascii=False).encode()
+            headers = {"authToken": base64.b64encode(digest).decode()}
+            reply = http_request(server.base, "POST", f"{PRODUCE_PATH}/produceAPI/{activity}", raw, headers)
+            assert reply.status == 200 and reply.signed_by(KIT_KEY), reply.raw
+            assert reply.json["resultCode"] == "000000", (activity, reply.json)
+            again = http_request(server.base, "POST", f"{PRODUCE_PATH}/produceAPI/{activity}", raw, headers)
+            assert again.json["resultCode"] == "000001" and again.signed_by(KIT_KEY)  # the token, replayed
+        url = server.database_url
+        assert (
+            db_count(url, "kit_tenant") == db_count(url, "kit_application") == db_count(url, "kit_user") == 1
+        )
+        assert db_count(url, "kit_org") == 1
+        assert db_count(url, "callback_log", "interface = ?", ("koogallery.kit.v1",)) == 10
+        assert "s3cret" not in server.read_log() and "用户" not in server.read_log()
