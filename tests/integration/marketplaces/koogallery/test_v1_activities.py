@@ -378,3 +378,35 @@ def test_reseal_moves_the_v1_buyer_and_license_to_the_new_data_key(
         licenses.verify(unseal(new_key.encode(), rows(License)[0]["license_sealed"]), PUBLIC)["iid"]
         == "lic-r"
     )
+
+
+def test_instances_show_tells_the_v1_buyer_masked_and_the_license_never_its_token(
+    client: FlaskClient, env: dict[str, str]
+) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from isvserver.cli import main
+
+    send(client, **purchase(mobilePhone=encrypt_credential(ACCESS_KEY, "13855556666")))
+    token = send(client, **{**purchase("LICS", "lic-s"), "activity": "getLicense"})["license"]
+
+    def run(*args: str) -> str:
+        isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
+        previous = db.database.obj
+        try:
+            result = CliRunner().invoke(main, list(args), env={**isolated, **env}, catch_exceptions=False)
+        finally:
+            db.close_all()  # the command's own binding
+            db.database.initialize(previous)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    shown = run("instances", "show", "v1-biz-1")
+    assert "V1 buyer (masked)" in shown and "cust-1" in shown
+    assert "13855556666" not in shown and "张三" not in shown
+    as_json = run("instances", "show", "lic-s", "--json")
+    document = json.loads(as_json)
+    assert document["license"][0]["state"] == "active" and document["license"][0]["version"] == 1
+    assert token not in as_json
