@@ -218,3 +218,20 @@ def test_the_python_license_verifier_example() -> None:
         [sys.executable, str(example), licenses.keygen()[1], token], capture_output=True, text=True
     )
     assert bad.returncode != 0 and "InvalidSignature" in bad.stderr
+
+
+def test_v1_changes_have_no_order_line_to_fetch() -> None:
+    from types import SimpleNamespace
+
+    from isvserver.marketplaces.koogallery.order_jobs import OrderJobs
+    from isvserver.provisioning import InstanceView, LifecycleEvent
+
+    view = InstanceView("i-1", "koogallery", "V1ORDER", None, "p", None, False)
+    event = LifecycleEvent("evt_1", "instance.created", datetime(2024, 1, 1), view, {"kind": "created"})
+
+    class Unreachable:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError("the order-query API was called for a V1 order")
+
+    jobs = SimpleNamespace(client=Unreachable(), settings=None)
+    assert OrderJobs.enrich(jobs, event) is event  # type: ignore[arg-type]
