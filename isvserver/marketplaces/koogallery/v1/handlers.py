@@ -10,8 +10,7 @@ from typing import Any
 from flask import g
 
 from isvserver import lifecycle
-from isvserver.calls import counted
-from isvserver.deferred import after_commit
+from isvserver.calls import counted, wait_after_commit
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery.credentials import encrypt_credential
 from isvserver.marketplaces.koogallery.results import (
@@ -148,15 +147,15 @@ def purchase(rt: Runtime, data: dict[str, Any], kind: str) -> tuple[Instance, bo
 
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
-    """Create (once per order) and provision the instance; answer its appInfo, encrypted."""
+    """Create (once per order) and provision the instance, waiting for it within the budget (and the
+    call's answer deadline); answer its appInfo, encrypted."""
     instance, _ = purchase(rt, data, "instance")
     instance_id = instance.instance_id
     if instance.state not in lifecycle.NOT_PROVISIONED:
         return _provisioned(rt, instance_id)
-    deadline = g.call_started + rt.settings.provision_budget_ms / 1000
 
-    def provision_within_budget() -> Reply:
-        state = lifecycle.await_provisioning(instance_id, deadline)
+    def provisioned(until: float) -> Reply:
+        state = lifecycle.await_provisioning(instance_id, until)
         if state == lifecycle.State.PROVISIONING:
             return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
         if state == lifecycle.State.FAILED:
@@ -165,7 +164,7 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
             )
         return _provisioned(rt, instance_id)
 
-    after_commit(provision_within_budget)
+    wait_after_commit(rt.settings.provision_budget_ms, provisioned)
     return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
 
 
