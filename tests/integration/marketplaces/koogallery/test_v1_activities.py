@@ -410,3 +410,14 @@ def test_instances_show_tells_the_v1_buyer_masked_and_the_license_never_its_toke
     document = json.loads(as_json)
     assert document["license"][0]["state"] == "active" and document["license"][0]["version"] == 1
     assert token not in as_json
+
+
+def test_each_interface_keeps_its_nonces_for_its_own_window(client: FlaskClient) -> None:
+    from isvserver import replay
+
+    with db.connected(), db.database.atomic():
+        assert replay.first_use("koogallery.v1", "token-1", 1_000_000, 7_200_000)  # kept 2 h
+        assert replay.first_use("koogallery.v2", "nonce-1", 1_000_000, 120_000)  # kept 2 min
+        replay.prune(1_000_000 + 600_000)  # a V2 call's prune, 10 min later
+        assert not replay.first_use("koogallery.v1", "token-1", 1_600_000, 7_200_000)  # still refused
+        assert replay.first_use("koogallery.v2", "nonce-1", 1_600_000, 120_000)  # forgotten: past its window
