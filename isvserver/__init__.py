@@ -24,7 +24,7 @@ def create_app(
     """Build the WSGI app; opens no database connection (each request opens its own)."""
     from isvserver.adapters import load_all, load_part
     from isvserver.jobs import Jobs
-    from isvserver.lifecycle import Lifecycle, register_event_types
+    from isvserver.lifecycle import Lifecycle, register_app_info_check, register_event_types
     from isvserver.provisioning.loader import load_provisioner
     from isvserver.runtime import Runtime, wall_clock_ms
 
@@ -38,6 +38,8 @@ def create_app(
     parts = tuple(load_part(name) for name in settings.parts)
     for adapter in adapters:
         register_event_types(dict(adapter.event_types))
+        if adapter.app_info_check is not None:
+            register_app_info_check(adapter.name, adapter.app_info_check)
     provisioner = provisioner or load_provisioner(settings)
     jobs = Jobs(settings, provisioner)
     for declared in (*adapters, *parts):

@@ -144,6 +144,9 @@ class Adapter:
     development_secrets: tuple[DevelopmentSecret, ...] = ()
     # What reconcile does with its instances past their `expire_at`.
     expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
+    # A check of the AppInfo its instances are provisioned with (instance row, AppInfo) → None or the
+    # reason it is refused: what its wire format cannot carry fails provisioning with that reason.
+    app_info_check: Callable[[Any, Any], str | None] | None = None
 
 
 def available() -> tuple[str, ...]:

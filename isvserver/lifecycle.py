@@ -17,7 +17,7 @@ from peewee import Database
 from isvserver.db import database, ident, is_postgres, names, placeholders, statement
 from isvserver.deferred import after_commit
 from isvserver.models import Delivery, ExternalId, Instance, InstanceEvent, ParkedChange, utcnow
-from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
+from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner, ProvisioningError
 from isvserver.sealing import DataKeys, seal, unseal
 
 
@@ -304,8 +304,25 @@ def _frozen_meanwhile(instance: Instance) -> bool:
     return last is not None and last.kind == Action.FREEZE.value
 
 
+# Checks an adapter adds to the AppInfo of its instances (e.g. what its wire format can carry), by
+# marketplace: each answers None or the reason the product's AppInfo is refused.
+AppInfoCheck = Callable[[Instance, AppInfo], str | None]
+APP_INFO_CHECKS: dict[str, list[AppInfoCheck]] = {}
+
+
+def register_app_info_check(marketplace: str, check: AppInfoCheck) -> None:
+    """Add an adapter's check of the AppInfo its instances are provisioned with (once per function)."""
+    checks = APP_INFO_CHECKS.setdefault(marketplace, [])
+    if check not in checks:
+        checks.append(check)
+
+
 def _store_app_info(instance: Instance, app_info: AppInfo, data_key: bytes) -> None:
     app_info.check()
+    for check in APP_INFO_CHECKS.get(instance.marketplace, ()):
+        reason = check(instance, app_info)
+        if reason:
+            raise ProvisioningError(reason)
     instance.front_end_url = app_info.front_end_url
     instance.admin_url = app_info.admin_url
     instance.user_name = app_info.user_name
@@ -323,9 +340,11 @@ def create_instance(
     business_id: str | None = None,
     exact: bool = False,
     detail: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> tuple[Instance, bool]:
     """The instance created under this idempotency key and whether this call created it (once; resends
-    get the same). `reference` is the order line that asked for it, when there is one.
+    get the same). `reference` is the order line that asked for it, when there is one; `attributes`
+    what the creating call already tells of it (product_id, expire_at, is_trial).
 
     With `exact`, the instance gets `proposed_id` or nothing: InvalidInstanceId when it is no safe id,
     IdConflict when another creation holds it. Otherwise a taken or unsafe id is replaced by a UUID.
@@ -344,6 +363,7 @@ def create_instance(
     detail = dict(detail or {})
     if business_id is not None:
         detail["business_id"] = business_id
+    known = {k: v for k, v in (attributes or {}).items() if k in CREATION_ATTRIBUTES}
     with database.atomic():
         for candidate in (first,) if exact else (first, str(uuid.uuid4())):
             now = utcnow()
@@ -357,6 +377,7 @@ def create_instance(
                 state=State.PROVISIONING.value,
                 created_at=now,
                 updated_at=now,
+                **known,
             )
             if _inserted(instance):
                 break
@@ -383,6 +404,7 @@ def create_instance(
         return instance, True
 
 
+CREATION_ATTRIBUTES = frozenset({"product_id", "expire_at", "is_trial"})
 PARK_LOCK_CLASS = 18771  # the advisory-lock class of parked changes (the migrations' lock is one bigint)
 
 
@@ -711,9 +733,11 @@ class Lifecycle:
         business_id: str | None = None,
         exact: bool = False,
         detail: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> Operation:
         """The creation under this key (its instance, whether this call created it); provisioning is
-        queued. With `exact`, the instance has `proposed_id` or the call fails (IdConflict)."""
+        queued. With `exact`, the instance has `proposed_id` or the call fails (IdConflict). `attributes`:
+        what the creating call already tells of the instance (product_id, expire_at, is_trial)."""
         instance, created = create_instance(
             marketplace,
             idempotency_key,
@@ -724,6 +748,7 @@ class Lifecycle:
             business_id,
             exact,
             detail,
+            attributes,
         )
         if instance.state in NOT_PROVISIONED:
             after_commit(lambda: self.jobs.deliver_soon(instance.instance_id))

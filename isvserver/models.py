@@ -82,10 +82,10 @@ class InstanceEvent(BaseModel):
 
 
 class Nonce(BaseModel):
-    """A nonce already accepted (stored as a SHA-256 digest), kept for at least twice the window."""
+    """A nonce already accepted (stored as a SHA-256 digest), kept for its interface's replay window."""
 
     digest = CharField(max_length=64, primary_key=True)
-    seen_at = BigIntegerField()
+    seen_at = BigIntegerField()  # UNIX ms until which it is kept (seen + its interface's keeping time)
 
 
 class CallLog(BaseModel):

@@ -1,4 +1,8 @@
-"""Replay protection: every accepted nonce is stored in the database shared by all workers."""
+"""Replay protection: every accepted nonce is stored in the database shared by all workers.
+
+Each interface keeps its nonces for its own window, so a row holds the moment it may be forgotten
+(`Nonce.seen_at`: seen + kept, in UNIX ms); pruning by that moment never drops another interface's
+nonce early."""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ PRUNE_ONE_IN = 200  # about one call in this many also deletes nonces past their
 
 
 def first_use(scope: str, nonce: str, now_ms: int, keep_ms: int) -> bool:
-    """Record `nonce`; False when it was seen before within its keeping time (a replay)."""
+    """Record `nonce` for `keep_ms`; False when it was seen before within its keeping time (a replay)."""
     digest = hashlib.sha256(f"{scope}\n{nonce}".encode()).hexdigest()
-    cursor = database.execute_sql(statement("nonce.insert", _insert_sql), (digest, now_ms))
+    cursor = database.execute_sql(statement("nonce.insert", _insert_sql), (digest, now_ms + keep_ms))
     if cursor.rowcount != 1:
         return False
     if random.randrange(PRUNE_ONE_IN) == 0:
-        prune(now_ms - keep_ms)
+        prune(now_ms)
     return True
 
 
@@ -36,6 +40,7 @@ def _insert_sql(db: Database) -> str:
     return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({values})"  # noqa: S608
 
 
-def prune(before_ms: int) -> int:
-    """Forget nonces seen before `before_ms`; their timestamps can no longer pass the window."""
-    return Nonce.delete().where(Nonce.seen_at < before_ms).execute()
+def prune(now_ms: int) -> int:
+    """Forget the nonces whose keeping time has passed by `now_ms`: their calls can no longer pass
+    their interface's window."""
+    return Nonce.delete().where(Nonce.seen_at < now_ms).execute()

@@ -160,6 +160,11 @@ def test_reseal_moves_every_secret_to_the_first_key(before: dict[str, str], env:
         "instance.password_encrypted: 2 resealed, 1 already current, 0 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 0 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.customer_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.user_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.mobile_phone_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.email_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_license.license_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         + KIT_COLUMNS
         + "done: every stored secret is sealed with the first ISV_DATA_KEY key (2 configured)\n"
     )
@@ -224,6 +229,11 @@ def test_a_secret_sealed_with_an_unknown_key_is_reported_and_the_rest_resealed(
         "instance.password_encrypted: 1 resealed, 0 already current, 1 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 1 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.customer_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.user_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.mobile_phone_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_v1_buyer.email_sealed: 0 resealed, 0 already current, 0 unreadable\n"
+        "koogallery_license.license_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         + KIT_COLUMNS
         + f"unreadable: instance row {lost.id} (instance_id {lost_id}): no ISV_DATA_KEY key opens it; "
         "left as it is\n"

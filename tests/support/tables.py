@@ -27,7 +27,11 @@ SHIPPED = [
     (14, "external_ids"),
     (16, "usage"),
 ]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("product_api", 1, "product_tokens")]
+SHIPPED_ADAPTERS = [
+    ("koogallery", 1, "v1"),
+    ("koogallery_kit", 1, "sync"),
+    ("product_api", 1, "product_tokens"),
+]
 LABELS = [
     "0001_initial",
     "0002_access_keys",
@@ -40,6 +44,7 @@ LABELS = [
     "0013_periodic_jobs",
     "0014_external_ids",
     "0016_usage",
+    "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
     "product_api/0001_product_tokens",
 ]

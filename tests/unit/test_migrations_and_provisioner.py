@@ -47,6 +47,7 @@ TABLES = {
     "usage_upload",
     "usage_record",
 }
+V1_TABLES = {"koogallery_v1_buyer", "koogallery_license"}
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 
 
@@ -100,6 +101,7 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     assert [(m.version, m.name) for m in applied] == [
         *SHIPPED,
+        (1, "koogallery/v1"),
         (1, "koogallery_kit/sync"),
         (1, "product_api/product_tokens"),
     ]
@@ -107,6 +109,7 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
     assert tables(fresh_db) == {
         *TABLES,
         *KIT_TABLES,
+        *V1_TABLES,
         "product_token",
         "schema_version",
         "adapter_schema_version",

@@ -27,6 +27,8 @@ UNIQUE = {
     "nonce": set(),
     "order_line": {LINE},
     "order_notification": {LINE},
+    "koogallery_v1_buyer": {("instance_id",)},  # one V1 buyer per instance
+    "koogallery_license": {("instance_id",), ("license_id",)},  # one license per instance, ids unique
     "kit_tenant": {("instance_id",)},  # one tenant per instance
     "kit_application": {("instance_id", "app_id")},
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app

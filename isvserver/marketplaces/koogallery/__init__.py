@@ -1,27 +1,46 @@
-"""Huawei Cloud KooGallery (云商店) SaaS produce interface, generation V2 basic."""
+"""Huawei Cloud KooGallery (云商店) SaaS produce interface: V2 basic (POST) and V1 basic + License (GET)."""
 
 from __future__ import annotations
 
-from isvserver.adapters import Adapter, Mount
+from typing import TYPE_CHECKING
+
+from isvserver.adapters import Adapter, Mount, Simulation
 from isvserver.marketplaces.koogallery import config, openapi, order_jobs
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
 from isvserver.marketplaces.koogallery.simulator import SIMULATIONS, sign
 from isvserver.marketplaces.koogallery.usage_push import METERING
+from isvserver.marketplaces.koogallery.v1 import cli as v1_cli
+from isvserver.marketplaces.koogallery.v1 import views as v1_views
+from isvserver.marketplaces.koogallery.v1.handlers import app_info_check
+from isvserver.marketplaces.koogallery.v1.models import V1_SEALED_COLUMNS
 from isvserver.marketplaces.koogallery.views import bp, error_answer
+
+if TYPE_CHECKING:
+    from isvserver.settings import Settings
+
+
+def _produce_path(settings: Settings) -> str:
+    return settings.of("koogallery").produce_path
+
 
 ADAPTER = Adapter(
     name="koogallery",
-    mounts=(Mount(bp, lambda settings: settings.of("koogallery").produce_path, error_answer),),
+    # V1 (GET) and V2 (POST, and the errors of any other method) on the same production URL (spec §1).
+    mounts=(
+        Mount(v1_views.bp, _produce_path, v1_views.error_answer, frozenset({"GET"})),
+        Mount(bp, _produce_path, error_answer),
+    ),
     load_settings=config.load,
     key_interfaces=(config.BASIC, config.NOTIFY),
-    cli_commands=(order, sign),
+    cli_commands=(order, sign, v1_cli.license_group),
     instance_sections=instance_sections,
     openapi=openapi.paths,
-    sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
+    sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id), *V1_SEALED_COLUMNS),
     models=MODELS,
     init_jobs=order_jobs.init_jobs,
     metering=METERING,
-    simulations=SIMULATIONS,
+    app_info_check=app_info_check,
+    simulations=(*SIMULATIONS, Simulation("v1", v1_cli.simulate_v1, flow=v1_cli.flow)),
 )

@@ -1,10 +1,12 @@
-"""KooGallery's own settings and key interfaces (the produce path, the debug appInfo, the keys)."""
+"""KooGallery's own settings and key interfaces (the produce path, the debug appInfo, V1, the keys)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from isvserver.adapters import KeyInterface
 from isvserver.settings import Problems, SettingsError, read, read_int, read_path
@@ -12,16 +14,22 @@ from isvserver.settings import Problems, SettingsError, read, read_int, read_pat
 BASIC = KeyInterface("basic", "ISV_ACCESS_KEYS", "the keys of the basic interface")
 NOTIFY = KeyInterface("notify", "ISV_NOTIFY_KEYS", "the keys of the orderNotify interface", required=False)
 
+V1_CHECK_WINDOW_DEFAULT = 60  # seconds either side of now; 0 turns the check off
+V1_ENCRYPT_TYPES = (1, 2)  # 1 = AES-256 (default), 2 = AES-128 (spec §4)
+
 
 @dataclass(frozen=True)
 class KooGallerySettings:
-    """What the V2 basic adapter reads from the environment."""
+    """What the KooGallery adapter (V2 and V1 basic) reads from the environment."""
 
     produce_path: str
     test_app_info: dict[str, str] | None
     market_api_url: str = "https://mkt.myhuaweicloud.com"  # the open APIs (order query, usage push)
     usage_max_age_h: int = 72  # how old a usage record the marketplace still takes
     usage_dashboard_url_template: str = ""  # queryInstance usageInfo.dashboardUrl ({instance_id})
+    v1_check_window: int = V1_CHECK_WINDOW_DEFAULT
+    v1_encrypt_type: int = 1
+    license_signing_key: bytes | None = field(default=None, repr=False)  # Ed25519 seed, 32 bytes
 
 
 def produce_path(env: Mapping[str, str]) -> str:
@@ -73,6 +81,23 @@ def _dashboard_template(env: Mapping[str, str]) -> str:
     return template
 
 
+def license_key(env: Mapping[str, str]) -> bytes | None:
+    """ISV_LICENSE_SIGNING_KEY: the Ed25519 private key (URL-safe Base64 of its 32-byte seed)."""
+    raw = read(env, "ISV_LICENSE_SIGNING_KEY")
+    if not raw:
+        return None
+    try:
+        seed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        raise SettingsError(
+            "ISV_LICENSE_SIGNING_KEY must be an Ed25519 private key as `isvserver license keygen` prints "
+            "it (URL-safe Base64 of 32 bytes)"
+        )
+    return seed
+
+
 def load(env: Mapping[str, str], production: bool) -> KooGallerySettings:
     """The adapter's settings from the environment (every problem named at once)."""
     problems = Problems()
@@ -81,6 +106,9 @@ def load(env: Mapping[str, str], production: bool) -> KooGallerySettings:
     api_url = problems.take(_market_api_url, env, default="")
     max_age = problems.take(read_int, env, "ISV_USAGE_MAX_AGE_H", 72, 1, 24 * 366, default=72)
     dashboard = problems.take(_dashboard_template, env, default="")
+    window = problems.take(read_int, env, "ISV_V1_CHECK_WINDOW", V1_CHECK_WINDOW_DEFAULT, 0, 86400, default=0)
+    encrypt_type = problems.take(read_int, env, "ISV_V1_ENCRYPT_TYPE", 1, 1, 2, default=1)
+    signing_key = problems.take(license_key, env)
     problems.raise_any()
     return KooGallerySettings(
         produce_path=path,
@@ -88,4 +116,7 @@ def load(env: Mapping[str, str], production: bool) -> KooGallerySettings:
         market_api_url=api_url,
         usage_max_age_h=max_age,
         usage_dashboard_url_template=dashboard,
+        v1_check_window=window,
+        v1_encrypt_type=encrypt_type,
+        license_signing_key=signing_key,
     )

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import secrets
 import string
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -57,6 +58,12 @@ def derive_aes_key(access_key: str, encrypt_type: int) -> bytes:
     size = KEY_SIZES.get(encrypt_type) if type(encrypt_type) is int else None
     if size is None:
         raise ValueError("encryptType must be 1 (AES-256) or 2 (AES-128)")
+    return _derived(access_key, size)
+
+
+@lru_cache(maxsize=16)
+def _derived(access_key: str, size: int) -> bytes:
+    """Derived once per access key and size (V1 encrypts two credentials per instance of a reply)."""
     return sha1prng(access_key.encode("utf-8"), size)
 
 

@@ -9,6 +9,7 @@ from isvserver.adapters import Section
 from isvserver.cli.helpers import MASK, print_table
 from isvserver.marketplaces.koogallery import order_lines
 from isvserver.marketplaces.koogallery.models import OrderLineRecord
+from isvserver.marketplaces.koogallery.v1.details import v1_sections
 from isvserver.models import Instance
 from isvserver.sealing import DataKeys, UnsealError
 from isvserver.settings import Settings
@@ -77,6 +78,7 @@ def order_line_table(lines: Sequence[dict[str, Any]]) -> None:
 
 
 def instance_sections(instance: Instance, settings: Settings) -> tuple[Section, ...]:
-    """The instance's order lines as read from the order-query API."""
+    """The instance's order lines as read from the order-query API; a V1 instance's buyer and license."""
     lines = [order_line_out(record, settings.data_keys) for record in order_lines.for_instance(instance)]
-    return (Section("order_lines", f"order details ({len(lines)} order lines)", lines, order_line_table),)
+    own = Section("order_lines", f"order details ({len(lines)} order lines)", lines, order_line_table)
+    return (own, *v1_sections(instance, settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from peewee import CharField, DateTimeField, IntegerField, TextField
 
+from isvserver.marketplaces.koogallery.v1.models import V1_MODELS
 from isvserver.models import BaseModel, utcnow
 
 
@@ -46,4 +47,4 @@ class OrderLineRecord(BaseModel):
         table_name = "order_line"
 
 
-MODELS = (OrderNotification, OrderLineRecord)
+MODELS = (OrderNotification, OrderLineRecord, *V1_MODELS)

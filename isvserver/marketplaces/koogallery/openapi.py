@@ -17,6 +17,7 @@ from isvserver.marketplaces.koogallery.schemas import (
     ProductInfo,
     TestFlag,
 )
+from isvserver.marketplaces.koogallery.v1 import openapi as v1_openapi
 from isvserver.settings import Settings
 
 OPENAPI_VERSION = "3.0.3"
@@ -173,4 +174,5 @@ def paths(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         },
     )
     document = spec.to_dict()
+    document["paths"][settings.of("koogallery").produce_path]["get"] = v1_openapi.operation(settings)
     return document["paths"], document["components"]["schemas"]

@@ -76,6 +76,8 @@ class OrderJobs:
             change.get("order_id") or instance.order_id,
             change.get("order_line_id") or instance.order_line_id,
         )
+        if not line[1] or not line[2]:
+            return event  # no order line (a V1 order: its call carried the order's details itself)
         details = order_lines.details(*line, self.settings.data_keys)
         if details is None and change.get("kind") in ORDER_EVENTS:
             with database.atomic():

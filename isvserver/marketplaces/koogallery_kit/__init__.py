@@ -1,9 +1,9 @@
-"""KooGallery V2 joint-operation (联营) Kit sync: tenantSync, applicationSync, authSync, the org syncs."""
+"""KooGallery joint-operation (联营) Kit sync, V2 and V1: tenant, application, auth and org syncs."""
 
 from __future__ import annotations
 
 from isvserver.adapters import Adapter, DevelopmentSecret, Mount
-from isvserver.marketplaces.koogallery_kit import config, events
+from isvserver.marketplaces.koogallery_kit import config, events, v1  # noqa: F401 (v1 adds its routes)
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
 from isvserver.marketplaces.koogallery_kit.simulator import SIMULATION

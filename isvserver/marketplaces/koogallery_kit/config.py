@@ -15,19 +15,22 @@ from isvserver.marketplaces.koogallery_kit.client_secret import (
     load_private_key,
     public_key_base64,
 )
-from isvserver.settings import Problems, SettingsError, read, read_flag, read_path
+from isvserver.settings import Problems, SettingsError, read, read_flag, read_int, read_path
 
 KIT = KeyInterface("kit", "ISV_KIT_KEYS", "the keys of the joint-operation Kit sync interfaces")
+API_PATH = "/produceAPI"  # the adapter's prefix: V1 Kit at /<activity>, V2 Kit at /v2/<activity>
 SYNC_PATH = "/produceAPI/v2"
+V1_CHECK_WINDOW_DEFAULT = 60
 
 
 @dataclass(frozen=True)
 class KitSettings:
     """What the Kit adapter reads from the environment."""
 
-    produce_path: str
+    produce_path: str  # {ISV_PRODUCE_PATH}/produceAPI: V1 Kit's base; V2 Kit's is under /v2
     private_key: rsa.RSAPrivateKey | None = field(repr=False)
     send_secrets: bool
+    v1_check_window: int = V1_CHECK_WINDOW_DEFAULT  # ISV_V1_CHECK_WINDOW, shared with V1 basic
 
 
 def _private_key(env: Mapping[str, str], production: bool) -> rsa.RSAPrivateKey | None:
@@ -64,7 +67,19 @@ def load(env: Mapping[str, str], production: bool) -> KitSettings:
     path = problems.take(read_path, env, "ISV_PRODUCE_PATH", "/saasproduce", default="/saasproduce")
     private_key = problems.take(_private_key, env, production)
     send_secrets = problems.take(read_flag, env, "ISV_WEBHOOK_SEND_SECRETS", default=False)
+    window = problems.take(
+        read_int,
+        env,
+        "ISV_V1_CHECK_WINDOW",
+        V1_CHECK_WINDOW_DEFAULT,
+        0,
+        86400,
+        default=V1_CHECK_WINDOW_DEFAULT,
+    )
     problems.raise_any()
     return KitSettings(
-        produce_path=path.rstrip("/") + SYNC_PATH, private_key=private_key, send_secrets=send_secrets
+        produce_path=path.rstrip("/") + API_PATH,
+        private_key=private_key,
+        send_secrets=send_secrets,
+        v1_check_window=window,
     )

@@ -1,4 +1,6 @@
-"""The Kit sync endpoints, `{ISV_PRODUCE_PATH}/produceAPI/v2/<activity>`, in the core call pipeline."""
+"""The Kit sync endpoints in the core call pipeline: V2 at `{ISV_PRODUCE_PATH}/produceAPI/v2/<activity>`
+(x-sign headers), V1 at `{ISV_PRODUCE_PATH}/produceAPI/<activity>` (authToken header, v1.py): one store,
+the same events and idempotency."""
 
 from __future__ import annotations
 
@@ -180,9 +182,9 @@ class KitEndpoint(calls.Endpoint):
 ENDPOINTS = {activity: KitEndpoint(activity) for activity in HANDLERS}
 
 
-@bp.post("/<activity>")
+@bp.post("/v2/<activity>")
 def sync(activity: str) -> Response:
-    """One Kit sync call."""
+    """One V2 Kit sync call."""
     endpoint = ENDPOINTS.get(activity)
     if endpoint is None:
         return envelope(404, "not found")

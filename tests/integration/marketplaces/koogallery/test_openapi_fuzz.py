@@ -157,7 +157,7 @@ def test_openapi_json_is_served_without_a_signature(served_app: Flask, settings:
 
 
 @pytest.mark.parametrize(
-    ("method", "oversized", "status"), [("GET", False, 405), ("PUT", False, 405), ("POST", True, 413)]
+    ("method", "oversized", "status"), [("DELETE", False, 405), ("PUT", False, 405), ("POST", True, 413)]
 )
 def test_wrong_method_and_oversized_body_get_signed_documented_replies(
     served_app: Flask, settings: Settings, method: str, oversized: bool, status: int
