@@ -2,8 +2,9 @@
 
 A WSGI server asks the response for its next piece only once it has written the one before, so the
 body's iterator knows when the whole answer was written; its close() then tells the hooks a call
-registered. Before the first byte, a client that has closed its connection (the marketplace gave
-up) is noticed and nothing is written.
+registered. Before the first byte, a client that has reset its connection is noticed and nothing is
+written; one that has closed its side (the marketplace gave up, or an HTTP client that half-closes
+after its request) still gets the answer written, recorded as `client_gone`: it may never read it.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ def on_answer(environ: MutableMapping[str, Any], hook: Hook) -> None:
     environ.setdefault(HOOKS, []).append(hook)
 
 
-def peer_gone(sock: Any) -> bool:
-    """Whether the client has closed (or reset) its connection, without waiting or consuming a byte."""
+OPEN, CLOSED, RESET = "open", "closed", "reset"
+
+
+def peer_state(sock: Any) -> str:
+    """Whether the client's side is open, closed (it sent FIN: gone, or only done sending) or reset
+    (nothing can be written), without waiting or consuming a byte."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return CLOSED if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"" else OPEN
     except (BlockingIOError, InterruptedError, ValueError):  # nothing to read; a TLS socket cannot peek
-        return False
+        return OPEN
     except OSError:
-        return True
+        return RESET
 
 
 class Tracked:
@@ -62,12 +67,12 @@ class _Answer:
         self.delivery = NOT_SENT
 
     def __iter__(self) -> Iterator[bytes]:
-        if self.hooks and self.sock is not None and peer_gone(self.sock):
-            self.delivery = CLIENT_GONE
-            raise BrokenPipeError(errno.EPIPE, "the client closed the connection before its answer")
-        self.delivery = CLIENT_GONE  # until the server comes back for more after the last piece
-        yield from self.body
-        self.delivery = SENT
+        state = peer_state(self.sock) if self.hooks and self.sock is not None else OPEN
+        self.delivery = CLIENT_GONE
+        if state == RESET:
+            raise BrokenPipeError(errno.EPIPE, "the client reset the connection before its answer")
+        yield from self.body  # CLIENT_GONE until the server comes back for more after the last piece
+        self.delivery = SENT if state == OPEN else CLIENT_GONE
 
     def close(self) -> None:
         """Close the body, then tell each hook how its answer went."""

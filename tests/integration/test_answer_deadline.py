@@ -217,7 +217,7 @@ def handler_removed(logger: logging.Logger, caplog: pytest.LogCaptureFixture) ->
         logger.removeHandler(caplog.handler)
 
 
-def test_an_answer_to_a_client_that_has_gone_is_not_written_and_says_so(
+def test_an_answer_to_a_client_that_has_closed_its_side_says_the_client_had_gone(
     make_app, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(budget_ms=200, deadline_ms=4000)
@@ -231,14 +231,12 @@ def test_an_answer_to_a_client_that_has_gone_is_not_written_and_says_so(
             {"activity": "newInstance", "orderId": "CSG1", "orderLineId": "L", "businessId": "g-1"},
             **{"gunicorn.socket": ours},
         )
-        with pytest.raises(BrokenPipeError):
-            list(body)
+        assert b"".join(body)  # written all the same: a client that only half-closed still reads it
         body.close()
         fast, _ = wsgi_call(
             app, {"activity": "queryInstance", "instanceId": "g-1"}, **{"gunicorn.socket": ours}
         )
-        with pytest.raises(BrokenPipeError):
-            list(fast)
+        assert b"".join(fast)
         fast.close()
     with db.connected():
         rows = {r.activity: r for r in CallLog.select()}
@@ -264,8 +262,7 @@ def test_the_call_log_command_shows_an_unsent_answer(make_app, env: dict[str, st
             {"activity": "newInstance", "orderId": "CSC1", "orderLineId": "L", "businessId": "c-1"},
             **{"gunicorn.socket": ours},
         )
-        with pytest.raises(BrokenPipeError):
-            list(body)
+        assert b"".join(body)  # written all the same: a client that only half-closed still reads it
         body.close()
     isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
     isolated.update(env)
@@ -284,8 +281,7 @@ def test_rejected_and_failed_calls_record_their_delivery_too(make_app) -> None:
     theirs.close()
     with ours:
         body, _ = wsgi_call(app, {"activity": "newInstance"}, **{"gunicorn.socket": ours})  # invalid
-        with pytest.raises(BrokenPipeError):
-            list(body)
+        assert b"".join(body)  # written all the same: a client that only half-closed still reads it
         body.close()
     sent, _ = wsgi_call(app, {"activity": "releaseInstance", "instanceId": "nope"})
     assert b"".join(sent)

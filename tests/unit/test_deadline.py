@@ -52,16 +52,16 @@ def test_the_worker_and_the_app_name_the_same_environ_keys() -> None:
     assert (worker.ARRIVED, worker.THREADS) == (deadline.ARRIVED, deadline.THREADS)
 
 
-def test_a_closed_or_reset_peer_is_gone_an_open_one_is_not() -> None:
+def test_a_peer_is_open_closed_or_reset() -> None:
     ours, theirs = socket.socketpair()
     with ours:
-        assert not delivery.peer_gone(ours)
+        assert delivery.peer_state(ours) == delivery.OPEN
         theirs.sendall(b"x")  # bytes waiting are not consumed by the look
-        assert not delivery.peer_gone(ours)
+        assert delivery.peer_state(ours) == delivery.OPEN
         assert ours.recv(1) == b"x"
         theirs.close()
-        assert delivery.peer_gone(ours)
-    assert delivery.peer_gone(ours)  # a closed socket: nothing can be written either
+        assert delivery.peer_state(ours) == delivery.CLOSED
+    assert delivery.peer_state(ours) == delivery.RESET  # a closed socket: nothing can be written either
 
 
 def test_an_answer_written_whole_is_sent() -> None:
@@ -102,9 +102,31 @@ def test_an_answer_never_asked_for_is_not_sent_and_a_cut_off_one_says_the_client
     assert never.body.closed and cut.body.closed
 
 
-def test_no_byte_goes_to_a_client_that_has_gone(caplog: pytest.LogCaptureFixture) -> None:
+class ResetSocket:
+    """A client connection that was reset: every look at it fails."""
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_an_answer_to_a_client_that_closed_its_side_is_written_and_says_it_had_gone() -> None:
     ours, theirs = socket.socketpair()
-    theirs.close()
+    theirs.close()  # gone, or an HTTP client that half-closed after its request: it may still read
+    outcomes: list[str] = []
+
+    def app(env, start_response):
+        delivery.on_answer(env, outcomes.append)
+        return [b"answer"]
+
+    with ours:
+        body = delivery.Tracked(app)({"gunicorn.socket": ours}, lambda status, headers: None)
+        assert list(body) == [b"answer"]
+        body.close()
+    assert outcomes == [delivery.CLIENT_GONE]
+
+
+def test_no_byte_goes_to_a_client_that_reset_its_connection(caplog: pytest.LogCaptureFixture) -> None:
+    ours = ResetSocket()
     outcomes: list[str] = []
 
     def app(env, start_response):
@@ -116,7 +138,7 @@ def test_no_byte_goes_to_a_client_that_has_gone(caplog: pytest.LogCaptureFixture
     calls_log = logging.getLogger("isvserver.calls")  # isvserver's loggers do not propagate to the root
     calls_log.addHandler(caplog.handler)
     try:
-        with ours, caplog.at_level(logging.ERROR, "isvserver.calls"):
+        with caplog.at_level(logging.ERROR, "isvserver.calls"):
             body = delivery.Tracked(app)({"gunicorn.socket": ours}, lambda status, headers: None)
             with pytest.raises(BrokenPipeError):
                 list(body)
