@@ -7,7 +7,7 @@ The core never imports one by its name in code: `load` finds the names listed in
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -103,6 +103,9 @@ class Adapter:
     simulations: tuple[Simulation, ...] = ()
     # What reconcile does with its instances past their `expire_at`.
     expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
+    # Its own metric families read from the database at scrape time (a connection is open; `now` is
+    # the app's clock as naive UTC).
+    metrics: Callable[[Any], Iterable[Any]] | None = None
 
     def __post_init__(self) -> None:
         if (self.blueprint is None) != (self.url_prefix is None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Response, current_app, has_app_context
 from peewee import fn
@@ -18,7 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from isvserver.adapters import expiry_policies
+from isvserver.adapters import expiry_policies, load_all
 from isvserver.db import connected
 from isvserver.jobs import deliveries, periodic
 from isvserver.jobs.reconcile import count_overdue, ignored_marketplaces
@@ -79,6 +80,7 @@ class StoreCollector:
                 overdue = count_overdue(now, freeze_days, ignored)
                 pending = deliveries.pending_count()
                 schedules = periodic.all_schedules()
+                extra = [family for collect in _adapter_metrics() for family in collect(now)]
         except Exception:  # a scrape must not fail because the database is down; /readyz says so
             return
         by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
@@ -102,6 +104,15 @@ class StoreCollector:
             by_kind.add_metric([kind], count)
         yield by_kind
         yield from _periodic_metrics(schedules, now)
+        yield from extra
+
+
+def _adapter_metrics() -> list[Any]:
+    """The scrape-time collectors of the app's adapters."""
+    runtime = current_app.extensions.get("isvserver") if has_app_context() else None
+    if runtime is None:
+        return []
+    return [a.metrics for a in load_all(runtime.settings.marketplaces) if a.metrics is not None]
 
 
 def _periodic_metrics(schedules: list[periodic.Schedule], now: datetime):
