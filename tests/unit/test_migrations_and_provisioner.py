@@ -46,6 +46,7 @@ TABLES = {
     "external_id",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
+VCLOUD_TABLES = {"vcloud_order", "vcloud_cursor"}
 SHIPPED = [
     (1, "initial"),
     (2, "access_keys"),
@@ -57,7 +58,7 @@ SHIPPED = [
     (13, "periodic_jobs"),
     (14, "external_ids"),
 ]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
+SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("vcloud", 1, "orders")]
 LABELS = [
     "0001_initial",
     "0002_access_keys",
@@ -69,6 +70,7 @@ LABELS = [
     "0013_periodic_jobs",
     "0014_external_ids",
     "koogallery_kit/0001_sync",
+    "vcloud/0001_orders",
 ]
 
 
@@ -120,9 +122,22 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == [*SHIPPED, (1, "koogallery_kit/sync")]
-    assert [f"{m.version:04d}_{m.name}" for m in applied][-1] == "0001_koogallery_kit/sync"
-    assert tables(fresh_db) == {*TABLES, *KIT_TABLES, "schema_version", "adapter_schema_version"}
+    assert [(m.version, m.name) for m in applied] == [
+        *SHIPPED,
+        (1, "koogallery_kit/sync"),
+        (1, "vcloud/orders"),
+    ]
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-2:] == [
+        "0001_koogallery_kit/sync",
+        "0001_vcloud/orders",
+    ]
+    assert tables(fresh_db) == {
+        *TABLES,
+        *KIT_TABLES,
+        *VCLOUD_TABLES,
+        "schema_version",
+        "adapter_schema_version",
+    }
     assert versions(fresh_db) == SHIPPED
     assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
     assert pending(fresh_db) == []
