@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 TOKEN = "vcloud-provider-token-0123456789"
 WALLET = "ATxVCloudProviderWallet0000000001"
 BUYER = "AU2BuyerWallet00000000000000001"
+API_HOST = "https://isv.example.com"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS provider (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -93,9 +94,13 @@ class VCloudPlatform(ThreadingHTTPServer):
             else:
                 self.db.execute("INSERT OR REPLACE INTO knob (name, value) VALUES (?, ?)", (name, value))
 
-    def fail_next(self, count: int, status: int = 503, path_prefix: str = "/api/v1/order") -> None:
-        """Answer the next `count` requests under `path_prefix` with `status` (0: close the connection)."""
-        self.set_knob("fail", json.dumps({"count": count, "status": status, "prefix": path_prefix}))
+    def fail_next(
+        self, count: int, status: int = 503, path_prefix: str = "/api/v1/order", raw: str | None = None
+    ) -> None:
+        """Answer the next `count` requests under `path_prefix` with `status` (0: close the connection),
+        and `raw` as the body if given."""
+        knob = {"count": count, "status": status, "prefix": path_prefix, "raw": raw}
+        self.set_knob("fail", json.dumps(knob))
 
     def hold_page(self, page: int | None) -> None:
         """Hold order-listing requests for page `page` until `release_hold` (None: hold nothing)."""
@@ -260,6 +265,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fail["status"] == 0:
             self.close_connection = True
             self.connection.shutdown(2)
+            return True
+        if fail.get("raw") is not None:
+            body = fail["raw"].encode()
+            self.send_response(fail["status"])
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self._status = fail["status"]
             return True
         self._reply(fail["status"], {"error": "platform unavailable"})
         return True
@@ -485,3 +499,37 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             items.append(order)
         self._reply(200, _page(items, query))
+
+
+def vcloud_env(platform: VCloudPlatform, **extra: str) -> dict[str, str]:
+    """The V Cloud settings for `platform`."""
+    return {
+        "ISV_MARKETPLACES": "koogallery,vcloud",
+        "ISV_VCLOUD_API_URL": platform.url,
+        "ISV_VCLOUD_WALLET": WALLET,
+        "ISV_VCLOUD_API_TOKEN": TOKEN,
+        "ISV_VCLOUD_API_HOST": API_HOST,
+        "ISV_VCLOUD_PAGE_SIZE": "2",
+        "ISV_VCLOUD_RETRIES": "1",
+        "ISV_VCLOUD_TIMEOUT_S": "5",
+        **extra,
+    }
+
+
+def run_cli(env: dict[str, str], *args: str):
+    """`isvserver ARGS` in-process with exactly `env` as its ISV_* settings; the test binding is kept."""
+    import os
+
+    from click.testing import CliRunner
+
+    from isvserver import db
+    from isvserver.cli import main
+
+    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
+    isolated.update(env)
+    previous = db.database.obj
+    try:
+        return CliRunner().invoke(main, list(args), env=isolated, catch_exceptions=False)
+    finally:
+        if previous is not None:
+            db.database.initialize(previous)

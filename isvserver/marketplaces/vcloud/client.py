@@ -62,10 +62,10 @@ class Page:
 
 def _network_reason(exc: HTTPError) -> str:
     """What went wrong on the wire, in a few words (the exception's text may hold the URL)."""
+    if isinstance(exc, NewConnectionError):  # a subclass of ConnectTimeoutError in urllib3 2
+        return "connection refused or unreachable"
     if isinstance(exc, ConnectTimeoutError | urllib3.exceptions.ReadTimeoutError):
         return "timed out"
-    if isinstance(exc, NewConnectionError):
-        return "connection refused or unreachable"
     if isinstance(exc, urllib3.exceptions.ProtocolError):
         return "connection broken"
     return type(exc).__name__

@@ -11,9 +11,7 @@ from flask import Flask
 from isvserver.marketplaces.vcloud import poller
 from isvserver.runtime import Runtime
 
-from support.vcloud_platform import TOKEN, WALLET, VCloudPlatform
-
-API_HOST = "https://isv.example.com"
+from support.vcloud_platform import VCloudPlatform, vcloud_env
 
 
 @pytest.fixture
@@ -21,21 +19,6 @@ def platform(tmp_path: Path) -> Iterator[VCloudPlatform]:
     """The V Cloud platform on a loopback port."""
     with VCloudPlatform(tmp_path / "platform.sqlite3") as running:
         yield running
-
-
-def vcloud_env(platform: VCloudPlatform, **extra: str) -> dict[str, str]:
-    """The V Cloud settings for `platform`."""
-    return {
-        "ISV_MARKETPLACES": "koogallery,vcloud",
-        "ISV_VCLOUD_API_URL": platform.url,
-        "ISV_VCLOUD_WALLET": WALLET,
-        "ISV_VCLOUD_API_TOKEN": TOKEN,
-        "ISV_VCLOUD_API_HOST": API_HOST,
-        "ISV_VCLOUD_PAGE_SIZE": "2",
-        "ISV_VCLOUD_RETRIES": "1",
-        "ISV_VCLOUD_TIMEOUT_S": "5",
-        **extra,
-    }
 
 
 @pytest.fixture
