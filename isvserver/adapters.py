@@ -73,14 +73,32 @@ class ExpiryPolicy(StrEnum):
 
 
 @dataclass(frozen=True)
+class Mount:
+    """One blueprint at its prefix, and who answers errors on its paths."""
+
+    blueprint: Blueprint
+    prefix: Callable[[Settings], str]
+    # Its answer to a 404, 405, 413 or 500 on its paths (an unhandled error is a 500): the mount decides
+    # the status it sends; without one, the core's plain JSON error with that status.
+    error_response: Callable[[int, str], Response] | None = None
+    # Where mounts share paths, the methods this one owns (None: all).
+    methods: frozenset[str] | None = None
+
+    def owns(self, prefix: str, path: str, method: str | None) -> bool:
+        """Whether a request for `method` (None: any) on `path` is this mount's, its prefix being `prefix`."""
+        if prefix and path != prefix and not path.startswith(prefix + "/"):
+            return False
+        return method is None or self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True)
 class Adapter:
-    """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
+    """One marketplace interface: its endpoints, settings, keys, commands, documents and stored data."""
 
     name: str
-    # Its inbound endpoint, at the prefix of these settings; an adapter that only reads its marketplace
-    # (it is never called) has none.
-    blueprint: Blueprint | None = None
-    url_prefix: Callable[[Settings], str] | None = None
+    # Its blueprints, each at its own prefix; none for an adapter that is never called
+    # (it reads its marketplace from a job).
+    mounts: tuple[Mount, ...] = ()
     # The adapter's own settings from the environment; raise SettingsError naming the variable.
     load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
     key_interfaces: tuple[KeyInterface, ...] = ()
@@ -90,8 +108,6 @@ class Adapter:
     # Columns sealed with ISV_DATA_KEY (re-sealed by `isvserver reseal`): (secret, the row's name).
     sealed_columns: tuple[tuple[Field, Field], ...] = ()
     models: tuple[type[Model], ...] = ()
-    # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
-    error_response: Callable[[int, str], Response] | None = None
     # Background work of its own on the app's job queue (isvserver.jobs.Jobs): its tasks, its sweeps,
     # and enrichers (Jobs.add_enricher) adding what it knows to events before the product hears them.
     init_jobs: Callable[[Any], None] | None = None
@@ -106,10 +122,6 @@ class Adapter:
     # Its own metric families read from the database at scrape time (a connection is open; `now` is
     # the app's clock as naive UTC).
     metrics: Callable[[Any], Iterable[Any]] | None = None
-
-    def __post_init__(self) -> None:
-        if (self.blueprint is None) != (self.url_prefix is None):
-            raise TypeError(f"adapter {self.name!r}: a blueprint and its url_prefix go together")
 
 
 def load(name: str) -> Adapter:

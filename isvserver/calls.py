@@ -36,13 +36,12 @@ from isvserver.web import metrics
 
 log = logging.getLogger("isvserver.calls")
 
-Reply = dict[str, Any]
 VERIFIED = Verdict.VERIFIED.value
 REPLAYED_NONCE = Verdict.REPLAYED_NONCE.value
 
 
 class Outcome(StrEnum):
-    """What an answer says, in words every marketplace has a result code for."""
+    """What an answer says, in words every marketplace has a result code (or an HTTP status) for."""
 
     SUCCESS = "success"
     IN_PROGRESS = "in_progress"
@@ -50,17 +49,32 @@ class Outcome(StrEnum):
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     INTERNAL = "internal"
+    CONFLICT = "conflict"  # the id is another creation's (lifecycle.IdConflict)
+    GONE = "gone"  # the instance was released
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply that carries its own HTTP status and headers (interfaces that answer in status codes)."""
+
+    status: int
+    body: Any  # what the endpoint serialises: an object, a list, or None for an empty body
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Reply = dict[str, Any] | Answer
 
 
 @dataclass(frozen=True)
 class Verification:
-    """An adapter's verdict on a call: `key` verified it; `nonce` is what the replay store keeps."""
+    """An adapter's verdict on a call: `key` verified it; `nonce` is what the replay store keeps (None
+    or empty for an authentication without one, e.g. a bearer token: the replay store is not touched)."""
 
     verdict: str
     message: str = "success"
     outcome: Outcome = Outcome.SUCCESS
     key: str | None = field(default=None, repr=False)
-    nonce: str = field(default="", repr=False)
+    nonce: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +101,8 @@ LIFECYCLE_ANSWERS: dict[type[lifecycle.LifecycleError], tuple[Outcome, str]] = {
         Outcome.IN_PROGRESS,
         "instance is still being provisioned; try again later",
     ),
+    lifecycle.IdConflict: (Outcome.CONFLICT, "the instance id belongs to another creation"),
+    lifecycle.InvalidInstanceId: (Outcome.INVALID, "the instance id is not a valid id"),
 }
 
 
@@ -95,11 +111,24 @@ class Endpoint:
 
     interface: str = ""  # the call log's and the metrics' name of the interface
     activities: frozenset[str] = frozenset()  # the names that may become a metrics label
-    key_interface: str = ""  # whose keys verify its calls (and sign its replies)
+    # Whose keys verify its calls (and sign its replies); empty: its calls need no key (a bearer token,
+    # HTTP Basic), none is read and `verify` gets none.
+    key_interface: str = ""
 
     def keys_for(self, body: dict[str, Any] | None) -> str:
         """The key interface of this call (an activity may have a key of its own)."""
         return self.key_interface
+
+    def replay_window_s(self, settings: Any) -> float:
+        """How long a call's timestamp is fresh; its nonce is kept twice as long (the settings' window)."""
+        return float(settings.signature_tolerance)
+
+    def lifecycle_reply(self, exc: lifecycle.LifecycleError) -> Reply:
+        """The reply to a lifecycle error, in the interface's terms (LIFECYCLE_ANSWERS by default)."""
+        if isinstance(exc, lifecycle.ChangeRejected):
+            return self.reply(Outcome.INVALID, f"change not acceptable: {exc}"[:255])
+        outcome, message = LIFECYCLE_ANSWERS.get(type(exc), (Outcome.INVALID, "not acceptable now"))
+        return self.reply(outcome, message)
 
     def parse(self, raw: bytes, req: Request) -> dict[str, Any] | None:
         """The call's parameters as one object (the JSON body by default), or None."""
@@ -127,7 +156,11 @@ class Endpoint:
         raise NotImplementedError
 
     def result_code(self, answer: Reply) -> tuple[str, str | None]:
-        """The result code and message of a reply, as logged."""
+        """The result code and message of a reply, as logged (an Answer: its HTTP status)."""
+        if isinstance(answer, Answer):
+            body = answer.body if isinstance(answer.body, dict) else {}
+            message = body.get("description") or body.get("error")
+            return str(answer.status), message[:255] if isinstance(message, str) else None
         return str(answer.get("resultCode", "")), answer.get("resultMsg")
 
 
@@ -264,7 +297,7 @@ def _handle(endpoint: Endpoint) -> Response:
     now_ms = rt.clock()
     verification = endpoint.verify(request, raw, body, keys or (), now_ms)
     call.verdict = verification.verdict
-    sign_key = verification.key or reply_keys[0]
+    sign_key = verification.key or (reply_keys[0] if reply_keys else "")
     if status == 413:
         call.verdict, call.reason = "body_too_large", f"body over {rt.settings.max_body_bytes} bytes"
         answer = endpoint.reply(
@@ -348,6 +381,8 @@ def _current_keys(
 ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """The active keys of the call's interface (None when unreadable) and the keys replies are signed with."""
     interface = endpoint.keys_for(body)
+    if not interface and not endpoint.key_interface:
+        return (), ()  # its calls need no key: none is read
     try:
         with connected():
             keys = keystore.verification_keys(rt.settings, interface)
@@ -378,20 +413,22 @@ def _verified_call(
     answer into an authentication failure. A changing call validates first and runs its handler
     inside that transaction, after the nonce.
     """
-    keep_ms = 2 * rt.settings.signature_tolerance * 1000
+    keep_ms = int(2 * endpoint.replay_window_s(rt.settings) * 1000)
     nonce, sign_key = verification.nonce, verification.key or ""
     checked = endpoint.check(call, body)
     if not isinstance(checked, Handling) or checked.read_only:
         answer = checked if not isinstance(checked, Handling) else _handled(rt, endpoint, call, checked)
         response = _signed(endpoint, call, answer, sign_key, status, started)
+        if not nonce and call.verdict == VERIFIED:
+            return answer, response, store(call)  # nothing to check first: one INSERT, no transaction
         with database.atomic():
-            if not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+            if nonce and not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
                 answer = _replayed(endpoint, call, steps)
                 response = _signed(endpoint, call, answer, sign_key, status, started)
             row = _store(rt, endpoint, call, now_ms)
         return answer, response, row
     with database.atomic():
-        if replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+        if not nonce or replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
             answer = _handled(rt, endpoint, call, checked)
         else:
             answer = _replayed(endpoint, call, steps)
@@ -420,10 +457,7 @@ def _handled(rt: Runtime, endpoint: Endpoint, call: CallRecord, checked: Handlin
     try:
         return checked.handler(rt, checked.data)
     except lifecycle.LifecycleError as exc:
-        if isinstance(exc, lifecycle.ChangeRejected):
-            return endpoint.reply(Outcome.INVALID, f"change not acceptable: {exc}"[:255])
-        outcome, message = LIFECYCLE_ANSWERS[type(exc)]
-        return endpoint.reply(outcome, message)
+        return endpoint.lifecycle_reply(exc)
     except ProvisioningError as exc:
         log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
         return endpoint.reply(Outcome.INTERNAL, f"provisioning failed: {exc}"[:255])

@@ -74,9 +74,14 @@ def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool
     settings = helpers.announced_settings()
     if run_migrations:
         helpers.run_migrations(settings)
-    prefixes = [load(name).url_prefix for name in settings.marketplaces]
-    where = ", ".join(f"http://{bind}{prefix(settings)}" for prefix in prefixes if prefix is not None)
-    where = where or f"http://{bind}"
+    where = (
+        ", ".join(
+            f"http://{bind}{mount.prefix(settings)}"
+            for name in settings.marketplaces
+            for mount in load(name).mounts
+        )
+        or f"http://{bind}"
+    )
     click.echo(
         f"isvserver ({settings.env}) on {where} with {workers} workers, "
         f"database {redacted_url(settings.database_url)}, jobs "

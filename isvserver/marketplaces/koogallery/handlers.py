@@ -62,14 +62,14 @@ def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Create (once per order line) and provision the instance, waiting for it within the budget."""
-    instance, created = rt.lifecycle.create(
+    creation = rt.lifecycle.create(
         MARKETPLACE,
         order_key(data["orderId"], data["orderLineId"]),
         data["businessId"],  # the recommended instanceId: the first request's businessId
         reference=(data["orderId"], data["orderLineId"]),
         business_id=data["businessId"],
     )
-    counted(created)
+    instance, created = creation.instance, counted(creation.changed)
     instance_id = instance.instance_id
     if created:
         _fetch_order_line(rt, data)
@@ -124,7 +124,7 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data["expireTime"],
         data.get("productId"),
         reference=(data["orderId"], data["orderLineId"]),
-    )
+    ).changed
     if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
@@ -132,13 +132,13 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
 
 def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Freeze (keep data) or unfreeze."""
-    counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
+    counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE").changed)
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))))
+    counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))).changed)
     return reply(SUCCESS, "success")
 
 
@@ -148,7 +148,7 @@ def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data["instanceId"],
         order_key(data["orderId"], data["orderLineId"]),
         reference=(data["orderId"], data["orderLineId"]),
-    )
+    ).changed
     if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
