@@ -14,7 +14,8 @@ ODD = "order/2024 #7 — ü" + "x" * 80  # a slash, spaces, non-ASCII, and longe
 
 def create(app: Flask, key: str, proposed: str, marketplace: str = "platform") -> tuple[Instance, bool]:
     with app.app_context(), db.connected():
-        return app.extensions["isvserver"].lifecycle.create(marketplace, key, proposed)
+        creation = app.extensions["isvserver"].lifecycle.create(marketplace, key, proposed)
+    return creation.instance, creation.changed
 
 
 def test_an_id_that_fits_is_the_instance_id_and_nothing_is_kept_beside_it(app: Flask) -> None:

@@ -223,14 +223,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     @contextmanager
     def _recorded(self, path: str, query: str) -> Iterator[None]:
+        """Log the request (before it is answered: a client may look right after the answer), count it
+        while it runs."""
         platform = self.server
         orders = path == "/api/v1/order"
         with platform.lock:
             platform.in_flight += orders
             if orders:
                 platform.max_in_flight_orders = max(platform.max_in_flight_orders, platform.in_flight)
-            in_flight = platform.in_flight
-        started = time.time()
+            row = platform.db.execute(
+                "INSERT INTO request (method, path, query, authorization, started, in_flight) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self.command,
+                    path,
+                    query,
+                    self.headers.get("Authorization"),
+                    time.time(),
+                    platform.in_flight,
+                ),
+            ).lastrowid
         self._status = 0
         try:
             yield
@@ -238,18 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             with platform.lock:
                 platform.in_flight -= orders
                 platform.db.execute(
-                    "INSERT INTO request (method, path, query, status, authorization, started, ended, "
-                    "in_flight) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.command,
-                        path,
-                        query,
-                        self._status,
-                        self.headers.get("Authorization"),
-                        started,
-                        time.time(),
-                        in_flight,
-                    ),
+                    "UPDATE request SET status = ?, ended = ? WHERE id = ?", (self._status, time.time(), row)
                 )
 
     def _failing(self, path: str) -> bool:

@@ -3,7 +3,7 @@ follows its orders. The platform never calls the seller; the seller's node reads
 
 from __future__ import annotations
 
-from isvserver.adapters import Adapter, ExpiryPolicy
+from isvserver.adapters import Adapter, ExpiryPolicy, Mount
 from isvserver.marketplaces.vcloud import config, metrics, poller
 from isvserver.marketplaces.vcloud.cli import vcloud
 from isvserver.marketplaces.vcloud.models import MODELS
@@ -11,12 +11,11 @@ from isvserver.marketplaces.vcloud.views import bp, error_response
 
 ADAPTER = Adapter(
     name=config.MARKETPLACE,
-    blueprint=bp,  # the buyer's view of an order, not a marketplace call
-    url_prefix=lambda settings: config.BUYER_PATH,
+    # The buyer's view of an order (the platform itself never calls the provider).
+    mounts=(Mount(bp, lambda settings: config.BUYER_PATH, error_response),),
     load_settings=config.load,
     cli_commands=(vcloud,),
     models=MODELS,
-    error_response=error_response,
     init_jobs=poller.init_jobs,
     expiry_policy=ExpiryPolicy.FREEZE,  # endAt is the end of the hours the buyer paid for
     metrics=metrics.collect,

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from isvserver.db import database
-from isvserver.lifecycle import Action, State
+from isvserver.lifecycle import Action, IdConflict, State, fits_instance_id
 from isvserver.marketplaces.vcloud.config import MARKETPLACE
 from isvserver.marketplaces.vcloud.models import VCloudOrder
 from isvserver.models import Instance, utcnow
@@ -53,6 +53,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # provisioning gave up; the next poll that reads the order retries it
     UNKNOWN_STATUS = "unknown_status"  # stored and logged, nothing done
     UNREADABLE = "unreadable"  # fields of the wrong type: stored and logged, nothing done
+    ID_CONFLICT = "id_conflict"  # another creation has the order's id: logged, nothing created
 
 
 class Target(StrEnum):
@@ -195,7 +196,7 @@ def follow(rt: Runtime, order: Order, sweep: int, now_s: int) -> bool:
         row.sweep, row.last_seen_at = sweep, utcnow()
         outcome, note = _act(rt, order, row, now_s)
         changed = new or before != (row.status, row.service_status, outcome.value)
-        if changed and outcome in (Outcome.UNKNOWN_STATUS, Outcome.UNREADABLE):
+        if changed and outcome in (Outcome.UNKNOWN_STATUS, Outcome.UNREADABLE, Outcome.ID_CONFLICT):
             log.warning("vcloud order %s: %s; stored, nothing done", order.order_id, note)
         if changed:
             row.changed_at = utcnow()
@@ -224,23 +225,33 @@ def _act(rt: Runtime, order: Order, row: VCloudOrder, now_s: int) -> tuple[Outco
     lifecycle = rt.lifecycle
     # Once per order (its creation key): a later read returns the same instance, and restarts a
     # provisioning that gave up.
-    instance, created = lifecycle.create(
-        MARKETPLACE, f"order:{order.order_id}", order.order_id, _reference(order)
-    )
-    row.instance_id = instance_id = instance.instance_id
-    if created:
+    # The instance id is the order id; one outside the instance id's charset gets an id derived from it,
+    # with the order id kept beside it.
+    try:
+        creation = lifecycle.create(
+            MARKETPLACE,
+            f"order:{order.order_id}",
+            order.order_id,
+            _reference(order),
+            exact=fits_instance_id(order.order_id),
+        )
+    except IdConflict:
+        return Outcome.ID_CONFLICT, "another instance has this order's id: nothing created"
+    instance = creation.instance
+    row.instance_id = instance_id = creation.instance_id
+    if creation.changed:
         log.info("vcloud order %s: instance %s created", order.order_id, instance_id)
-    if instance.state != State.RELEASED and order.end_at:
+    if instance is not None and instance.state != State.RELEASED and order.end_at:
         expire_at = _epoch(order.end_at)
         if instance.expire_at != expire_at:
             lifecycle.change_expiry(instance_id, Action.RENEW, f"vcloud:endAt:{order.end_at}", expire_at)
     if goal == Target.RELEASED:
-        if lifecycle.release(instance_id, _reference(order)):
+        if lifecycle.release(instance_id, _reference(order)).changed:
             log.info("vcloud order %s: instance %s released", order.order_id, instance_id)
     elif goal == Target.FROZEN:
-        if lifecycle.set_frozen(instance_id, True):
+        if lifecycle.set_frozen(instance_id, True).changed:
             log.info("vcloud order %s: instance %s frozen (endAt passed)", order.order_id, instance_id)
-    elif instance.state == State.FROZEN:  # endAt moved past now again
+    elif instance is not None and instance.state == State.FROZEN:  # endAt moved past now again
         lifecycle.set_frozen(instance_id, False)
     state = Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
     return Outcome(state), None
@@ -266,7 +277,7 @@ def freeze_due(rt: Runtime, now_s: int) -> int:
             row = VCloudOrder.get(VCloudOrder.order_id == order_id)
             if row.instance_id is None:
                 continue
-            if rt.lifecycle.set_frozen(row.instance_id, True):
+            if rt.lifecycle.set_frozen(row.instance_id, True).changed:
                 frozen += 1
                 log.info("vcloud order %s: instance %s frozen (endAt passed)", order_id, row.instance_id)
             state = Instance.select(Instance.state).where(Instance.instance_id == row.instance_id).scalar()
