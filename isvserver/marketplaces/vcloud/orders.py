@@ -245,16 +245,22 @@ def _act(rt: Runtime, order: Order, row: VCloudOrder, now_s: int) -> tuple[Outco
         expire_at = _epoch(order.end_at)
         if instance.expire_at != expire_at:
             lifecycle.change_expiry(instance_id, Action.RENEW, f"vcloud:endAt:{order.end_at}", expire_at)
+    # A freeze or unfreeze is asked for once the instance is provisioned (the lifecycle records every
+    # one asked for while provisioning runs): a later poll asks when it is.
+    state = _state(instance_id)
     if goal == Target.RELEASED:
         if lifecycle.release(instance_id, _reference(order)).changed:
             log.info("vcloud order %s: instance %s released", order.order_id, instance_id)
-    elif goal == Target.FROZEN:
+    elif goal == Target.FROZEN and state == State.ACTIVE:
         if lifecycle.set_frozen(instance_id, True).changed:
             log.info("vcloud order %s: instance %s frozen (endAt passed)", order.order_id, instance_id)
-    elif instance is not None and instance.state == State.FROZEN:  # endAt moved past now again
+    elif goal == Target.ACTIVE and state == State.FROZEN:  # endAt moved past now again
         lifecycle.set_frozen(instance_id, False)
-    state = Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
-    return Outcome(state), None
+    return Outcome(_state(instance_id)), None
+
+
+def _state(instance_id: str) -> str:
+    return Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
 
 
 def freeze_due(rt: Runtime, now_s: int) -> int:
@@ -275,12 +281,11 @@ def freeze_due(rt: Runtime, now_s: int) -> int:
     for order_id in due:
         with database.atomic():
             row = VCloudOrder.get(VCloudOrder.order_id == order_id)
-            if row.instance_id is None:
-                continue
+            if row.instance_id is None or _state(row.instance_id) != State.ACTIVE:
+                continue  # still provisioning: frozen by a later poll
             if rt.lifecycle.set_frozen(row.instance_id, True).changed:
                 frozen += 1
                 log.info("vcloud order %s: instance %s frozen (endAt passed)", order_id, row.instance_id)
-            state = Instance.select(Instance.state).where(Instance.instance_id == row.instance_id).scalar()
-            row.outcome, row.changed_at = state, utcnow()
+            row.outcome, row.changed_at = _state(row.instance_id), utcnow()
             row.save()
     return frozen

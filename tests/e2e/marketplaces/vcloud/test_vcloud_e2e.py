@@ -85,11 +85,13 @@ def test_registration_and_an_order_followed_to_the_product_and_shown_to_the_buye
     assert [len(platform.bodies(t)) for t in ("provider", "category", "service")] == [1, 1, 1]
 
     buyer = PrivateKey.generate()
-    order = platform.add_order(
-        publicKey=base64.b64encode(bytes(buyer.public_key)).decode(), endAt=int(time.time()) + 6
-    )
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=2) as server:
-        assert wait_until(lambda: instance_states(server.database_url).get(order["id"]) == "active", WAIT_S)
+        order = platform.add_order(
+            publicKey=base64.b64encode(bytes(buyer.public_key)).decode(), endAt=int(time.time()) + 8
+        )
+        assert wait_until(
+            lambda: instance_states(server.database_url).get(order["id"]) == "active", WAIT_S
+        ), server.read_log()[-3000:]
         view = http_request(server.base, "GET", f"/vcloud/v1/orders/{order['id']}")
         missing = http_request(server.base, "GET", "/vcloud/v1/orders/no-such-order")
 
