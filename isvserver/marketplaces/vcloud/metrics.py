@@ -48,8 +48,6 @@ def collect(now: datetime) -> Iterator[object]:
     )
     last = VCloudCursor.select(fn.MAX(VCloudCursor.last_success_at)).scalar()
     if last is not None:
-        if isinstance(last, str):  # SQLite's MAX() gives the stored text
-            last = datetime.fromisoformat(last)
         yield GaugeMetricFamily(
             "isv_vcloud_last_poll_age_seconds",
             "Seconds since the last complete poll of the order listing",

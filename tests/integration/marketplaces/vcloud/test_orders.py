@@ -271,3 +271,73 @@ def test_start_from_moves_on_after_a_clean_sweep_only(platform: VCloudPlatform, 
 def test_the_job_is_registered_at_the_poll_interval(app: Flask) -> None:
     jobs = app.extensions["isvserver"].jobs
     assert jobs.periodic[JOB].seconds == 30.0
+
+
+def test_an_order_not_listed_again_is_frozen_when_its_end_at_passes(
+    platform: VCloudPlatform, run_poll: Poll
+) -> None:
+    now = int(time.time())
+    order = platform.add_order(updatedAt=now, endAt=now + 1500)
+    run_poll(now)
+    run_poll(now + 1000)  # startFrom moves past the order's updatedAt after this sweep
+    before = len(platform.requests("/api/v1/order"))
+
+    assert run_poll(now + 2000) == 0  # not listed any more…
+    assert f"startFrom={now + 1000 - OVERLAP_S}" in platform.requests("/api/v1/order")[before]["query"]
+    assert instances() == {order["id"]: "frozen"}  # …and frozen all the same
+    assert order_row(order["id"]).outcome == "frozen"
+
+
+def test_an_end_at_moved_later_unfreezes(platform: VCloudPlatform, run_poll: Poll) -> None:
+    now = int(time.time())
+    order = platform.add_order(endAt=now + 100)
+    run_poll(now + 200)
+    assert instances() == {order["id"]: "frozen"}
+
+    platform.update_order(order["id"], endAt=now + 5000)
+    run_poll(now + 300)
+
+    assert instances() == {order["id"]: "active"}
+    assert events(order["id"])[-2:] == ["renewed", "unfrozen"]
+
+
+def test_an_order_id_taken_by_another_creation_creates_nothing_and_says_so(
+    app: Flask, platform: VCloudPlatform, run_poll: Poll, caplog: pytest.LogCaptureFixture
+) -> None:
+    order = platform.add_order()
+    with app.app_context(), db.connected():
+        app.extensions["isvserver"].lifecycle.create("koogallery", "order:other", order["id"])
+    with caplog.at_level(logging.WARNING, logger="isvserver.vcloud"):
+        run_poll()
+        run_poll()
+
+    row = order_row(order["id"])
+    assert (row.outcome, row.instance_id) == ("id_conflict", None)
+    with db.connected():
+        assert Instance.select().count() == 1
+    assert len([r for r in caplog.records if "another instance has this order's id" in r.getMessage()]) == 1
+
+
+def test_an_order_id_outside_the_charset_gets_a_derived_id_and_is_kept_beside_it(
+    platform: VCloudPlatform, run_poll: Poll
+) -> None:
+    from isvserver.lifecycle import external_id_of
+
+    order = platform.add_order(id="order/2024 #7")
+    run_poll()
+    [(instance_id, state)] = instances().items()
+    assert state == "active" and instance_id != order["id"]
+    with db.connected():
+        assert external_id_of(instance_id) == "order/2024 #7"
+    assert order_row("order/2024 #7").instance_id == instance_id
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("status", 7), ("PaidTS", True), ("refundTS", -1), ("service", "x" * 300)]
+)
+def test_each_unreadable_field_is_named(
+    platform: VCloudPlatform, run_poll: Poll, field: str, value: object
+) -> None:
+    order = platform.add_order(**{field: value})
+    run_poll()
+    assert order_row(order["id"]).note == f"unreadable field(s): {field}"
