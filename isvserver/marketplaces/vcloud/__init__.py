@@ -4,7 +4,7 @@ follows its orders. The platform never calls the seller; the seller's node reads
 from __future__ import annotations
 
 from isvserver.adapters import Adapter, ExpiryPolicy, Mount
-from isvserver.marketplaces.vcloud import config, metrics, poller
+from isvserver.marketplaces.vcloud import config, metrics, openapi, poller
 from isvserver.marketplaces.vcloud.cli import vcloud
 from isvserver.marketplaces.vcloud.models import MODELS
 from isvserver.marketplaces.vcloud.views import bp, error_response
@@ -14,6 +14,7 @@ ADAPTER = Adapter(
     # The buyer's view of an order (the platform itself never calls the provider).
     mounts=(Mount(bp, lambda settings: config.BUYER_PATH, error_response),),
     load_settings=config.load,
+    openapi=openapi.spec,
     cli_commands=(vcloud,),
     models=MODELS,
     init_jobs=poller.init_jobs,

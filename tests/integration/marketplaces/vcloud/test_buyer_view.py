@@ -99,3 +99,12 @@ def test_public_keys_of_the_wrong_size_or_alphabet_are_refused() -> None:
     assert public_key(base58(key)) is not None
     assert public_key(key[:31].hex()) is None and public_key(base64.b64encode(key[:30]).decode()) is None
     assert public_key("") is None and public_key("é" * 44) is None and public_key("x" * 300) is None
+
+
+def test_the_openapi_document_describes_the_buyers_view(app: Flask) -> None:
+    document = app.test_client().get("/openapi.json").get_json()
+    operation = document["paths"]["/vcloud/v1/orders/{orderId}"]["get"]
+    assert set(operation["responses"]) == {"200", "404"}
+    assert (
+        "sealed" in document["components"]["schemas"]["VCloudOrderOut"]["properties"]["access"]["properties"]
+    )
