@@ -91,13 +91,15 @@ def test_migrate_fresh_database_then_current(
         (5, "parked_changes"),
         (6, "instance_creation_key"),
         (7, "call_sources"),
+        (13, "periodic_jobs"),
+        (14, "external_ids"),
     ]
 
     second = run_cli("migrate", env=env)
     assert second.returncode == 0, second.describe()
     assert "schema is current" in second.output, second.describe()
     assert "0001_initial" not in second.output, second.describe()
-    assert db_count(url, "schema_version") == 7
+    assert db_count(url, "schema_version") == 9
 
 
 def test_migrate_unreachable_database_fails_in_one_line_without_password(tmp_path: Path) -> None:
@@ -246,4 +248,4 @@ def test_migrate_names_adapter_migrations_by_their_adapter(tmp_path: Path) -> No
     env = subprocess_env(base_env(tmp_path, f"sqlite:///{tmp_path / 'labels.sqlite3'}"))
     first = run_cli("migrate", env=env)
     assert first.returncode == 0, first.describe()
-    assert "0007_call_sources, koogallery_kit/0001_sync" in first.output, first.describe()
+    assert "0014_external_ids, koogallery_kit/0001_sync, vcloud/0001_orders" in first.output, first.describe()
