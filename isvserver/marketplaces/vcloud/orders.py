@@ -191,9 +191,13 @@ def follow(rt: Runtime, order: Order, sweep: int, now_s: int) -> bool:
         row, new = _row(order)
         again = row.sweep == sweep
         before = (row.status, row.service_status, row.outcome)
+        settled = not new and not order.unreadable and _settled(order, row, now_s)
         for name, value in _stored(order).items():
             setattr(row, name, value)
         row.sweep, row.last_seen_at = sweep, utcnow()
+        if settled:  # read again unchanged, its instance already where it says: nothing to ask for
+            row.save(only=[VCloudOrder.sweep, VCloudOrder.last_seen_at])
+            return again
         outcome, note = _act(rt, order, row, now_s)
         changed = new or before != (row.status, row.service_status, outcome.value)
         if changed and outcome in (Outcome.UNKNOWN_STATUS, Outcome.UNREADABLE, Outcome.ID_CONFLICT):
@@ -203,6 +207,27 @@ def follow(rt: Runtime, order: Order, sweep: int, now_s: int) -> bool:
         row.outcome, row.note = outcome.value, note
         row.save()
     return again
+
+
+SETTLED = {
+    Outcome.WAITING.value: Target.NONE,
+    Outcome.ACTIVE.value: Target.ACTIVE,
+    Outcome.FROZEN.value: Target.FROZEN,
+    Outcome.RELEASED.value: Target.RELEASED,
+}
+
+
+def _settled(order: Order, row: VCloudOrder, now_s: int) -> bool:
+    """Whether the order is as stored and its instance already where it says (an order whose status is
+    unknown stays unknown). A provisioning that is running or gave up is not settled: reading the
+    order again starts a failed one again, as a marketplace's resend does."""
+    if any(getattr(row, name) != value for name, value in _stored(order).items()):
+        return False
+    if row.outcome == Outcome.UNKNOWN_STATUS.value:
+        return True
+    return (
+        row.outcome in SETTLED and target(order, row.instance_id is not None, now_s) == SETTLED[row.outcome]
+    )
 
 
 def _reference(order: Order) -> tuple[str | None, None]:

@@ -341,3 +341,24 @@ def test_each_unreadable_field_is_named(
     order = platform.add_order(**{field: value})
     run_poll()
     assert order_row(order["id"]).note == f"unreadable field(s): {field}"
+
+
+def test_an_order_read_again_unchanged_asks_the_lifecycle_nothing(
+    platform: VCloudPlatform, run_poll: Poll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time())
+    active = platform.add_order(endAt=now + 100)
+    odd = platform.add_order(status="OrderDisputed")
+    run_poll(now)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the lifecycle was asked again")
+
+    monkeypatch.setattr("isvserver.marketplaces.vcloud.orders._act", refuse)
+    assert run_poll(now + 1) == 2
+    assert cursor().sweeps == 2
+    monkeypatch.undo()
+
+    run_poll(now + 101)  # time alone moves the active one: it is not settled any more
+    assert instances() == {active["id"]: "frozen"}
+    assert order_row(odd["id"]).outcome == "unknown_status"
