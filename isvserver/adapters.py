@@ -119,9 +119,9 @@ class Adapter:
     simulations: tuple[Simulation, ...] = ()
     # What reconcile does with its instances past their `expire_at`.
     expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
-    # Its own metric families read from the database at scrape time (a connection is open; `now` is
-    # the app's clock as naive UTC).
-    metrics: Callable[[Any], Iterable[Any]] | None = None
+    # Gauges of its own read at scrape time (/metrics): prometheus metric families, read inside a
+    # database connection.
+    gauges: Callable[[], Iterable[Any]] | None = None
 
 
 def load(name: str) -> Adapter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -87,7 +88,7 @@ class StoreCollector:
                 overdue = count_overdue(now, freeze_days, ignored)
                 pending = deliveries.pending_count()
                 schedules = periodic.all_schedules()
-                extra = [family for collect in _adapter_metrics() for family in collect(now)]
+                own = _owners_gauges()
         except Exception:  # a scrape must not fail because the database is down; /readyz says so
             return
         by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
@@ -111,15 +112,25 @@ class StoreCollector:
             by_kind.add_metric([kind], count)
         yield by_kind
         yield from _periodic_metrics(schedules, now)
-        yield from extra
+        yield from own
 
 
-def _adapter_metrics() -> list[Any]:
-    """The scrape-time collectors of the app's adapters."""
+def _owners_gauges() -> list[Any]:
+    """The gauges the enabled adapters publish (one that fails is left out, and logged)."""
     runtime = current_app.extensions.get("isvserver") if has_app_context() else None
     if runtime is None:
         return []
-    return [a.metrics for a in load_all(runtime.settings.marketplaces) if a.metrics is not None]
+    found = []
+    for owner in load_all(runtime.settings.marketplaces):
+        if owner.gauges is None:
+            continue
+        try:
+            found.extend(owner.gauges())
+        except Exception:
+            logging.getLogger("isvserver").warning(
+                "gauges of %s could not be read", owner.name, exc_info=True
+            )
+    return found
 
 
 def _periodic_metrics(schedules: list[periodic.Schedule], now: datetime):

@@ -19,5 +19,5 @@ ADAPTER = Adapter(
     models=MODELS,
     init_jobs=poller.init_jobs,
     expiry_policy=ExpiryPolicy.FREEZE,  # endAt is the end of the hours the buyer paid for
-    metrics=metrics.collect,
+    gauges=metrics.collect,
 )

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 from peewee import fn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from isvserver.marketplaces.vcloud.models import VCloudCursor, VCloudOrder
+from isvserver.models import utcnow
 
 MAX_STATUSES = 50  # unknown statuses are kept as given: the label's values stay bounded
 
 
-def collect(now: datetime) -> Iterator[object]:
+def collect() -> Iterator[object]:
     """The families (a database connection is open)."""
+    now = utcnow()
     by_status = GaugeMetricFamily(
         "isv_vcloud_orders", "V Cloud orders seen, by their last platform status", labels=["status"]
     )

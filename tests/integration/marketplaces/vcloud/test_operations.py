@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -15,6 +16,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from isvserver import create_app, db
+from isvserver.adapters import load
 from isvserver.marketplaces.vcloud.poller import JOB
 from isvserver.models import PeriodicJob, utcnow
 from isvserver.settings import Settings, SettingsError, load_settings
@@ -159,3 +161,19 @@ def test_without_a_platform_in_development_orders_are_not_followed(
             started()
     assert JOB not in jobs.periodic
     assert "orders are not followed" in caplog.text
+
+
+def test_gauges_that_cannot_be_read_leave_the_rest_of_the_scrape(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> list[object]:
+        raise RuntimeError("no such table")
+
+    vcloud = load("vcloud")
+    monkeypatch.setattr(
+        "isvserver.web.metrics.load_all", lambda names: (dataclasses.replace(vcloud, gauges=broken),)
+    )
+    found = samples(app)
+    assert ("isv_vcloud_polls_total", ()) not in found
+    assert ("isv_provisioning_queue_depth", ()) in found
+    assert "gauges of vcloud could not be read" in caplog.text
