@@ -66,7 +66,7 @@ class Target(StrEnum):
 
 
 class BadPage(ValueError):
-    """An item of the order listing has no usable id: the page is refused whole (and read again)."""
+    """An item of the order listing has no usable id: it cannot be kept, and is left out."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,15 @@ def _time(raw: dict[str, Any], names: tuple[str, ...], unreadable: list[str]) ->
     return None
 
 
+def usable_id(order_id: Any) -> bool:
+    """Whether `order_id` can key an order (text of 1 to 200 printable characters)."""
+    return isinstance(order_id, str) and 0 < len(order_id) <= 200 and order_id.isprintable()
+
+
 def parse(raw: dict[str, Any]) -> Order:
     """The order of one listing item; BadPage when it has no id to keep it by."""
     order_id = raw.get("id")
-    if not isinstance(order_id, str) or not order_id or len(order_id) > 200 or not order_id.isprintable():
+    if not usable_id(order_id):
         raise BadPage("an order without a usable id")
     bad: list[str] = []
     order = Order(

@@ -15,10 +15,10 @@ import time
 
 from isvserver.db import database
 from isvserver.jobs import Jobs
-from isvserver.marketplaces.vcloud.client import ORDERS, PlatformClient, PlatformError
+from isvserver.marketplaces.vcloud.client import PlatformClient
 from isvserver.marketplaces.vcloud.config import MARKETPLACE, VCloudSettings
 from isvserver.marketplaces.vcloud.models import VCloudCursor
-from isvserver.marketplaces.vcloud.orders import BadPage, follow, freeze_due, parse
+from isvserver.marketplaces.vcloud.orders import BadPage, Order, follow, freeze_due, parse
 from isvserver.models import utcnow
 from isvserver.runtime import Runtime
 
@@ -50,6 +50,17 @@ def _cursor(name: str, now_s: int) -> VCloudCursor:
         return cursor
 
 
+def _orders(items: list[dict]) -> tuple[list[Order], int]:
+    """The orders of a page's items, and how many items had no usable id."""
+    orders = []
+    for item in items:
+        try:
+            orders.append(parse(item))
+        except BadPage:
+            continue
+    return orders, len(items) - len(orders)
+
+
 def poll(rt: Runtime, now: float | None = None) -> int:
     """Read the orders changed since the cursor, page by page, and follow each; how many were read."""
     settings: VCloudSettings = rt.settings.of(MARKETPLACE)
@@ -61,11 +72,11 @@ def poll(rt: Runtime, now: float | None = None) -> int:
     number = cursor.page
     while True:
         page = client.orders_page(number, recipient=settings.wallet, startFrom=cursor.since or None)
-        try:
-            orders = [parse(item) for item in page.items]
-        except BadPage as exc:
-            raise PlatformError("GET", ORDERS, 200, f"page {number}: {exc}") from None
+        orders, unusable = _orders(page.items)
         clean = cursor.sweep_clean and (cursor.sweep_total is None or page.total >= cursor.sweep_total)
+        if unusable:  # kept out, and startFrom stays: read again until the platform lists it whole
+            log.warning("vcloud poll: page %d: %d orders without a usable id skipped", number, unusable)
+            clean = False
         for order in orders:
             if follow(rt, order, cursor.sweep, now_s):
                 clean = False

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify
 from isvserver.db import connected
 from isvserver.lifecycle import app_info
 from isvserver.marketplaces.vcloud.models import VCloudOrder
+from isvserver.marketplaces.vcloud.orders import usable_id
 from isvserver.marketplaces.vcloud.sealing import ALGORITHM, public_key, seal
 from isvserver.models import Instance
 from isvserver.runtime import runtime
@@ -37,6 +38,8 @@ def error_response(status: int, message: str) -> Response:
 def show_order(order_id: str) -> Response:
     """The order's state, its frontEndUrl and, sealed to its publicKey, the access details."""
     rt = runtime()
+    if not usable_id(order_id):
+        return error_response(404, "no such order")
     with connected():
         order = VCloudOrder.get_or_none(VCloudOrder.order_id == order_id)
         instance = (

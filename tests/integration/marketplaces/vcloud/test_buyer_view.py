@@ -88,6 +88,13 @@ def test_an_order_never_seen_is_404(app: Flask) -> None:
     assert response.get_json() == {"error": "no such order", "status": 404}
 
 
+@pytest.mark.parametrize("order_id", ["x%00y", "x" * 5000, "%E2%80%AE"])
+def test_hostile_order_ids_are_404(app: Flask, order_id: str) -> None:
+    response = app.test_client().get(f"/vcloud/v1/orders/{order_id}")
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "no such order", "status": 404}
+
+
 def test_other_methods_get_the_adapters_error(app: Flask) -> None:
     response = app.test_client().post("/vcloud/v1/orders/x")
     assert response.status_code == 405

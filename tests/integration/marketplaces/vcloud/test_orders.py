@@ -245,14 +245,19 @@ def test_a_listing_that_shifts_under_the_sweep_is_swept_again_from_the_same_star
     assert cursor().since > 0
 
 
-def test_a_garbage_page_stops_the_poll_and_changes_nothing(platform: VCloudPlatform, run_poll: Poll) -> None:
-    platform.add_order()
-    platform.add_order(id=None)
-    with pytest.raises(PlatformError, match="an order without a usable id"):
+def test_orders_without_a_usable_id_are_skipped_and_keep_start_from(
+    platform: VCloudPlatform, run_poll: Poll, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = platform.add_order()
+    for bad in (None, "", 7, "x\x00y", "x" * 201):
+        platform.add_order(id=bad)
+    with caplog.at_level(logging.WARNING, logger="isvserver.vcloud"):
         run_poll()
+    assert instances() == {good["id"]: "active"}
     with db.connected():
-        assert VCloudOrder.select().count() == 0
-    assert cursor().page == 1
+        assert VCloudOrder.select().count() == 1
+    assert (cursor().since, cursor().sweep_clean) == (0, False)  # read again at the next poll
+    assert "orders without a usable id skipped" in caplog.text
 
 
 def test_start_from_moves_on_after_a_clean_sweep_only(platform: VCloudPlatform, run_poll: Poll) -> None:
