@@ -15,6 +15,7 @@ DEFAULT_PAGE_SIZE = 50
 DEFAULT_TIMEOUT_S = 10
 DEFAULT_RETRIES = 3
 MIN_TOKEN_LENGTH = 16
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ def _url(env: Mapping[str, str], name: str, production: bool) -> str:
         ok = False
     if not ok or parts.username or parts.password:
         raise SettingsError(f"{name} must be an http(s) URL without credentials or a query")
+    if production and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise SettingsError(f"{name} must be https in production (http only to loopback)")
     return raw.rstrip("/")
 
 

@@ -131,6 +131,7 @@ def test_production_names_every_missing_v_cloud_setting(tmp_path: Path) -> None:
     [
         ("ISV_VCLOUD_API_URL", "ftp://platform", "must be an http\\(s\\) URL"),
         ("ISV_VCLOUD_API_URL", "https://user:pw@platform", "without credentials"),
+        ("ISV_VCLOUD_API_URL", "http://platform.example", "must be https in production"),
         ("ISV_VCLOUD_WALLET", "AT wallet!", "must be a wallet address"),
         ("ISV_VCLOUD_API_TOKEN", "short", "at least 16 printable"),
         ("ISV_VCLOUD_POLL_INTERVAL_S", "0", "between 1 and 86400"),
