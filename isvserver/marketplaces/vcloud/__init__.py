@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from isvserver.adapters import Adapter, ExpiryPolicy, Mount
 from isvserver.marketplaces.vcloud import config, metrics, openapi, poller
-from isvserver.marketplaces.vcloud.cli import vcloud
+from isvserver.marketplaces.vcloud.cli import instance_sections, vcloud
 from isvserver.marketplaces.vcloud.models import MODELS
 from isvserver.marketplaces.vcloud.views import bp, error_response
 
@@ -18,6 +18,7 @@ ADAPTER = Adapter(
     cli_commands=(vcloud,),
     models=MODELS,
     init_jobs=poller.init_jobs,
+    instance_sections=instance_sections,
     expiry_policy=ExpiryPolicy.FREEZE,  # endAt is the end of the hours the buyer paid for
     gauges=metrics.collect,
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from isvserver.adapters import Section
 from isvserver.cli.helpers import (
     DEFAULT_LIMIT,
     JSON_OPTION,
@@ -23,6 +24,8 @@ from isvserver.marketplaces.vcloud.config import MARKETPLACE, VCloudSettings
 from isvserver.marketplaces.vcloud.models import VCloudOrder
 from isvserver.marketplaces.vcloud.register import Registration, RegistrationError, Step
 from isvserver.marketplaces.vcloud.template import TemplateError, load
+from isvserver.models import Instance
+from isvserver.settings import Settings
 
 ORDER_FIELDS = (
     "order_id",
@@ -110,3 +113,33 @@ def orders(status: str | None, limit: int, as_json: bool) -> None:
             ),
         )
     more(len(found), limit)
+
+
+def _order_table(rows: list[dict[str, Any]]) -> None:
+    print_table(
+        ("order", "status", "service", "became", "endAt", "first seen", "changed", "note"),
+        (
+            (
+                o["order_id"],
+                o["status"],
+                o["service_status"],
+                o["outcome"],
+                o["end_at"],
+                o["first_seen_at"],
+                o["changed_at"],
+                o["note"],
+            )
+            for o in rows
+        ),
+    )
+
+
+def instance_sections(instance: Instance, settings: Settings) -> tuple[Section, ...]:
+    """The V Cloud order an instance of this marketplace became (`isvserver instances show`)."""
+    if instance.marketplace != MARKETPLACE:
+        return ()
+    rows = [
+        row(order, ORDER_FIELDS)
+        for order in VCloudOrder.select().where(VCloudOrder.instance_id == instance.instance_id)
+    ]
+    return (Section("vcloud_order", "V Cloud order", rows, _order_table),)

@@ -178,3 +178,15 @@ def test_gauges_that_cannot_be_read_leave_the_rest_of_the_scrape(
     assert ("isv_vcloud_polls_total", ()) not in found
     assert ("isv_provisioning_queue_depth", ()) in found
     assert "gauges of vcloud could not be read" in caplog.text
+
+
+def test_instances_show_tells_the_order_an_instance_became(
+    env: dict[str, str], platform: VCloudPlatform, run_poll: Poll
+) -> None:
+    order = platform.add_order()
+    run_poll()
+    shown = json.loads(run_cli(env, "instances", "show", order["id"], "--json").output)
+    text = run_cli(env, "instances", "show", order["id"]).output
+    [row] = shown["vcloud_order"]
+    assert (row["order_id"], row["status"], row["outcome"]) == (order["id"], "OrderPaid", "active")
+    assert "V Cloud order" in text and "OrderPaid" in text
