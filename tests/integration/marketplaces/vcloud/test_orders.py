@@ -367,3 +367,28 @@ def test_an_order_read_again_unchanged_asks_the_lifecycle_nothing(
     run_poll(now + 101)  # time alone moves the active one: it is not settled any more
     assert instances() == {active["id"]: "frozen"}
     assert order_row(odd["id"]).outcome == "unknown_status"
+
+
+def test_a_poll_that_dies_mid_page_reads_that_page_again_and_repeats_nothing(
+    platform: VCloudPlatform, run_poll: Poll
+) -> None:
+    orders = [platform.add_order() for _ in range(5)]
+
+    def die() -> None:
+        raise KeyboardInterrupt  # the process goes away after the page's first order
+
+    undo = _stop_after(platform, 3, die)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_poll()
+    finally:
+        undo()
+    assert sorted(instances()) == sorted(o["id"] for o in orders[:3])
+    assert cursor().page == 2
+
+    run_poll()
+
+    assert sorted(instances()) == sorted(o["id"] for o in orders)
+    with db.connected():
+        assert InstanceEvent.select().where(InstanceEvent.kind == "created").count() == 5
+        assert InstanceEvent.select().where(InstanceEvent.kind == "renewed").count() == 5
