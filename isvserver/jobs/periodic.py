@@ -114,11 +114,9 @@ def finish(
     return done == 1
 
 
-def read(name: str) -> Schedule | None:
-    """The job's row, or None before its first look."""
-    row = PeriodicJob.get_or_none(PeriodicJob.name == name)
-    if row is None:
-        return None
+def read(name: str) -> Schedule:
+    """The job's row (`ensure` made it)."""
+    row = PeriodicJob.get(PeriodicJob.name == name)
     return Schedule(
         row.name,
         row.next_run_at,
@@ -131,10 +129,8 @@ def read(name: str) -> Schedule | None:
     )
 
 
-def wait_s(schedule: Schedule | None, now: datetime | None = None) -> float:
+def wait_s(schedule: Schedule, now: datetime | None = None) -> float:
     """Seconds until the job may be taken: when it is due and its lease, if any, has expired."""
-    if schedule is None:
-        return 0.0
     now = now or utcnow()
     ready = schedule.next_run_at
     if schedule.lease_until is not None:

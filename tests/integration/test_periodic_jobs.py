@@ -238,3 +238,61 @@ def test_metrics_show_each_jobs_runs_and_the_age_of_its_last_success(app: Flask,
     assert samples[("isv_periodic_job_runs_total", (("job", "bad"), ("outcome", "ok")))] == 0
     assert samples[("isv_periodic_job_last_success_age_seconds", (("job", "good"),))] == pytest.approx(42)
     assert ("isv_periodic_job_last_success_age_seconds", (("job", "bad"),)) not in samples
+
+
+def test_what_a_job_defers_until_after_its_commits_runs_when_it_returns(app: Flask) -> None:
+    from isvserver.deferred import after_commit
+
+    order: list[str] = []
+
+    def job(rt: Runtime) -> None:
+        after_commit(lambda: order.append("deferred"))
+        order.append("job")
+
+    jobs = jobs_of(app)
+    jobs.every("defers", 60, job)
+    jobs.run_periodic("defers")
+    assert order == ["job", "deferred"]
+
+
+def test_a_run_that_loses_its_lease_says_so(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    stolen, release = threading.Event(), threading.Event()
+    jobs = jobs_of(app)
+
+    def slow(rt: Runtime) -> None:
+        with db.connected():  # its lease expired and another runner took the job
+            PeriodicJob.update(lease_owner="thief:1:z").where(PeriodicJob.name == "slow").execute()
+        stolen.set()
+        release.wait(1.0)
+
+    jobs.every("slow", 60, slow, lease_s=0.3)
+    with caplog.at_level(logging.WARNING, logger="isvserver.jobs"):
+        jobs.run_periodic("slow")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "periodic job slow: lost its lease while running" in messages
+    assert "periodic job slow: its lease expired during the run (another runner may have run it)" in messages
+    assert row("slow").runs == 0  # the thief's run is the one that counts
+
+
+def test_a_renewal_the_database_refuses_is_tried_again(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    renewed = threading.Event()
+    calls = iter([ConnectionError("database down")])
+
+    def flaky(name: str, owner: str, lease_s: float, now=None) -> bool:
+        failure = next(calls, None)
+        if failure is not None:
+            raise failure
+        renewed.set()
+        return real(name, owner, lease_s, now)
+
+    real = periodic.renew
+    monkeypatch.setattr(periodic, "renew", flaky)
+    jobs = jobs_of(app)
+    jobs.every("renews", 60, lambda rt: renewed.wait(WAIT_S), lease_s=0.3)
+    with caplog.at_level(logging.WARNING, logger="isvserver.jobs"):
+        jobs.run_periodic("renews")
+    assert renewed.is_set()
+    assert "periodic job renews: could not renew its lease" in [r.getMessage() for r in caplog.records]
+    assert row("renews").runs == 1

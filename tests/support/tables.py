@@ -5,7 +5,7 @@ from __future__ import annotations
 from isvserver.adapters import load, load_part
 from isvserver.models import ALL_MODELS as CORE_MODELS
 
-ADAPTERS = ("koogallery", "koogallery_kit")
+ADAPTERS = ("koogallery", "koogallery_kit", "vcloud")
 PARTS = ("product_api",)
 ALL_MODELS = (
     *CORE_MODELS,
@@ -30,6 +30,7 @@ SHIPPED = [
 SHIPPED_ADAPTERS = [
     ("koogallery", 1, "v1"),
     ("koogallery_kit", 1, "sync"),
+    ("vcloud", 1, "orders"),
     ("product_api", 1, "product_tokens"),
 ]
 LABELS = [
@@ -46,5 +47,6 @@ LABELS = [
     "0016_usage",
     "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
+    "vcloud/0001_orders",
     "product_api/0001_product_tokens",
 ]

@@ -49,6 +49,7 @@ TABLES = {
 }
 V1_TABLES = {"koogallery_v1_buyer", "koogallery_license"}
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
+VCLOUD_TABLES = {"vcloud_order", "vcloud_cursor"}
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -103,13 +104,18 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
         *SHIPPED,
         (1, "koogallery/v1"),
         (1, "koogallery_kit/sync"),
+        (1, "vcloud/orders"),
         (1, "product_api/product_tokens"),
     ]
-    assert [f"{m.version:04d}_{m.name}" for m in applied][-2] == "0001_koogallery_kit/sync"
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-3:-1] == [
+        "0001_koogallery_kit/sync",
+        "0001_vcloud/orders",
+    ]
     assert tables(fresh_db) == {
         *TABLES,
         *KIT_TABLES,
         *V1_TABLES,
+        *VCLOUD_TABLES,
         "product_token",
         "schema_version",
         "adapter_schema_version",

@@ -39,11 +39,14 @@ UNIQUE = {
     "product_token": {("name",), ("digest",)},
     "periodic_job": set(),  # one row per job name (its primary key)
     "external_id": {("instance_ref",)},  # one external id per instance
+    "vcloud_order": {("order_id",)},  # one row per platform order
+    "vcloud_cursor": set(),  # one cursor per wallet (its primary key)
 }
 PRIMARY_KEYS = (
     {table: ("id",) for table in UNIQUE}
     | {"nonce": ("digest",)}  # a nonce is used once
     | {"periodic_job": ("name",)}  # one schedule and lease per job
+    | {"vcloud_cursor": ("name",)}
 )
 
 
