@@ -32,6 +32,10 @@ UNIQUE = {
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app
     "kit_org": {("instance_id", "org_code")},
     "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
+    "broker_client": {("client_id",)},
+    "broker_token": {("digest",)},  # a token is stored once, as its digest
+    "broker_token_failure": {("source_address", "minute")},  # one count per source and minute
+    "broker_instance": {("instance_ref",)},  # one broker record per instance
 }
 PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
 

@@ -1,0 +1,68 @@
+"""Access tokens: opaque, random, stored as SHA-256 digests with their expiry; failed requests counted."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from authlib.common.security import generate_token
+
+from isvserver.db import database
+from isvserver.marketplaces.broker.models import BrokerClient, BrokerToken, BrokerTokenFailure
+from isvserver.models import utcnow
+
+TOKEN_LENGTH = 48  # characters of A-Z a-z 0-9: about 285 bits
+
+
+def digest(token: str) -> str:
+    """The SHA-256 of a token, the only form stored."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def issue(client_id: str, ttl_s: int) -> str:
+    """A new token for the active client `client_id`, valid for `ttl_s` seconds on every worker."""
+    client = BrokerClient.get((BrokerClient.client_id == client_id) & BrokerClient.revoked_at.is_null())
+    token = generate_token(TOKEN_LENGTH)
+    now = utcnow()
+    BrokerToken.create(
+        digest=digest(token), client=client, created_at=now, expires_at=now + timedelta(seconds=ttl_s)
+    )
+    return token
+
+
+def holder(token: str) -> str | None:
+    """The client id a valid token belongs to: issued, not expired, its client not revoked; else None."""
+    if not token or len(token) > 512:
+        return None
+    row = (
+        BrokerToken.select(BrokerClient.client_id)
+        .join(BrokerClient)
+        .where(
+            (BrokerToken.digest == digest(token))
+            & (BrokerToken.expires_at > utcnow())
+            & BrokerClient.revoked_at.is_null()
+        )
+        .tuples()
+        .first()
+    )
+    return row[0] if row else None
+
+
+def failures(source: str, minute: int) -> int:
+    """How many token requests from `source` failed in `minute`."""
+    return (
+        BrokerTokenFailure.select(BrokerTokenFailure.failures)
+        .where((BrokerTokenFailure.source_address == source) & (BrokerTokenFailure.minute == minute))
+        .scalar()
+        or 0
+    )
+
+
+def count_failure(source: str, minute: int) -> None:
+    """One more failed token request from `source` in `minute` (one upsert, any number of workers)."""
+    with database.atomic():
+        query = BrokerTokenFailure.insert(source_address=source, minute=minute, failures=1).on_conflict(
+            conflict_target=[BrokerTokenFailure.source_address, BrokerTokenFailure.minute],
+            update={BrokerTokenFailure.failures: BrokerTokenFailure.failures + 1},
+        )
+        query.execute()
