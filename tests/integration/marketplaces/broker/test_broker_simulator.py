@@ -64,3 +64,33 @@ def test_the_url_must_be_http() -> None:
     )
     assert result.exit_code == 2
     assert "http:// or https://" in result.output
+
+
+def test_requests_read_error_statuses_and_bodies_that_are_not_json() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            teapot = self.path == "/teapot"
+            body = b"not json" if teapot else b'{"ok": true}'
+            self.send_response(418 if teapot else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        teapot = simulator.request("GET", f"{base}/teapot")
+        assert (teapot.status, teapot.json) == (418, None)
+        ok = simulator.request("GET", f"{base}/fine")
+        assert (ok.status, ok.json) == (200, {"ok": True})
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,108 @@
+"""The broker's commands in-process (clients, instances show) and the secrets enricher."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import click
+from click.testing import CliRunner, Result
+from flask import Flask
+
+from isvserver import db
+from isvserver.cli import instances
+from isvserver.db import connected
+from isvserver.lifecycle import lifecycle_event
+from isvserver.marketplaces.broker.cli import broker
+from isvserver.models import Instance, InstanceEvent
+from isvserver.runtime import runtime
+
+from .conftest import Platform
+
+CREATE = {
+    "service_id": "svc-gold",
+    "plan_id": "plan-small",
+    "parameters": {"seats": 2, "admin_password": "Pw-cli-7"},
+}
+
+
+def run(env: dict[str, str], group: click.Group, *args: str) -> Result:
+    """`isvserver GROUP ARGS` in-process with exactly `env` as its ISV_* settings."""
+    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
+    isolated.update(env)
+    previous = db.database.obj
+    try:
+        return CliRunner().invoke(group, list(args), env=isolated, catch_exceptions=False)
+    finally:
+        if previous is not None:
+            db.database.initialize(previous)
+
+
+def test_clients_are_added_listed_and_revoked(env: dict[str, str], settings: Any) -> None:
+    assert env["ISV_MARKETPLACES"] == "koogallery,broker"  # the settings fixture set the broker up
+    added = run(env, broker, "client", "add", "appcube")
+    assert added.exit_code == 0, added.output
+    found = dict(re.findall(r"^(client_id|client_secret)=(\S+)$", added.stdout, re.M))
+    listed = run(env, broker, "client", "list", "--json")
+    rows = json.loads(listed.stdout)
+    assert [r["client_id"] for r in rows] == [found["client_id"]]
+    assert found["client_secret"] not in listed.output
+    table = run(env, broker, "client", "list")
+    assert found["client_id"] in table.stdout and "appcube" in table.stdout
+    assert run(env, broker, "client", "remove", found["client_id"]).exit_code == 0
+    again = run(env, broker, "client", "remove", found["client_id"])
+    assert again.exit_code == 1 and "no active client has this id" in again.output
+    bad = run(env, broker, "client", "add", "no spaces please")
+    assert bad.exit_code == 1 and "a client name is" in bad.output
+
+
+def test_instances_show_tells_the_plan_masked_parameters_and_operations(
+    platform: Platform, env: dict[str, str]
+) -> None:
+    assert platform.call("PUT", "/service_instances/cli-1", CREATE).status_code == 201
+    assert (
+        platform.call(
+            "PATCH", "/service_instances/cli-1", {"service_id": "svc-gold", "plan_id": "plan-large"}
+        ).status_code
+        == 200
+    )
+    text = run(env, instances.instances, "show", "cli-1")
+    assert text.exit_code == 0, text.output
+    assert "broker plan and parameters" in text.stdout and "plan-large" in text.stdout
+    assert "broker operations (2)" in text.stdout
+    assert "Pw-cli-7" not in text.output and "******" in text.stdout
+    shown = json.loads(run(env, instances.instances, "show", "cli-1", "--json").stdout)
+    assert [(op["kind"], op["state"]) for op in shown["broker_operations"]] == [
+        ("created", "succeeded"),
+        ("upgraded", "succeeded"),
+    ]
+
+
+def test_the_product_hears_secret_parameters_only_when_the_seller_opts_in(
+    platform: Platform, app: Flask, env: dict[str, str]
+) -> None:
+    assert platform.call("PUT", "/service_instances/sec-1", CREATE).status_code == 201
+    with app.app_context(), connected():
+        instance = Instance.get(Instance.instance_id == "sec-1")
+        created = InstanceEvent.get((InstanceEvent.instance == instance) & (InstanceEvent.kind == "created"))
+        event = lifecycle_event(created, instance)
+        assert event.change["parameters"] == {"seats": 2, "admin_password": "******"}
+        assert runtime().jobs.enriched(event).extra == {}  # not opted in
+
+    from isvserver import create_app
+    from isvserver.settings import load_settings
+
+    opted = create_app(load_settings({**env, "ISV_BROKER_SEND_SECRETS": "1"}))
+    with opted.app_context(), connected():
+        enriched = runtime().jobs.enriched(event)
+        assert enriched.extra == {"broker_secrets": {"admin_password": "Pw-cli-7"}}
+    assert (
+        platform.call("PUT", "/service_instances/sec-2", {**CREATE, "parameters": {"seats": 1}}).status_code
+        == 201
+    )
+    with opted.app_context(), connected():
+        plain = Instance.get(Instance.instance_id == "sec-2")
+        event = lifecycle_event(InstanceEvent.get(InstanceEvent.instance == plain), plain)
+        assert runtime().jobs.enriched(event).extra == {}  # nothing secret to add
