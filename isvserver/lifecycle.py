@@ -732,6 +732,10 @@ class Lifecycle:
         changed = release(instance_id, *reference, outbox=self.outbox)
         return self._queued(instance_id, changed, Action.RELEASE.value)
 
+    def last_operation(self, instance_id: str) -> OperationState | None:
+        """The instance's latest operation, or None when it has none (an unknown instance)."""
+        return last_operation(instance_id)
+
     def operations(self, instance_id: str) -> list[OperationState]:
         """The instance's operations, oldest first (its creation and every change recorded since)."""
         return instance_operations(instance_id)
@@ -777,10 +781,15 @@ def operation_state(operation_id: str) -> OperationState | None:
     number = operation_id.removeprefix(OPERATION_PREFIX)
     if not operation_id.startswith(OPERATION_PREFIX) or not number.isdigit() or len(number) > 18:
         return None
-    event = InstanceEvent.select().where(InstanceEvent.id == int(number)).first()
+    event = (
+        InstanceEvent.select(InstanceEvent, Instance)
+        .join(Instance)
+        .where(InstanceEvent.id == int(number))
+        .first()
+    )
     if event is None:
         return None
-    instance = event.instance
+    instance = event.instance  # joined: no second query
 
     def answer(state: str, description: str) -> OperationState:
         return OperationState(operation_id, instance.instance_id, event.kind, state, description[:255])
@@ -810,6 +819,20 @@ def operation_state(operation_id: str) -> OperationState | None:
     if delivery.status == "failed":
         return answer(FAILED, f"{event.kind}: the product did not take it: {delivery.last_error or 'failed'}")
     return answer(IN_PROGRESS, f"{event.kind}: waiting for the product")
+
+
+def last_operation(instance_id: str) -> OperationState | None:
+    """The instance's latest operation (its creation, or the last change recorded since), or None."""
+    own = [kind.value for kind in PROVISIONING_KINDS]
+    event_id = (
+        InstanceEvent.select(InstanceEvent.id)
+        .join(Instance)
+        .where((Instance.instance_id == instance_id) & InstanceEvent.kind.not_in(own))
+        .order_by(InstanceEvent.id.desc())
+        .limit(1)
+        .scalar()
+    )
+    return operation_state(f"{OPERATION_PREFIX}{event_id}") if event_id is not None else None
 
 
 def instance_operations(instance_id: str) -> list[OperationState]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,12 +69,33 @@ def listed() -> list[dict[str, str | datetime | None]]:
     ]
 
 
+# Checks that succeeded, by (stored hash, SHA-256 of the secret): HTTP Basic platforms send the secret
+# on every call, and one argon2 check costs ~20 ms of CPU. Only successes are remembered (a guess
+# always pays the full check); the stored hash is part of the key and is read from the database on
+# every call, so a revoked client (no row) or a new secret (another hash) is never let in from here.
+VERIFIED_CACHE_SIZE = 256
+_verified: OrderedDict[tuple[str, bytes], bool] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
 def secret_matches(stored_hash: str | None, secret: str) -> bool:
     """Whether `secret` is the one hashed (an unknown client still costs one hash check)."""
+    key = (stored_hash or "", hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())
+    if stored_hash is not None:
+        with _verified_lock:
+            if key in _verified:
+                _verified.move_to_end(key)
+                return True
     try:
-        return HASHER.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
+        matched = HASHER.verify(stored_hash or _DUMMY_HASH, secret) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    if matched:
+        with _verified_lock:
+            _verified[key] = True
+            while len(_verified) > VERIFIED_CACHE_SIZE:
+                _verified.popitem(last=False)
+    return matched
 
 
 class OAuthClient(ClientMixin):

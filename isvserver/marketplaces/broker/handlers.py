@@ -142,8 +142,7 @@ def fetch(rt: Runtime, data: dict[str, Any]) -> Answer:
     if found is None or found[0].state == State.RELEASED:
         return error(404, None, "no such service instance")
     instance, row = found
-    operations = lifecycle.instance_operations(instance.instance_id)
-    last = operations[-1] if operations else None
+    last = lifecycle.last_operation(instance.instance_id)
     body: dict[str, Any] = {
         "service_id": row.service_id,
         "plan_id": row.plan_id,
@@ -175,8 +174,7 @@ def last_operation(rt: Runtime, data: dict[str, Any]) -> Answer:
         if state is None or state.instance_id != instance.instance_id:
             return error(400, None, "no such operation for this service instance")
     else:
-        operations = rt.lifecycle.operations(instance.instance_id)
-        state = operations[-1] if operations else None
+        state = rt.lifecycle.last_operation(instance.instance_id)
         if state is None:
             return error(404, None, "no operation for this service instance")
     if state.kind == lifecycle.Action.RELEASE.value and state.state == lifecycle.SUCCEEDED:
@@ -210,8 +208,8 @@ def update(rt: Runtime, data: dict[str, Any]) -> Answer:
     # A parameter once secret stays secret, whatever the new plan's schema says of it.
     secret_names = target.secrets | (current.secrets if current else frozenset()) | frozenset(secrets)
     masked, new_secrets = split(merged, secret_names)
-    last = lifecycle.instance_operations(instance.instance_id)
-    key = canonical_digest(rt.settings.data_key, last[-1].id if last else "", target.id, merged)
+    last = lifecycle.last_operation(instance.instance_id)
+    key = canonical_digest(rt.settings.data_key, last.id if last else "", target.id, merged)
     detail = {
         "service_id": row.service_id,
         "plan_id": target.id,
