@@ -44,6 +44,7 @@ TABLES = {
     "parked_change",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
+BROKER_TABLES = {"broker_client", "broker_token", "broker_token_failure", "broker_instance"}
 SHIPPED = [
     (1, "initial"),
     (2, "access_keys"),
@@ -53,7 +54,7 @@ SHIPPED = [
     (6, "instance_creation_key"),
     (7, "call_sources"),
 ]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
+SHIPPED_ADAPTERS = [("broker", 1, "broker"), ("koogallery_kit", 1, "sync")]
 LABELS = [
     "0001_initial",
     "0002_access_keys",
@@ -62,6 +63,7 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "broker/0001_broker",
     "koogallery_kit/0001_sync",
 ]
 
@@ -114,9 +116,19 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == [*SHIPPED, (1, "koogallery_kit/sync")]
+    assert [(m.version, m.name) for m in applied] == [
+        *SHIPPED,
+        (1, "broker/broker"),
+        (1, "koogallery_kit/sync"),
+    ]
     assert [f"{m.version:04d}_{m.name}" for m in applied][-1] == "0001_koogallery_kit/sync"
-    assert tables(fresh_db) == {*TABLES, *KIT_TABLES, "schema_version", "adapter_schema_version"}
+    assert tables(fresh_db) == {
+        *TABLES,
+        *KIT_TABLES,
+        *BROKER_TABLES,
+        "schema_version",
+        "adapter_schema_version",
+    }
     assert versions(fresh_db) == SHIPPED
     assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
     assert pending(fresh_db) == []

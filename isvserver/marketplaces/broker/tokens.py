@@ -6,8 +6,9 @@ import hashlib
 from datetime import timedelta
 
 from authlib.common.security import generate_token
+from peewee import Database
 
-from isvserver.db import database
+from isvserver.db import database, ident, statement
 from isvserver.marketplaces.broker.models import BrokerClient, BrokerToken, BrokerTokenFailure
 from isvserver.models import utcnow
 
@@ -30,21 +31,26 @@ def issue(client_id: str, ttl_s: int) -> str:
     return token
 
 
+def _holder_sql(db: Database) -> str:
+    """The token lookup, built once per database (it runs on every broker call)."""
+    token, client = ident(db, BrokerToken._meta.table_name), ident(db, BrokerClient._meta.table_name)
+    column = ident(db, BrokerClient.client_id.column_name)
+    return (
+        f"SELECT c.{column} FROM {token} t JOIN {client} c "  # noqa: S608 (names from the models)
+        f"ON c.{ident(db, 'id')} = t.{ident(db, BrokerToken.client.column_name)} "
+        f"WHERE t.{ident(db, BrokerToken.digest.column_name)} = {db.param} "
+        f"AND t.{ident(db, BrokerToken.expires_at.column_name)} > {db.param} "
+        f"AND c.{ident(db, BrokerClient.revoked_at.column_name)} IS NULL"
+    )
+
+
 def holder(token: str) -> str | None:
     """The client id a valid token belongs to: issued, not expired, its client not revoked; else None."""
     if not token or len(token) > 512:
         return None
-    row = (
-        BrokerToken.select(BrokerClient.client_id)
-        .join(BrokerClient)
-        .where(
-            (BrokerToken.digest == digest(token))
-            & (BrokerToken.expires_at > utcnow())
-            & BrokerClient.revoked_at.is_null()
-        )
-        .tuples()
-        .first()
-    )
+    now = BrokerToken.expires_at.db_value(utcnow())
+    cursor = database.execute_sql(statement("broker_token.holder", _holder_sql), (digest(token), now))
+    row = cursor.fetchone()
     return row[0] if row else None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -16,6 +18,7 @@ from isvserver.cli import instances
 from isvserver.db import connected
 from isvserver.lifecycle import lifecycle_event
 from isvserver.marketplaces.broker.cli import broker
+from isvserver.marketplaces.broker.instance_details import init_jobs
 from isvserver.models import Instance, InstanceEvent
 from isvserver.runtime import runtime
 
@@ -91,18 +94,36 @@ def test_the_product_hears_secret_parameters_only_when_the_seller_opts_in(
         assert event.change["parameters"] == {"seats": 2, "admin_password": "******"}
         assert runtime().jobs.enriched(event).extra == {}  # not opted in
 
-    from isvserver import create_app
-    from isvserver.settings import load_settings
-
-    opted = create_app(load_settings({**env, "ISV_BROKER_SEND_SECRETS": "1"}))
-    with opted.app_context(), connected():
-        enriched = runtime().jobs.enriched(event)
-        assert enriched.extra == {"broker_secrets": {"admin_password": "Pw-cli-7"}}
+    opted = _OptedJobs(runtime_settings(app, send_secrets=True))
+    init_jobs(opted)  # registers the enricher only because the seller opted in
+    init_jobs(_OptedJobs(runtime_settings(app, send_secrets=False)))
+    [(enrich, marketplace, types)] = opted.added
+    assert (marketplace, sorted(types)) == ("broker", ["instance.created", "instance.upgraded"])
+    with app.app_context(), connected():
+        assert enrich(event).extra == {"broker_secrets": {"admin_password": "Pw-cli-7"}}
     assert (
         platform.call("PUT", "/service_instances/sec-2", {**CREATE, "parameters": {"seats": 1}}).status_code
         == 201
     )
-    with opted.app_context(), connected():
+    with app.app_context(), connected():
         plain = Instance.get(Instance.instance_id == "sec-2")
         event = lifecycle_event(InstanceEvent.get(InstanceEvent.instance == plain), plain)
-        assert runtime().jobs.enriched(event).extra == {}  # nothing secret to add
+        assert enrich(event).extra == {}  # nothing secret to add
+
+
+def runtime_settings(app: Flask, send_secrets: bool) -> Any:
+    """The app's settings with ISV_BROKER_SEND_SECRETS as given."""
+    settings = app.extensions["isvserver"].settings
+    broker_settings = replace(settings.of("broker"), send_secrets=send_secrets)
+    return SimpleNamespace(of=lambda name: broker_settings, data_keys=settings.data_keys)
+
+
+class _OptedJobs:
+    """What init_jobs needs of the job queue: its settings and add_enricher."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.added: list[tuple[Any, str | None, Any]] = []
+
+    def add_enricher(self, enrich: Any, *, marketplace: str | None = None, event_types: Any = None) -> None:
+        self.added.append((enrich, marketplace, event_types))
