@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from flask.testing import FlaskClient
 
@@ -238,3 +239,28 @@ def test_errors_on_broker_paths_are_the_brokers_and_never_a_5xx_on_delete(platfo
     assert (missing.status_code, missing.get_json()) == (404, {"description": "not found"})
     method = platform.call("POST", "/catalog")
     assert method.status_code == 405
+
+
+def test_a_delete_that_breaks_is_never_answered_with_a_5xx(platform: Platform, monkeypatch: Any) -> None:
+    from isvserver.marketplaces.broker import views
+
+    assert platform.call("PUT", "/service_instances/inst-9", GOLD_CREATE).status_code == 201
+
+    def broken(rt: Any, data: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(views.ENDPOINTS["deprovision"], "handler", broken)
+    inside = platform.call("DELETE", "/service_instances/inst-9")
+    assert (inside.status_code, inside.get_json()["error"]) == (422, "ConcurrencyError")
+    monkeypatch.setattr(views.ENDPOINTS["fetch"], "handler", broken)
+    assert platform.call("GET", "/service_instances/inst-9").status_code == 500  # any other call: its 500
+
+    def outside(endpoint: Any) -> Any:
+        raise RuntimeError("before the pipeline")
+
+    monkeypatch.setattr(views.calls, "handle", outside)
+    before = platform.call("DELETE", "/service_instances/inst-9")
+    assert (before.status_code, before.get_json()["error"]) == (422, "ConcurrencyError")
+    assert platform.call("GET", "/service_instances/inst-9").status_code == 500
+    with connected():
+        assert Instance.get(Instance.instance_id == "inst-9").state == "active"
