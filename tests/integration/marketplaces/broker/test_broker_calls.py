@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any
@@ -264,3 +265,34 @@ def test_a_delete_that_breaks_is_never_answered_with_a_5xx(platform: Platform, m
     assert platform.call("GET", "/service_instances/inst-9").status_code == 500
     with connected():
         assert Instance.get(Instance.instance_id == "inst-9").state == "active"
+
+
+def test_bad_bodies_and_credentials_get_the_interfaces_own_answers(platform: Platform) -> None:
+    client = platform.client
+    listed = client.post(TOKEN_PATH, data=b"[1]", content_type="application/json")
+    assert (listed.status_code, listed.get_json()["error"]) == (400, "invalid_request")
+    garbled = client.post(TOKEN_PATH, data=b"\xff\xfe", content_type="application/x-www-form-urlencoded")
+    assert garbled.status_code == 400
+    for authorization in ("Basic !!!", "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(), "Basic eDo="):
+        assert (
+            platform.call(
+                "GET", "/catalog", **{"access-token": "", "Authorization": authorization}
+            ).status_code
+            == 401
+        )
+
+    path = "/service_instances/bad-1"
+    assert platform.call("PUT", path, {**GOLD_CREATE, "parameters": [1]}).status_code == 400
+    assert platform.call("PUT", path, {**GOLD_CREATE, "service_id": 5}).status_code == 400
+    assert platform.call("PUT", path, {**GOLD_CREATE, "parameters": {"seats": "\u0000"}}).status_code == 400
+    assert platform.call("PUT", path, {**GOLD_CREATE, "parameters": None}).status_code == 201
+    assert platform.call("PATCH", path, {"service_id": "svc-gold", "parameters": [1]}).status_code == 400
+    assert platform.call("PATCH", path, {"service_id": "nope"}).status_code == 400
+    assert platform.call("PATCH", path, {"service_id": SEED_SERVICE, "plan_id": SEED_PLAN}).status_code == 400
+    assert platform.call("PATCH", path, {"plan_id": "plan-large"}).status_code == 400  # service_id missing
+    invalid = platform.call("PATCH", path, {"service_id": "svc-gold", "parameters": {"seats": 0}})
+    assert (invalid.status_code, "seats" in invalid.get_json()["description"]) == (400, True)
+    assert platform.call("PATCH", "/service_instances/nobody", {"service_id": "svc-gold"}).status_code == 404
+    assert platform.call("GET", "/service_instances/nobody/last_operation").status_code == 404
+    assert platform.call("DELETE", path).status_code == 200
+    assert platform.call("PATCH", path, {"service_id": "svc-gold"}).status_code == 404
