@@ -43,6 +43,7 @@ def create_app(
             adapter.init_jobs(jobs)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
+    jobs.bind(app)
     db.bind(settings.database_url)
     mounted = []
     for adapter in adapters:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,6 +59,19 @@ class Simulation:
     flow: Callable[[str, bool], bool] | None = None
 
 
+class ExpiryPolicy(StrEnum):
+    """What reconcile does with an instance whose `expire_at` has passed, by its marketplace."""
+
+    # The marketplace freezes (and releases) its instances itself: one it never froze is listed as
+    # overdue, and frozen by reconcile only with ISV_AUTO_FREEZE (KooGallery).
+    GUARD = "guard"
+    # `expire_at` is the end of what the buyer paid and nobody else acts on it: reconcile freezes the
+    # instance when it passes, whatever ISV_AUTO_FREEZE says (the V Cloud market's endAt).
+    FREEZE = "freeze"
+    # `expire_at` is only informative: reconcile never lists, counts or freezes these instances.
+    IGNORE = "ignore"
+
+
 @dataclass(frozen=True)
 class Mount:
     """One blueprint at its prefix, and who answers errors on its paths."""
@@ -82,7 +96,8 @@ class Adapter:
     """One marketplace interface: its endpoints, settings, keys, commands, documents and stored data."""
 
     name: str
-    # Its blueprints, each at its own prefix; none for an adapter without an inbound endpoint.
+    # Its blueprints, each at its own prefix; none for an adapter that is never called
+    # (it reads its marketplace from a job).
     mounts: tuple[Mount, ...] = ()
     # The adapter's own settings from the environment; raise SettingsError naming the variable.
     load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
@@ -102,6 +117,8 @@ class Adapter:
     event_types: Mapping[str, str] = field(default_factory=dict)
     # What `isvserver simulate` can send to its interfaces, by name.
     simulations: tuple[Simulation, ...] = ()
+    # What reconcile does with its instances past their `expire_at`.
+    expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
 
 
 def load(name: str) -> Adapter:
@@ -123,6 +140,11 @@ def load(name: str) -> Adapter:
 def load_all(names: Sequence[str]) -> tuple[Adapter, ...]:
     """The adapters of `names`, in that order."""
     return tuple(load(name) for name in names)
+
+
+def expiry_policies(names: Sequence[str]) -> dict[str, ExpiryPolicy]:
+    """Each named adapter's expiry policy, by marketplace name (a marketplace not named: GUARD)."""
+    return {adapter.name: adapter.expiry_policy for adapter in load_all(names)}
 
 
 def enabled(environ: Mapping[str, str]) -> tuple[Adapter, ...]:

@@ -16,7 +16,7 @@ from peewee import Database
 
 from isvserver.db import database, ident, is_postgres, names, placeholders, statement
 from isvserver.deferred import after_commit
-from isvserver.models import Delivery, Instance, InstanceEvent, ParkedChange, utcnow
+from isvserver.models import Delivery, ExternalId, Instance, InstanceEvent, ParkedChange, utcnow
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
 
@@ -149,7 +149,37 @@ TRANSITIONS: dict[Action, dict[State, State | str | type[LifecycleError]]] = {
 }
 NOT_PROVISIONED = (P, X)
 
+EXTERNAL_ID_NAMESPACE = uuid.UUID("4f1b1a52-7c1e-5b7e-9f0a-15e0c10d0015")  # of ids derived from others
 _INSTANCE_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")  # a safe URL path segment
+
+
+def fits_instance_id(candidate: str) -> bool:
+    """Whether `candidate` can be an instance id as it is (a safe URL path segment of at most 64)."""
+    return _INSTANCE_ID.fullmatch(candidate) is not None
+
+
+def instance_id_for(marketplace: str, external_id: str) -> tuple[str, str | None]:
+    """The instance id proposed for `external_id`, and the external id to keep beside it.
+
+    An id that fits the charset is used as it is (nothing kept beside it); one that does not gets a UUID
+    derived from it (UUIDv5: the same one every time), and is kept whole beside it (`external_id_of`).
+    """
+    if fits_instance_id(external_id):
+        return external_id, None
+    if not external_id:
+        return str(uuid.uuid4()), None
+    return str(uuid.uuid5(EXTERNAL_ID_NAMESPACE, f"{marketplace}\n{external_id}")), external_id
+
+
+def external_id_of(instance_id: str) -> str | None:
+    """The external id kept beside the instance's derived id (None when the id is the external one)."""
+    row = (
+        ExternalId.select(ExternalId.external_id)
+        .join(Instance)
+        .where(Instance.instance_id == instance_id)
+        .first()
+    )
+    return row.external_id if row is not None else None
 
 
 def view(instance: Instance) -> InstanceView:
@@ -308,9 +338,9 @@ def create_instance(
     # INSERT first: the UNIQUE constraints decide (creation key; instance_id), no SELECT before it.
     # Only when the row stays out is the existing one read; when no row has this key, it was the
     # instance_id that collided (another order took the proposed id): again with a UUID.
-    if exact and not _INSTANCE_ID.fullmatch(proposed_id):
+    if exact and not fits_instance_id(proposed_id):
         raise InvalidInstanceId(proposed_id[:64])
-    first = proposed_id if _INSTANCE_ID.fullmatch(proposed_id) else str(uuid.uuid4())
+    first, external_id = instance_id_for(marketplace, proposed_id)
     detail = dict(detail or {})
     if business_id is not None:
         detail["business_id"] = business_id
@@ -337,6 +367,8 @@ def create_instance(
                 raise IdConflict(proposed_id)
         else:
             raise RuntimeError("a new instance_id collided twice")  # two UUIDs taken: not expected
+        if external_id is not None:
+            ExternalId.create(instance=instance, marketplace=marketplace, external_id=external_id)
         outbox = not provisioner.inline
         event = _record(instance, CREATED, State.PROVISIONING, reference, outbox=outbox, **detail)
         if not outbox:

@@ -133,7 +133,11 @@ def worker(threads: int | None, supervised: bool) -> None:
         threads,
         queue.describe(settings),
     )
-    consumer.run()
+    jobs.start_periodic()  # Jobs.every's jobs, each under its database lease
+    try:
+        consumer.run()
+    finally:
+        jobs.stop_periodic()
 
 
 def _stop_with_parent() -> None:

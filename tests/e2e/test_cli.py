@@ -246,4 +246,4 @@ def test_migrate_names_adapter_migrations_by_their_adapter(tmp_path: Path) -> No
     env = subprocess_env(base_env(tmp_path, f"sqlite:///{tmp_path / 'labels.sqlite3'}"))
     first = run_cli("migrate", env=env)
     assert first.returncode == 0, first.describe()
-    assert "0007_call_sources, broker/0001_broker, koogallery_kit/0001_sync" in first.output, first.describe()
+    assert "0014_external_ids, broker/0001_broker, koogallery_kit/0001_sync" in first.output, first.describe()

@@ -42,6 +42,8 @@ TABLES = {
     "delivery",
     "order_line",
     "parked_change",
+    "periodic_job",
+    "external_id",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 BROKER_TABLES = {"broker_client", "broker_token", "broker_token_failure", "broker_instance"}
@@ -53,6 +55,8 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (13, "periodic_jobs"),
+    (14, "external_ids"),
 ]
 SHIPPED_ADAPTERS = [("broker", 1, "broker"), ("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -63,6 +67,8 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0013_periodic_jobs",
+    "0014_external_ids",
     "broker/0001_broker",
     "koogallery_kit/0001_sync",
 ]

@@ -36,8 +36,14 @@ UNIQUE = {
     "broker_token": {("digest",)},  # a token is stored once, as its digest
     "broker_token_failure": {("source_address", "minute")},  # one count per source and minute
     "broker_instance": {("instance_ref",)},  # one broker record per instance
+    "periodic_job": set(),  # one row per job name (its primary key)
+    "external_id": {("instance_ref",)},  # one external id per instance
 }
-PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
+PRIMARY_KEYS = (
+    {table: ("id",) for table in UNIQUE}
+    | {"nonce": ("digest",)}  # a nonce is used once
+    | {"periodic_job": ("name",)}  # one schedule and lease per job
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
