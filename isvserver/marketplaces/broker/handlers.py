@@ -38,10 +38,27 @@ def split(parameters: dict[str, Any], secrets: frozenset[str]) -> tuple[dict[str
     return masked, {name: value for name, value in parameters.items() if name in secrets}
 
 
+def _canonical(*parts: Any) -> bytes:
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def canonical_digest(key: bytes, *parts: Any) -> str:
     """A keyed digest of `parts` (secrets included, so a plain hash would let them be guessed)."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(key, _canonical(*parts), hashlib.sha256).hexdigest()
+
+
+def _same_secrets(rt: Runtime, instance: Instance, secrets: dict[str, Any]) -> bool:
+    """Whether the existing instance was created with these secret parameters (compared unsealed, in
+    constant time, so a data-key rotation changes nothing)."""
+    row = (
+        BrokerInstance.select(BrokerInstance.secrets_sealed)
+        .where(BrokerInstance.instance == instance)
+        .first()
+    )
+    stored = (
+        json.loads(unseal(rt.settings.data_keys, row.secrets_sealed)) if row and row.secrets_sealed else {}
+    )
+    return hmac.compare_digest(_canonical(stored), _canonical(secrets))
 
 
 def broker_instance(instance_id: str) -> tuple[Instance, BrokerInstance] | None:
@@ -85,11 +102,15 @@ def provision(rt: Runtime, data: dict[str, Any]) -> Answer:
     plan: Plan = data["plan"]
     instance_id, parameters = data["instance_id"], data["parameters"]
     masked, secrets = split(parameters, plan.secrets)
-    key = canonical_digest(rt.settings.data_key, plan.service_id, plan.id, parameters)
+    # The creation key holds no secret (not even a hash of one: a password could be guessed from it);
+    # an identical creation is then told from a conflicting one by its sealed secrets, below.
+    key = hashlib.sha256(_canonical(plan.service_id, plan.id, masked)).hexdigest()
     detail = {"service_id": plan.service_id, "plan_id": plan.id, "parameters": masked}
     operation = rt.lifecycle.create(NAME, f"{instance_id}:{key}", instance_id, exact=True, detail=detail)
     instance = operation.instance
     assert instance is not None  # a creation always has its instance
+    if not operation.changed and not _same_secrets(rt, instance, secrets):
+        return error(409, None, "an instance with this id exists with other attributes")
     if operation.changed:
         BrokerInstance.create(
             instance=instance,

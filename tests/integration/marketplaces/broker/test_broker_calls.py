@@ -73,6 +73,10 @@ def test_the_seeds_appcube_sequence(platform: Platform) -> None:
         "state": "succeeded",
         "update_repeatable": True,
     }
+    again = platform.call("PUT", "/service_instances/inst-appcube-1", SEED_CREATE)
+    assert again.status_code == 200  # identical, secret included
+    other_secret = {**SEED_CREATE, "parameters": {**SEED_CREATE["parameters"], "client_secret": "another-1"}}
+    assert platform.call("PUT", "/service_instances/inst-appcube-1", other_secret).status_code == 409
     assert "buyer-Secret-42" not in stored_text()
     with connected():
         assert Nonce.select().count() == 0  # a token call has no nonce: nothing in the replay store
