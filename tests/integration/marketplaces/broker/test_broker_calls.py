@@ -300,3 +300,24 @@ def test_bad_bodies_and_credentials_get_the_interfaces_own_answers(platform: Pla
     assert platform.call("GET", "/service_instances/nobody/last_operation").status_code == 404
     assert platform.call("DELETE", path).status_code == 200
     assert platform.call("PATCH", path, {"service_id": "svc-gold"}).status_code == 404
+
+
+def test_metrics_count_the_brokers_calls_under_its_interface(platform: Platform) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = platform.client.get("/metrics").get_data(as_text=True)
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    ok = ("isv_requests_total", (("activity", "catalog"), ("interface", "broker"), ("result_code", "200")))
+    refused = ("isv_rejected_calls_total", (("interface", "broker"), ("reason", "bad_token")))
+    before = counted()
+    platform.call("GET", "/catalog")
+    platform.call("GET", "/catalog", **{"access-token": "nope"})
+    after = counted()
+    assert after[ok] == before.get(ok, 0) + 1
+    assert after[refused] == before.get(refused, 0) + 1
