@@ -11,6 +11,7 @@ from isvserver.adapters import Section
 from isvserver.cli.helpers import print_table
 from isvserver.jobs import Jobs
 from isvserver.lifecycle import instance_operations
+from isvserver.marketplaces.broker import tokens
 from isvserver.marketplaces.broker.config import NAME
 from isvserver.marketplaces.broker.models import BrokerInstance
 from isvserver.models import Instance
@@ -81,8 +82,13 @@ class SecretParameters:
         )
 
 
+PRUNE_EVERY_S = 3600
+
+
 def init_jobs(jobs: Jobs) -> None:
-    """With ISV_BROKER_SEND_SECRETS=1, the created and upgraded events carry the secret parameters."""
+    """Expired tokens and old failure counts pruned hourly; with ISV_BROKER_SEND_SECRETS=1, the created
+    and upgraded events carry the secret parameters."""
+    jobs.every("broker.prune_tokens", PRUNE_EVERY_S, lambda runtime: tokens.prune())
     if jobs.settings.of(NAME).send_secrets:
         jobs.add_enricher(
             SecretParameters(jobs), marketplace=NAME, event_types=("instance.created", "instance.upgraded")

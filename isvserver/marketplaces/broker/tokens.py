@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import timedelta
 
 from authlib.common.security import generate_token
@@ -72,3 +73,21 @@ def count_failure(source: str, minute: int) -> None:
             update={BrokerTokenFailure.failures: BrokerTokenFailure.failures + 1},
         )
         query.execute()
+
+
+KEEP_EXPIRED = timedelta(days=1)  # an expired token's digest is kept this long (for the operator)
+KEEP_FAILURE_MINUTES = 60
+
+
+def prune() -> tuple[int, int]:
+    """Forget what can no longer matter, like the core's nonces: token digests expired a day ago and
+    failure counts older than an hour (the limit is per minute). A periodic job; (tokens, counts)."""
+    now, minute = utcnow(), int(time.time() // 60)
+    with database.atomic():
+        tokens = BrokerToken.delete().where(BrokerToken.expires_at < now - KEEP_EXPIRED).execute()
+        counts = (
+            BrokerTokenFailure.delete()
+            .where(BrokerTokenFailure.minute < minute - KEEP_FAILURE_MINUTES)
+            .execute()
+        )
+    return tokens, counts

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import replace
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +21,8 @@ from isvserver.db import connected
 from isvserver.lifecycle import lifecycle_event
 from isvserver.marketplaces.broker.cli import broker
 from isvserver.marketplaces.broker.instance_details import init_jobs
-from isvserver.models import Instance, InstanceEvent
+from isvserver.marketplaces.broker.models import BrokerClient, BrokerToken, BrokerTokenFailure
+from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.runtime import runtime
 
 from .conftest import Platform
@@ -127,3 +130,25 @@ class _OptedJobs:
 
     def add_enricher(self, enrich: Any, *, marketplace: str | None = None, event_types: Any = None) -> None:
         self.added.append((enrich, marketplace, event_types))
+
+    def every(self, name: str, seconds: float, fn: Any, lease_s: float | None = None) -> None:
+        self.periodic = (name, seconds, fn)
+
+
+def test_expired_tokens_and_old_failure_counts_are_pruned_hourly(platform: Platform, app: Flask) -> None:
+    jobs = _OptedJobs(runtime_settings(app, send_secrets=False))
+    init_jobs(jobs)
+    name, seconds, prune = jobs.periodic
+    assert (name, seconds) == ("broker.prune_tokens", 3600)
+    with app.app_context(), connected():
+        live = BrokerToken.select().count()
+        client = BrokerClient.get()
+        now = utcnow()
+        BrokerToken.create(digest="a" * 64, client=client, expires_at=now - timedelta(days=2))
+        BrokerToken.create(digest="b" * 64, client=client, expires_at=now - timedelta(hours=2))
+        minute = int(time.time() // 60)
+        BrokerTokenFailure.create(source_address="10.0.0.1", minute=minute - 61, failures=3)
+        BrokerTokenFailure.create(source_address="10.0.0.1", minute=minute, failures=1)
+        prune(None)
+        assert BrokerToken.select().count() == live + 1  # the one expired two hours ago is kept a day
+        assert [f.minute for f in BrokerTokenFailure.select()] == [minute]
