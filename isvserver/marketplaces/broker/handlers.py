@@ -8,11 +8,8 @@ import hmac
 import json
 from typing import Any
 
-from flask import g
-
 from isvserver import lifecycle
-from isvserver.calls import Answer
-from isvserver.deferred import after_commit
+from isvserver.calls import Answer, wait_after_commit
 from isvserver.lifecycle import IN_PROGRESS, OperationState, State
 from isvserver.marketplaces.broker.catalog import Plan
 from isvserver.marketplaces.broker.config import NAME
@@ -129,10 +126,11 @@ def provision(rt: Runtime, data: dict[str, Any]) -> Answer:
     accepted = Answer(202, {"operation": operation.id})
     if data["accepts_incomplete"]:
         return accepted
-    deadline = g.call_started + rt.settings.provision_budget_ms / 1000  # AppCube: no accepts_incomplete
 
-    def within_budget() -> Answer:
-        state = lifecycle.await_provisioning(instance_id, deadline)
+    def within_budget(until: float) -> Answer:
+        """AppCube sends no accepts_incomplete: wait for the product within the budget (and the call's
+        answer deadline, when a waiting slot is free), else the operation to poll."""
+        state = lifecycle.await_provisioning(instance_id, until)
         if state in (State.ACTIVE, State.FROZEN):
             fresh = Instance.get(Instance.instance_id == instance_id)
             return _provisioned(fresh, masked, done)
@@ -140,7 +138,7 @@ def provision(rt: Runtime, data: dict[str, Any]) -> Answer:
             return error(500, None, "provisioning failed; the same request starts it again")
         return accepted
 
-    after_commit(within_budget)
+    wait_after_commit(rt.settings.provision_budget_ms, within_budget)
     return accepted
 
 

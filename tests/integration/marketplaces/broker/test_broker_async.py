@@ -121,3 +121,30 @@ def test_a_failed_provisioning_is_a_failed_operation_and_a_resend_restarts_it(
     foreign = elsewhere.get_json()["operation"]
     other = platform.call("GET", f"{path}/last_operation?operation={foreign}", **OSB)
     assert other.status_code == 400  # another instance's operation is not this one's
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("active", 201), ("failed", 500), ("provisioning", 202)])
+def test_appcube_waits_for_the_product_within_the_budget(
+    platform: Platform, app: Any, monkeypatch: pytest.MonkeyPatch, outcome: str, status: int
+) -> None:
+    """The wait itself is the core's (calls.wait_after_commit, tested there); here what it ends in."""
+    import time
+
+    from isvserver.deferred import after_commit
+    from isvserver.marketplaces.broker import handlers
+
+    def product_answers(instance_id: str, until: float) -> str:
+        if outcome == "active":
+            complete_provisioning(instance_id, AppInfo(front_end_url="https://app.example/t"), b"0" * 32)
+        return outcome
+
+    monkeypatch.setattr(
+        handlers, "wait_after_commit", lambda budget, wait: after_commit(lambda: wait(time.monotonic() + 1))
+    )
+    monkeypatch.setattr(handlers.lifecycle, "await_provisioning", product_answers)
+    answer = platform.call("PUT", "/service_instances/wait-1", CREATE)  # no version header: AppCube
+    assert answer.status_code == status, answer.data
+    if status == 201:
+        assert answer.get_json()["dashboard_url"] == "https://app.example/t"
+    if status == 202:
+        assert answer.get_json()["operation"].startswith("op-")
