@@ -819,8 +819,12 @@ def operation_state(operation_id: str) -> OperationState | None:
         .where(InstanceEvent.id == int(number))
         .first()
     )
-    if event is None:
-        return None
+    return _state_of(event) if event is not None else None
+
+
+def _state_of(event: InstanceEvent) -> OperationState:
+    """The state of the operation that is `event` (selected with its instance joined)."""
+    operation_id = f"{OPERATION_PREFIX}{event.id}"
     instance = event.instance  # joined: no second query
 
     def answer(state: str, description: str) -> OperationState:
@@ -856,15 +860,14 @@ def operation_state(operation_id: str) -> OperationState | None:
 def last_operation(instance_id: str) -> OperationState | None:
     """The instance's latest operation (its creation, or the last change recorded since), or None."""
     own = [kind.value for kind in PROVISIONING_KINDS]
-    event_id = (
-        InstanceEvent.select(InstanceEvent.id)
+    event = (
+        InstanceEvent.select(InstanceEvent, Instance)
         .join(Instance)
         .where((Instance.instance_id == instance_id) & InstanceEvent.kind.not_in(own))
         .order_by(InstanceEvent.id.desc())
-        .limit(1)
-        .scalar()
+        .first()
     )
-    return operation_state(f"{OPERATION_PREFIX}{event_id}") if event_id is not None else None
+    return _state_of(event) if event is not None else None
 
 
 def instance_operations(instance_id: str) -> list[OperationState]:
