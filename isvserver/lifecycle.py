@@ -791,6 +791,10 @@ class Lifecycle:
         changed = release(instance_id, *reference, outbox=self.outbox)
         return self._queued(instance_id, changed, Action.RELEASE.value)
 
+    def last_operation(self, instance_id: str) -> OperationState | None:
+        """The instance's latest operation, or None when it has none (an unknown instance)."""
+        return last_operation(instance_id)
+
     def operations(self, instance_id: str) -> list[OperationState]:
         """The instance's operations, oldest first (its creation and every change recorded since)."""
         return instance_operations(instance_id)
@@ -836,10 +840,19 @@ def operation_state(operation_id: str) -> OperationState | None:
     number = operation_id.removeprefix(OPERATION_PREFIX)
     if not operation_id.startswith(OPERATION_PREFIX) or not number.isdigit() or len(number) > 18:
         return None
-    event = InstanceEvent.select().where(InstanceEvent.id == int(number)).first()
-    if event is None:
-        return None
-    instance = event.instance
+    event = (
+        InstanceEvent.select(InstanceEvent, Instance)
+        .join(Instance)
+        .where(InstanceEvent.id == int(number))
+        .first()
+    )
+    return _state_of(event) if event is not None else None
+
+
+def _state_of(event: InstanceEvent) -> OperationState:
+    """The state of the operation that is `event` (selected with its instance joined)."""
+    operation_id = f"{OPERATION_PREFIX}{event.id}"
+    instance = event.instance  # joined: no second query
 
     def answer(state: str, description: str) -> OperationState:
         return OperationState(operation_id, instance.instance_id, event.kind, state, description[:255])
@@ -869,6 +882,19 @@ def operation_state(operation_id: str) -> OperationState | None:
     if delivery.status == "failed":
         return answer(FAILED, f"{event.kind}: the product did not take it: {delivery.last_error or 'failed'}")
     return answer(IN_PROGRESS, f"{event.kind}: waiting for the product")
+
+
+def last_operation(instance_id: str) -> OperationState | None:
+    """The instance's latest operation (its creation, or the last change recorded since), or None."""
+    own = [kind.value for kind in PROVISIONING_KINDS]
+    event = (
+        InstanceEvent.select(InstanceEvent, Instance)
+        .join(Instance)
+        .where((Instance.instance_id == instance_id) & InstanceEvent.kind.not_in(own))
+        .order_by(InstanceEvent.id.desc())
+        .first()
+    )
+    return _state_of(event) if event is not None else None
 
 
 def instance_operations(instance_id: str) -> list[OperationState]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, current_app, has_app_context
 from peewee import fn

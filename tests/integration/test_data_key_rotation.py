@@ -159,6 +159,7 @@ def test_reseal_moves_every_secret_to_the_first_key(before: dict[str, str], env:
     assert shown(result, before | made_with_b) == (
         "instance.password_encrypted: 2 resealed, 1 already current, 0 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 0 unreadable\n"
+        "broker_instance.secrets_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "koogallery_v1_buyer.customer_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "koogallery_v1_buyer.user_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
@@ -228,6 +229,7 @@ def test_a_secret_sealed_with_an_unknown_key_is_reported_and_the_rest_resealed(
     assert output == (
         "instance.password_encrypted: 1 resealed, 0 already current, 1 unreadable\n"
         "access_key.key_sealed: 1 resealed, 0 already current, 1 unreadable\n"
+        "broker_instance.secrets_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "order_line.details_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "koogallery_v1_buyer.customer_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"
         "koogallery_v1_buyer.user_name_sealed: 0 resealed, 0 already current, 0 unreadable\n"

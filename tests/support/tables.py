@@ -5,7 +5,7 @@ from __future__ import annotations
 from isvserver.adapters import load, load_part
 from isvserver.models import ALL_MODELS as CORE_MODELS
 
-ADAPTERS = ("koogallery", "koogallery_kit", "vcloud")
+ADAPTERS = ("broker", "koogallery", "koogallery_kit", "vcloud")
 PARTS = ("product_api",)
 ALL_MODELS = (
     *CORE_MODELS,
@@ -28,6 +28,7 @@ SHIPPED = [
     (16, "usage"),
 ]
 SHIPPED_ADAPTERS = [
+    ("broker", 1, "broker"),
     ("koogallery", 1, "v1"),
     ("koogallery_kit", 1, "sync"),
     ("vcloud", 1, "orders"),
@@ -45,6 +46,7 @@ LABELS = [
     "0013_periodic_jobs",
     "0014_external_ids",
     "0016_usage",
+    "broker/0001_broker",
     "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
     "vcloud/0001_orders",

@@ -50,6 +50,7 @@ TABLES = {
 V1_TABLES = {"koogallery_v1_buyer", "koogallery_license"}
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
 VCLOUD_TABLES = {"vcloud_order", "vcloud_cursor"}
+BROKER_TABLES = {"broker_client", "broker_token", "broker_token_failure", "broker_instance"}
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -102,6 +103,7 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     assert [(m.version, m.name) for m in applied] == [
         *SHIPPED,
+        (1, "broker/broker"),
         (1, "koogallery/v1"),
         (1, "koogallery_kit/sync"),
         (1, "vcloud/orders"),
@@ -116,6 +118,7 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
         *KIT_TABLES,
         *V1_TABLES,
         *VCLOUD_TABLES,
+        *BROKER_TABLES,
         "product_token",
         "schema_version",
         "adapter_schema_version",

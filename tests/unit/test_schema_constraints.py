@@ -37,6 +37,10 @@ UNIQUE = {
     "usage_upload": set(),
     "usage_record": {("metering_sn",)},  # one record per metering_sn: a resend is a duplicate
     "product_token": {("name",), ("digest",)},
+    "broker_client": {("client_id",)},
+    "broker_token": {("digest",)},  # a token is stored once, as its digest
+    "broker_token_failure": {("source_address", "minute")},  # one count per source and minute
+    "broker_instance": {("instance_ref",)},  # one broker record per instance
     "periodic_job": set(),  # one row per job name (its primary key)
     "external_id": {("instance_ref",)},  # one external id per instance
     "vcloud_order": {("order_id",)},  # one row per platform order
