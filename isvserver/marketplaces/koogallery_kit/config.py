@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from isvserver.adapters import KeyInterface
 from isvserver.marketplaces.koogallery_kit.client_secret import PrivateKeyError, load_private_key
+from isvserver.marketplaces.koogallery_kit.sso_config import SsoSettings, load_sso
 from isvserver.settings import Problems, SettingsError, read, read_flag, read_path
 
 KIT = KeyInterface("kit", "ISV_KIT_KEYS", "the keys of the joint-operation Kit sync interfaces")
@@ -22,6 +23,7 @@ class KitSettings:
     produce_path: str
     private_key: rsa.RSAPrivateKey | None = field(repr=False)
     send_secrets: bool
+    sso: SsoSettings = field(default_factory=SsoSettings)
 
 
 def _private_key(env: Mapping[str, str], production: bool) -> rsa.RSAPrivateKey | None:
@@ -46,7 +48,11 @@ def load(env: Mapping[str, str], production: bool) -> KitSettings:
     path = problems.take(read_path, env, "ISV_PRODUCE_PATH", "/saasproduce", default="/saasproduce")
     private_key = problems.take(_private_key, env, production)
     send_secrets = problems.take(read_flag, env, "ISV_WEBHOOK_SEND_SECRETS", default=False)
+    sso = load_sso(env, production, problems)
     problems.raise_any()
     return KitSettings(
-        produce_path=path.rstrip("/") + SYNC_PATH, private_key=private_key, send_secrets=send_secrets
+        produce_path=path.rstrip("/") + SYNC_PATH,
+        private_key=private_key,
+        send_secrets=send_secrets,
+        sso=sso,
     )
