@@ -210,12 +210,15 @@ class IdentityProvider:
             def _answer(self, answer: tuple[int, dict[str, str], bytes], path: str) -> None:
                 status, headers, body = answer
                 idp._log(self.command, path, str(status))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # a client that gave up waiting
+                    self.close_connection = True
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)

@@ -17,7 +17,9 @@ class SsoSettings:
     """What the Kit login (`{path}/{instanceId}/login`) reads from the environment."""
 
     path: str = "/sso"
-    public_url: str | None = None  # isvserver's public base URL, for the redirect URI
+    # isvserver's public base URL for the redirect URI; unset: the request's own (X-Forwarded-* trusted
+    # only from ISV_FORWARDED_ALLOW_IPS).
+    public_url: str | None = None
     authorize_path: str = "/api/v1/oauth2/authorize"
     token_path: str = "/api/v1/oauth2/token"  # noqa: S105 - a path
     userinfo_path: str = "/api/v1/oauth2/userinfo"
@@ -81,8 +83,6 @@ def load_sso(env: Mapping[str, str], production: bool, problems: Problems) -> Ss
     default = SsoSettings()
     template = problems.take(_template, env, "ISV_SSO_PRODUCT_URL_TEMPLATE")
     public_url = problems.take(_http_url, env, "ISV_SSO_PUBLIC_URL")
-    if production and template and not public_url:
-        problems.messages.append("ISV_SSO_PUBLIC_URL is required in production when SSO is on")
 
     def path(name: str, fallback: str) -> str:
         return problems.take(read_path, env, name, fallback, default=fallback).rstrip("/") or fallback
