@@ -13,7 +13,7 @@ from isvserver import db, files, logs
 from isvserver.adapters import Mount
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
-from isvserver.web import health, metrics, openapi
+from isvserver.web import delivery, health, metrics, openapi
 
 
 def create_app(
@@ -31,6 +31,7 @@ def create_app(
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.wsgi_app = delivery.Tracked(app.wsgi_app)  # the arrival, and whether each answer was written
     files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
     adapters = load_all(settings.marketplaces)

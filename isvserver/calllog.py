@@ -33,6 +33,7 @@ class CallRecord:
     result_msg: str | None = None
     latency_ms: float = 0.0
     source_address: str | None = None
+    delivery: str = "sent"  # whether the answer was written: sent, not_sent, client_gone
 
 
 # The longest text each column holds: its max_length, or for a text column the longest instanceId list
@@ -105,24 +106,30 @@ def store(call: CallRecord) -> int:
 
 
 def update_result(row_id: int, call: CallRecord) -> None:
-    """Rewrite a stored call's result and latency (its answer changed after its transaction committed)."""
+    """Rewrite a stored call's result, latency and delivery (what was finally sent, or that nothing was)."""
     call = _clean(call)
     CallLog.update(
-        result_code=call.result_code, result_msg=call.result_msg, latency_ms=call.latency_ms
+        result_code=call.result_code,
+        result_msg=call.result_msg,
+        latency_ms=call.latency_ms,
+        delivery=call.delivery,
     ).where(CallLog.id == row_id).execute()
 
 
-def record(call: CallRecord, attempts: int = 2) -> None:
-    """The log line and the row in a transaction of its own (tried twice; a failed write is logged)."""
+def record(call: CallRecord, attempts: int = 2) -> int | None:
+    """The log line and the row in a transaction of its own (tried twice; a failed write is logged).
+
+    Returns the row's id, or None when it could not be written.
+    """
     log_line(call)
     for attempt in range(1, attempts + 1):
         try:
             with connected():
-                store(call)
-            return
+                return store(call)
         except Exception as exc:  # the reply goes out whatever happens to its log row
             if attempt == attempts:
                 log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+    return None
 
 
 # --- rejected calls: what an operator needs, and a bounded number per source and minute ----------
@@ -183,14 +190,17 @@ def store_rejected(call: CallRecord, activities: Collection[str], per_minute: in
 
 def record_rejected(
     call: CallRecord, activities: Collection[str], per_minute: int, minute: int, attempts: int = 2
-) -> None:
-    """A rejected call's log line (minimal) and, within the rate, its row; a failed write is logged."""
+) -> int | None:
+    """A rejected call's log line (minimal) and, within the rate, its row; a failed write is logged.
+
+    Returns the row's id, or None when the call was only counted or could not be written.
+    """
     log_line(minimal(call, activities))
     for attempt in range(1, attempts + 1):
         try:
             with connected(), database.atomic():
-                store_rejected(call, activities, per_minute, minute)
-            return
+                return store_rejected(call, activities, per_minute, minute)
         except Exception as exc:  # the reply goes out whatever happens to its log row
             if attempt == attempts:
                 log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+    return None

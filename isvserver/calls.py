@@ -3,6 +3,11 @@
 wire (body within the size limit) → verify (the adapter's verifier) → nonce → validate → handler →
 one transaction (the change and its call-log row) → after-commit work → the adapter's signed reply.
 Every failure on the way becomes the adapter's own error reply; nothing here knows a marketplace.
+
+Every call has an answer deadline (ISV_ANSWER_DEADLINE_MS from the request's arrival): a handler that
+would wait (for provisioning) does so through `wait_after_commit`, which shrinks the wait to what is
+left and skips it when no waiting slot is free. The call's latency counts from arrival, and its
+call-log row says whether the answer was written (`delivery`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from flask import Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from isvserver import deferred, keystore, lifecycle, replay
+from isvserver import deadline, deferred, keystore, lifecycle, replay
 from isvserver.calllog import (
     CallRecord,
     log_line,
@@ -32,7 +37,7 @@ from isvserver.db import connected, database, held_for_call
 from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
-from isvserver.web import metrics
+from isvserver.web import delivery, metrics
 
 log = logging.getLogger("isvserver.calls")
 
@@ -268,6 +273,43 @@ def counted(changed: bool) -> bool:
     return changed
 
 
+def arrived() -> float:
+    """When the current call's request arrived (time.monotonic())."""
+    return deadline.arrived(request.environ)
+
+
+def time_left() -> float:
+    """Seconds until the current call's answer must be written (negative once past)."""
+    return deadline.answer_by(request.environ, runtime().settings.answer_deadline_ms) - time.monotonic()
+
+
+def wait_after_commit(budget_ms: int, wait: Callable[[float], Reply | None]) -> None:
+    """Once the call has committed, let `wait(until)` replace its answer (None keeps it).
+
+    `until` (time.monotonic()) is `budget_ms` after the request's arrival, or earlier so that the
+    answer is written by the call's deadline. The wait is skipped, and the answer stands, when no time
+    is left or every waiting slot of this process is taken (waiting calls never hold the threads that
+    other calls need).
+    """
+    environ = request.environ
+    until = deadline.wait_until(environ, runtime().settings.answer_deadline_ms, budget_ms)
+    threads = deadline.threads_of(environ)
+    g.call_waits = True
+
+    def bounded_wait() -> Reply | None:
+        if until <= time.monotonic():
+            metrics.WAITS.labels("no_time").inc()
+            return None
+        with deadline.waiting_slot(threads) as free:
+            if not free:
+                metrics.WAITS.labels("no_thread").inc()
+                return None
+            metrics.WAITS.labels("waited").inc()
+            return wait(until)
+
+    deferred.after_commit(bounded_wait)
+
+
 def handle(endpoint: Endpoint) -> Response:
     """Run one call through the pipeline and answer it signed."""
     with held_for_call():
@@ -276,7 +318,7 @@ def handle(endpoint: Endpoint) -> Response:
 
 def _handle(endpoint: Endpoint) -> Response:
     rt = runtime()
-    started = g.call_started = time.perf_counter()
+    started = g.call_started = arrived()
     g.call_interface = endpoint.interface
     call = CallRecord(
         request_id=g.request_id,
@@ -322,19 +364,49 @@ def _handle(endpoint: Endpoint) -> Response:
                     final = _run_after_commit(call, answer, steps)
                     if final is not answer:
                         response = _signed(endpoint, call, final, sign_key, status, started)
-                        if row is not None:
-                            update_result(row, call)
             log_line(call)
+            _track_delivery(call, row, rewrite=call.delivery != delivery.SENT)
             return _counted(endpoint, call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
             answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
     response = _signed(endpoint, call, answer, sign_key, status, started)
+    call.delivery = delivery.SENT
     if call.verdict == VERIFIED:
-        record(call)  # an authentic call that failed inside: every id, for the operator
+        row = record(call)  # an authentic call that failed inside: every id, for the operator
     else:
-        record_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000))
+        row = record_rejected(
+            call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000)
+        )
+    _track_delivery(call, row, rewrite=False)
     return _counted(endpoint, call, response)
+
+
+def _track_delivery(call: CallRecord, row: int | None, rewrite: bool) -> None:
+    """Once the answer was written (or not), make the call's row say so.
+
+    A row stored before a wait (`rewrite`) is rewritten with what was finally sent; any other row was
+    stored as sent and is rewritten only when its answer could not be written.
+    """
+
+    def delivered(outcome: str) -> None:
+        call.delivery = outcome
+        if outcome != delivery.SENT:
+            log.warning(
+                "answer not sent request_id=%s activity=%s delivery=%s",
+                call.request_id,
+                call.activity,
+                outcome,
+            )
+        if row is None or (outcome == delivery.SENT and not rewrite):
+            return
+        try:
+            with connected():
+                update_result(row, call)
+        except Exception as exc:
+            log.warning("callback log not updated request_id=%s: %s", call.request_id, type(exc).__name__)
+
+    delivery.on_answer(request.environ, delivered)
 
 
 def _run_after_commit(call: CallRecord, answer: Reply, steps: list[deferred.Step]) -> Reply:
@@ -358,7 +430,7 @@ def _signed(
     """The signed reply; the call record gets its result and latency."""
     call.result_code, call.result_msg = endpoint.result_code(answer)
     response = endpoint.render(answer, key, status, call)
-    call.latency_ms = (time.perf_counter() - started) * 1000
+    call.latency_ms = (time.monotonic() - started) * 1000
     return response
 
 
@@ -420,6 +492,7 @@ def _verified_call(
         answer = checked if not isinstance(checked, Handling) else _handled(rt, endpoint, call, checked)
         response = _signed(endpoint, call, answer, sign_key, status, started)
         if not nonce and call.verdict == VERIFIED:
+            _mark_delivery(call)
             return answer, response, store(call)  # nothing to check first: one INSERT, no transaction
         with database.atomic():
             if nonce and not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
@@ -439,14 +512,21 @@ def _verified_call(
 
 def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> int | None:
     """The call's row in the open transaction: all of it when verified, a replay as any rejected call."""
+    _mark_delivery(call)
     if call.verdict == VERIFIED:
         return store(call)
     return store_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, now_ms // 60_000)
 
 
+def _mark_delivery(call: CallRecord) -> None:
+    """A call that will wait after its commit is stored as not sent (rewritten once its answer is)."""
+    call.delivery = delivery.NOT_SENT if g.get("call_waits") else delivery.SENT
+
+
 def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:
     """The answer to a call whose nonce was already used (nothing it would have done is kept)."""
     steps.clear()
+    g.call_waits = False
     call.verdict = REPLAYED_NONCE
     call.reason = "nonce was already used"
     return endpoint.reply(Outcome.AUTH_FAILED, "authentication failed: nonce was already used")

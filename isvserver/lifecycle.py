@@ -612,11 +612,11 @@ def check_change(instance_id: str, product_info: dict[str, Any], provisioner: Pr
 
 
 def await_provisioning(instance_id: str, deadline: float) -> str:
-    """The instance's state once it is no longer provisioning, or when `deadline` (perf_counter) comes."""
+    """The instance's state once it is no longer provisioning, or when `deadline` (time.monotonic()) comes."""
     pause = 0.01
     while True:
         state = Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
-        left = deadline - time.perf_counter()
+        left = deadline - time.monotonic()
         if state != State.PROVISIONING or left <= 0:
             return state
         time.sleep(min(pause, left))

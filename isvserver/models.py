@@ -103,6 +103,7 @@ class CallLog(BaseModel):
     result_msg = CharField(max_length=255, null=True)
     latency_ms = FloatField()
     source_address = CharField(max_length=64, null=True)
+    delivery = CharField(max_length=16, default="sent")  # sent, not_sent or client_gone
 
     class Meta:
         table_name = "callback_log"

@@ -42,9 +42,16 @@ DUPLICATES = Counter(
 )
 LATENCY = Histogram(
     "isv_request_duration_seconds",
-    "Time to answer a call",
+    "Time to answer a call, from the request's arrival",
     ["interface", "activity"],
     buckets=LATENCY_BUCKETS,
+)
+WAITS = Counter(
+    "isv_answer_waits",
+    "Calls that would wait for the product before answering, by what happened: waited (within the "
+    "answer deadline), no_thread (every waiting slot taken: answered in progress at once), no_time "
+    "(the deadline too close: answered in progress at once)",
+    ["outcome"],
 )
 
 DEFAULT_FREEZE_DAYS = 15

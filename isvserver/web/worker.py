@@ -15,6 +15,7 @@ import contextlib
 import errno
 import selectors
 import socket
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -28,6 +29,10 @@ REQUEST_READ_TIMEOUT_S = 10.0
 MAX_BUFFERED_BYTES = 1024 * 1024
 RECV_BYTES = 65536
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What the worker tells the app in the WSGI environ: when the request's first byte was read
+# (time.monotonic()), and how many threads the worker has.
+ARRIVED = "isvserver.arrived"
+THREADS = "isvserver.threads"
 
 
 def request_complete(received: bytes, max_buffered: int = MAX_BUFFERED_BYTES) -> bool:
@@ -64,6 +69,25 @@ def expects_continue(received: bytes) -> bool:
 class BufferedThreadWorker(ThreadWorker):
     """gthread whose event loop, not a thread, waits for each request to arrive whole."""
 
+    def load_wsgi(self) -> None:
+        """Load the app, wrapped to find its request's arrival time (and the thread count) in the environ."""
+        super().load_wsgi()
+        app, arrivals, threads = self.wsgi, threading.local(), self.cfg.threads
+        self._arrivals = arrivals
+
+        def stamped(environ: dict[str, Any], start_response: Any) -> Any:
+            # Taken once: a request that did not pass handle_request (HTTP/2) never gets an older one's.
+            environ[ARRIVED] = arrivals.__dict__.pop("value", None) or time.monotonic()
+            environ[THREADS] = threads
+            return app(environ, start_response)
+
+        self.wsgi = stamped
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        """Answer one parsed request, its arrival the first byte's (a keep-alive request's: now)."""
+        self._arrivals.value = conn.__dict__.pop("arrived", None) or time.monotonic()
+        return super().handle_request(req, conn)
+
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection and wait, in the event loop, for its request (TLS in gunicorn itself,
         where the bytes are not the request yet: as gthread does)."""
@@ -97,6 +121,8 @@ class BufferedThreadWorker(ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return
+        if not conn.received:
+            conn.arrived = time.monotonic()  # the request's first byte
         conn.received += data
         if not conn.continued and expects_continue(conn.received) and b"\r\n\r\n" in conn.received:
             conn.continued = True

@@ -6,10 +6,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import g
-
 from isvserver import lifecycle
-from isvserver.calls import counted
+from isvserver.calls import counted, wait_after_commit
 from isvserver.deferred import after_commit
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery import order_jobs
@@ -61,7 +59,8 @@ def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
 
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
-    """Create (once per order line) and provision the instance, waiting for it within the budget."""
+    """Create (once per order line) and provision the instance, waiting for it within the budget (and
+    the call's answer deadline, when a waiting slot is free)."""
     creation = rt.lifecycle.create(
         MARKETPLACE,
         order_key(data["orderId"], data["orderLineId"]),
@@ -75,12 +74,11 @@ def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         _fetch_order_line(rt, data)
     if instance.state not in lifecycle.NOT_PROVISIONED:
         return reply(SUCCESS, "success", instanceId=instance_id)
-    deadline = g.call_started + rt.settings.provision_budget_ms / 1000
 
-    def provision_within_budget() -> Reply:
-        return _provisioning_answer(instance_id, lifecycle.await_provisioning(instance_id, deadline))
+    def provisioned(until: float) -> Reply:
+        return _provisioning_answer(instance_id, lifecycle.await_provisioning(instance_id, until))
 
-    after_commit(provision_within_budget)
+    wait_after_commit(rt.settings.provision_budget_ms, provisioned)
     return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
 
 
