@@ -21,7 +21,7 @@ SHIPPED = [
     (13, "periodic_jobs"),
     (14, "external_ids"),
 ]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
+SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync"), ("koogallery_kit", 2, "sso")]
 LABELS = [
     "0001_initial",
     "0002_access_keys",
@@ -34,4 +34,5 @@ LABELS = [
     "0013_periodic_jobs",
     "0014_external_ids",
     "koogallery_kit/0001_sync",
+    "koogallery_kit/0002_sso",
 ]

@@ -45,7 +45,7 @@ TABLES = {
     "periodic_job",
     "external_id",
 }
-KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
+KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org", "kit_sso_state", "kit_sso_login"}
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -96,8 +96,15 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
 
     applied = migrate(fresh_db)
 
-    assert [(m.version, m.name) for m in applied] == [*SHIPPED, (1, "koogallery_kit/sync")]
-    assert [f"{m.version:04d}_{m.name}" for m in applied][-1] == "0001_koogallery_kit/sync"
+    assert [(m.version, m.name) for m in applied] == [
+        *SHIPPED,
+        (1, "koogallery_kit/sync"),
+        (2, "koogallery_kit/sso"),
+    ]
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-2:] == [
+        "0001_koogallery_kit/sync",
+        "0002_koogallery_kit/sso",
+    ]
     assert tables(fresh_db) == {*TABLES, *KIT_TABLES, "schema_version", "adapter_schema_version"}
     assert versions(fresh_db) == SHIPPED
     assert adapter_versions(fresh_db) == SHIPPED_ADAPTERS
