@@ -46,6 +46,8 @@ class IdentityProvider:
         )
         self.delay_s = 0.0
         self.userinfo_refuses = False
+        # path → (status, content type, body) answered instead, for answers a broken IdP gives
+        self.overrides: dict[str, tuple[int, str, bytes]] = {}
         self._released = threading.Event()
         with self._db() as conn:
             conn.executescript(SCHEMA)
@@ -209,6 +211,9 @@ class IdentityProvider:
 
             def _answer(self, answer: tuple[int, dict[str, str], bytes], path: str) -> None:
                 status, headers, body = answer
+                if path in idp.overrides:
+                    status, kind, body = idp.overrides[path]
+                    headers = {"Content-Type": kind}
                 idp._log(self.command, path, str(status))
                 try:
                     self.send_response(status)

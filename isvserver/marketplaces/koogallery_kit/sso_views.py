@@ -20,17 +20,20 @@ from authlib.common.security import generate_token
 from flask import Blueprint, Response, redirect, request
 
 from isvserver.db import database
+from isvserver.lifecycle import State
 from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitSsoLogin, KitTenant, KitUser
 from isvserver.marketplaces.koogallery_kit.pii import unseal_optional
 from isvserver.marketplaces.koogallery_kit.sso_assertion import issue
 from isvserver.marketplaces.koogallery_kit.sso_config import SsoSettings
-from isvserver.marketplaces.koogallery_kit.sso_idp import IdpError, authorization_url, user_of_code
+from isvserver.marketplaces.koogallery_kit.sso_idp import IdpError, authorization_url, base_url, user_of_code
 from isvserver.marketplaces.koogallery_kit.sso_pages import HEADERS, page
 from isvserver.marketplaces.koogallery_kit.sso_state import StateRefused, begin, consume
+from isvserver.models import Instance
 from isvserver.runtime import runtime
 from isvserver.sealing import UnsealError, unseal
 
 COOKIE = "isv_sso"
+STOPPED = frozenset({State.FROZEN.value, State.RELEASED.value, State.FAILED.value})
 log = logging.getLogger("isvserver.koogallery_kit.sso")
 sso_bp = Blueprint("koogallery_kit_sso", __name__)
 
@@ -53,9 +56,15 @@ def _redirect_uri(sso: SsoSettings) -> str:
 
 
 def _tenant(instance_id: str) -> Any:
+    """The instance's live tenant, its subscription not frozen, released or failed (an instance this server
+    does not know, as Kit syncs may arrive for, does not stop it)."""
     tenant = KitTenant.get_or_none(KitTenant.instance_id == instance_id, KitTenant.deleted_at.is_null())
     if tenant is None:
         raise Refusal(404, "No enterprise is bound to this application.", "no live tenant for the instance")
+    instance = Instance.get_or_none(Instance.instance_id == instance_id)
+    if instance is not None and instance.state in STOPPED:
+        message = "This subscription is not active. Please contact your administrator."
+        raise Refusal(403, message, f"the instance is {instance.state}")
     return tenant
 
 
@@ -122,18 +131,18 @@ def login(instance_id: str) -> Response:
         app = _application(instance_id, app_id)
     except Refusal as exc:
         return _refused(exc, instance_id, app_id)
+    try:
+        base_url(tenant.domain_name)
+    except IdpError as exc:
+        refusal = Refusal(502, "The enterprise's sign-in address is not usable.", exc.reason)
+        return _refused(refusal, instance_id, app_id)
     verifier = generate_token(64) if sso.pkce else None
     redirect_uri = _redirect_uri(sso)
     with database.atomic():
         state, browser = begin(
             instance_id, app.app_id, redirect_uri, verifier, sso.state_ttl_s, runtime().settings.data_keys
         )
-    try:
-        url = authorization_url(sso, tenant.domain_name, app.client_id, redirect_uri, state, verifier)
-    except IdpError as exc:
-        return _refused(
-            Refusal(502, "The enterprise's sign-in address is not usable.", exc.reason), instance_id, app_id
-        )
+    url = authorization_url(sso, tenant.domain_name, app.client_id, redirect_uri, state, verifier)
     log.info("sso login started instance_id=%s app_id=%s", instance_id, app.app_id)
     response = redirect(url, 302)
     response.headers.update(HEADERS)

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from isvserver.db import database
 from isvserver.marketplaces.koogallery_kit import store
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
-from isvserver.marketplaces.koogallery_kit.models import KitSsoLogin, KitSsoState
-from isvserver.models import utcnow
+from isvserver.marketplaces.koogallery_kit.models import KitSsoLogin, KitSsoState, KitTenant
+from isvserver.models import Instance, utcnow
 from isvserver.settings import load_settings
 
 from support.harness import DATA_KEY, base_env
@@ -296,6 +296,77 @@ def test_an_idp_that_refuses_the_token_is_down_or_slow_gets_a_page_never_a_trace
 
 
 @pytest.mark.usefixtures("synced")
+@pytest.mark.parametrize(
+    ("path", "answer", "reason"),
+    [
+        (
+            TOKEN,
+            (503, "text/html", b"<h1>busy</h1>"),
+            "the identity provider answered the code exchange with HTTP 503",
+        ),
+        (
+            TOKEN,
+            (200, "text/plain", b"not json"),
+            "the identity provider's answer to the code exchange is not usable",
+        ),
+        (
+            TOKEN,
+            (200, "application/json", b'{"token_type": "Bearer"}'),
+            "the identity provider's token answer holds no access_token",
+        ),
+        (
+            USERINFO,
+            (200, "text/plain", b"[]"),
+            "the identity provider's userinfo answer is not a JSON object",
+        ),
+        (USERINFO, (200, "application/json", b'{"name": "x"}'), "userinfo holds no userName"),
+        (
+            USERINFO,
+            (500, "text/plain", b"oops"),
+            "the identity provider refused the userinfo request with HTTP 500",
+        ),
+    ],
+)
+def test_an_idp_answer_that_is_not_usable_is_a_page_and_a_reason(
+    app: Flask,
+    client: FlaskClient,
+    idp: IdentityProvider,
+    path: str,
+    answer: tuple[int, str, bytes],
+    reason: str,
+) -> None:
+    idp.overrides[path] = answer
+    html_page(login(client, "wang"), 502, "")
+    assert logins(app)[-1][1] == reason
+
+
+@pytest.mark.usefixtures("synced")
+def test_several_applications_need_a_choice_and_an_unusable_domain_is_refused(
+    app: Flask, client: FlaskClient
+) -> None:
+    keys = load_settings_keys(app)
+    second = {
+        "instance_id": INSTANCE,
+        "tenant_id": TENANT,
+        "app_id": "app-2",
+        "client_id": "client-2",
+        "flag": 1,
+    }
+    with app.app_context(), database.connection_context(), database.atomic():
+        store.sync_application(second, "other-secret", keys)
+    html_page(client.get(f"/sso/{INSTANCE}/login"), 400, "?app=&lt;appId&gt;")
+    assert parse_qs(urlsplit(start(client, f"/sso/{INSTANCE}/login?app=app-2")).query)["client_id"] == [
+        "client-2"
+    ]
+    with app.app_context(), database.connection_context():
+        KitTenant.update(domain_name="ftp://idp.example").execute()
+        states = KitSsoState.select().count()
+    html_page(client.get(f"/sso/{INSTANCE}/login?app={APP}"), 502, "not usable")
+    with app.app_context(), database.connection_context():
+        assert KitSsoState.select().count() == states  # nothing stored for a login that cannot start
+
+
+@pytest.mark.usefixtures("synced")
 def test_a_wrong_client_secret_or_a_denied_authorization_is_refused(
     app: Flask, client: FlaskClient, idp: IdentityProvider
 ) -> None:
@@ -328,6 +399,22 @@ def test_unknown_instances_paths_and_methods_get_html_pages_not_the_kit_envelope
     assert "Body-Sign" not in page.headers
     page = client.post(f"/sso/{INSTANCE}/login")
     assert page.status_code == 405 and page.content_type.startswith("text/html")
+
+
+@pytest.mark.usefixtures("synced")
+def test_a_frozen_or_released_subscription_cannot_log_in(app: Flask, client: FlaskClient) -> None:
+    callback = at_idp(start(client), "wang")  # started while active
+    with app.app_context(), database.connection_context():
+        Instance.create(instance_id=INSTANCE, marketplace="koogallery", creation_key="k-sso", state="frozen")
+    html_page(back(client, callback), 403, "not active")
+    assert logins(app)[-1] == ("refused", "the instance is frozen", None)
+    with app.app_context(), database.connection_context():
+        Instance.update(state="released").execute()
+    html_page(client.get(f"/sso/{INSTANCE}/login"), 403, "not active")
+    assert logins(app)[-1] == ("refused", "the instance is released", None)
+    with app.app_context(), database.connection_context():
+        Instance.update(state="active").execute()
+    assert login(client, "wang").status_code == 302
 
 
 def test_without_a_product_url_sso_answers_that_it_is_not_configured(
