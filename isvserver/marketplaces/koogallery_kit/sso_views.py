@@ -85,13 +85,7 @@ def _application(instance_id: str, app_id: str | None) -> Any:
 
 
 def _refused(exc: Refusal, instance_id: str | None, app_id: str | None) -> Response:
-    log.warning(
-        "sso login refused: %s instance_id=%s app_id=%s request_id=%s",
-        exc.reason,
-        instance_id,
-        app_id,
-        request.headers.get("X-Request-Id", "-"),
-    )
+    log.warning("sso login refused: %s instance_id=%s app_id=%s", exc.reason, instance_id, app_id)
     with database.atomic():
         KitSsoLogin.create(
             instance_id=instance_id,
