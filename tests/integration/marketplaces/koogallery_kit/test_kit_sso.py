@@ -45,7 +45,13 @@ def idp(tmp_path: Path) -> Iterator[IdentityProvider]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, database_url: str) -> dict[str, str]:
+def env_extra(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings a test adds (parametrize it indirectly)."""
+    return getattr(request, "param", {})
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, env_extra: dict[str, str]) -> dict[str, str]:
     return base_env(
         tmp_path,
         database_url,
@@ -57,6 +63,7 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
         ISV_SSO_ASSERTION_KEY=ASSERTION_KEY,
         ISV_SSO_ASSERTION_AUDIENCE="crm-product",
         ISV_SSO_IDP_TIMEOUT_MS="1000",
+        **env_extra,
     )
 
 
@@ -415,6 +422,18 @@ def test_a_frozen_or_released_subscription_cannot_log_in(app: Flask, client: Fla
     with app.app_context(), database.connection_context():
         Instance.update(state="active").execute()
     assert login(client, "wang").status_code == 302
+
+
+@pytest.mark.usefixtures("synced")
+@pytest.mark.parametrize("env_extra", [{"ISV_SSO_PKCE": "0", "ISV_SSO_SCOPE": "base"}], indirect=True)
+def test_without_pkce_for_an_idp_that_refuses_it(
+    app: Flask, client: FlaskClient, idp: IdentityProvider
+) -> None:
+    authorize = start(client)
+    query = parse_qs(urlsplit(authorize).query)
+    assert "code_challenge" not in query and query["scope"] == ["base"]
+    response = back(client, at_idp(authorize, "wang"))
+    assert response.status_code == 302 and claims_of(response.headers["Location"])["sub"] == "wang"
 
 
 def test_without_a_product_url_sso_answers_that_it_is_not_configured(
