@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from isvserver import db
 from isvserver.db import database
 from isvserver.marketplaces.koogallery_kit import store
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
@@ -450,6 +451,9 @@ def test_without_a_product_url_sso_answers_that_it_is_not_configured(
     )
     app = create_app(load_settings(env))
     client = app.test_client()
-    html_page(client.get(f"/sso/{INSTANCE}/login"), 503, "not configured")
-    html_page(client.get("/sso/callback?code=a&state=b"), 503, "not configured")
-    assert DATA_KEY not in client.get(f"/sso/{INSTANCE}/login").get_data(as_text=True)
+    try:
+        html_page(client.get(f"/sso/{INSTANCE}/login"), 503, "not configured")
+        html_page(client.get("/sso/callback?code=a&state=b"), 503, "not configured")
+        assert DATA_KEY not in client.get(f"/sso/{INSTANCE}/login").get_data(as_text=True)
+    finally:
+        db.close_all()
