@@ -20,7 +20,12 @@ from isvserver.logs import format_exception, redact
 # A query string after a path (in a request line, a URI, a message quoting either).
 QUERY_STRING = re.compile(r"(?<=[^\s?'\"])\?[^\s'\"]+")
 # The signed call's parameters and anything key-like, wherever they stand (a bare query string).
-SIGNED_PAIR = re.compile(r"(?i)\b(signature|timestamp|nonce|sign|ak|sk|access_?key)=([^&\s\"']+)")
+# OAuth's tokens, verifiers, assertions and client secrets too (the SSO callback's code and state only
+# travel in its query string, removed whole above).
+SIGNED_PAIR = re.compile(
+    r"(?i)\b(signature|timestamp|nonce|sign|ak|sk|access_?key|code_verifier|access_token|"
+    r"refresh_token|id_token|client_secret|assertion)=([^&\s\"']+)"
+)
 REDACTED = "[redacted]"
 
 

@@ -31,6 +31,7 @@ SHIPPED_ADAPTERS = [
     ("broker", 1, "broker"),
     ("koogallery", 1, "v1"),
     ("koogallery_kit", 1, "sync"),
+    ("koogallery_kit", 2, "sso"),
     ("vcloud", 1, "orders"),
     ("product_api", 1, "product_tokens"),
 ]
@@ -49,6 +50,7 @@ LABELS = [
     "broker/0001_broker",
     "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
+    "koogallery_kit/0002_sso",
     "vcloud/0001_orders",
     "product_api/0001_product_tokens",
 ]

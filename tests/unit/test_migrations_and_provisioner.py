@@ -48,7 +48,7 @@ TABLES = {
     "usage_record",
 }
 V1_TABLES = {"koogallery_v1_buyer", "koogallery_license"}
-KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
+KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org", "kit_sso_state", "kit_sso_login"}
 VCLOUD_TABLES = {"vcloud_order", "vcloud_cursor"}
 BROKER_TABLES = {"broker_client", "broker_token", "broker_token_failure", "broker_instance"}
 
@@ -106,11 +106,13 @@ def test_fresh_database_gets_every_table_and_version_rows(fresh_db: Database) ->
         (1, "broker/broker"),
         (1, "koogallery/v1"),
         (1, "koogallery_kit/sync"),
+        (2, "koogallery_kit/sso"),
         (1, "vcloud/orders"),
         (1, "product_api/product_tokens"),
     ]
-    assert [f"{m.version:04d}_{m.name}" for m in applied][-3:-1] == [
+    assert [f"{m.version:04d}_{m.name}" for m in applied][-4:-1] == [
         "0001_koogallery_kit/sync",
+        "0002_koogallery_kit/sso",
         "0001_vcloud/orders",
     ]
     assert tables(fresh_db) == {

@@ -33,6 +33,8 @@ UNIQUE = {
     "kit_application": {("instance_id", "app_id")},
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app
     "kit_org": {("instance_id", "org_code")},
+    "kit_sso_state": {("state_hash",)},  # a state is used once
+    "kit_sso_login": {("jti",)},  # one login per assertion id
     "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
     "usage_upload": set(),
     "usage_record": {("metering_sn",)},  # one record per metering_sn: a resend is a duplicate

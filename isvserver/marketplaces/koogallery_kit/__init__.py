@@ -1,4 +1,5 @@
-"""KooGallery joint-operation (联营) Kit sync, V2 and V1: tenant, application, auth and org syncs."""
+"""KooGallery joint-operation (联营) Kit sync, V2 and V1 (tenant, application, auth and org syncs), and
+the single sign-on of the tenant's users that it prepares."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from isvserver.marketplaces.koogallery_kit import config, events, v1  # noqa: F4
 from isvserver.marketplaces.koogallery_kit.cli import kit, tenants
 from isvserver.marketplaces.koogallery_kit.models import MODELS, SEALED_COLUMNS
 from isvserver.marketplaces.koogallery_kit.simulator import SIMULATION
+from isvserver.marketplaces.koogallery_kit.sso_pages import error_page
+from isvserver.marketplaces.koogallery_kit.sso_views import sso_bp
 from isvserver.marketplaces.koogallery_kit.views import bp, error_answer
 
 ADAPTER = Adapter(
     name="koogallery_kit",
-    mounts=(Mount(bp, lambda settings: settings.of("koogallery_kit").produce_path, error_answer),),
+    mounts=(
+        Mount(bp, lambda settings: settings.of("koogallery_kit").produce_path, error_answer),
+        # Single sign-on for the tenant's users: a browser's paths, answered with HTML pages.
+        Mount(sso_bp, lambda settings: settings.of("koogallery_kit").sso.path, error_page),
+    ),
     load_settings=config.load,
     key_interfaces=(config.KIT,),
     cli_commands=(kit, tenants),

@@ -15,6 +15,7 @@ from isvserver.marketplaces.koogallery_kit.client_secret import (
     load_private_key,
     public_key_base64,
 )
+from isvserver.marketplaces.koogallery_kit.sso_config import SsoSettings, load_sso
 from isvserver.settings import Problems, SettingsError, read, read_flag, read_int, read_path
 
 KIT = KeyInterface("kit", "ISV_KIT_KEYS", "the keys of the joint-operation Kit sync interfaces")
@@ -31,6 +32,7 @@ class KitSettings:
     private_key: rsa.RSAPrivateKey | None = field(repr=False)
     send_secrets: bool
     v1_check_window: int = V1_CHECK_WINDOW_DEFAULT  # ISV_V1_CHECK_WINDOW, shared with V1 basic
+    sso: SsoSettings = field(default_factory=SsoSettings)
 
 
 def _private_key(env: Mapping[str, str], production: bool) -> rsa.RSAPrivateKey | None:
@@ -76,10 +78,12 @@ def load(env: Mapping[str, str], production: bool) -> KitSettings:
         86400,
         default=V1_CHECK_WINDOW_DEFAULT,
     )
+    sso = load_sso(env, production, problems)
     problems.raise_any()
     return KitSettings(
         produce_path=path.rstrip("/") + API_PATH,
         private_key=private_key,
         send_secrets=send_secrets,
         v1_check_window=window,
+        sso=sso,
     )

@@ -89,7 +89,40 @@ class KitOrg(BaseModel):
         indexes = ((("instance_id", "org_code"), True),)
 
 
-MODELS = (KitTenant, KitApplication, KitUser, KitOrg)
+class KitSsoState(BaseModel):
+    """A login under way: the hash of its `state` (never the value), used once before it expires."""
+
+    state_hash = CharField(max_length=64, unique=True)
+    browser_hash = CharField(max_length=64)  # the hash of the cookie that binds it to one browser
+    instance_id = CharField(max_length=64)
+    app_id = CharField(max_length=64)
+    code_verifier_sealed = TextField(null=True)  # PKCE, sealed with ISV_DATA_KEY
+    redirect_uri = TextField()
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "kit_sso_state"
+
+
+class KitSsoLogin(BaseModel):
+    """The outcome of one login callback: who, why refused, or the assertion's jti when handed over."""
+
+    instance_id = CharField(max_length=64, null=True)
+    app_id = CharField(max_length=64, null=True)
+    user_name = CharField(max_length=64, null=True)
+    outcome = CharField(max_length=32)
+    reason = CharField(max_length=255)
+    jti = CharField(max_length=64, null=True, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(null=True)  # the assertion's expiry
+
+    class Meta:
+        table_name = "kit_sso_login"
+
+
+MODELS = (KitTenant, KitApplication, KitUser, KitOrg, KitSsoState, KitSsoLogin)
 
 # (model, column) of every sealed column, for the data-key re-seal command.
 SEALED_COLUMNS = (
@@ -101,4 +134,5 @@ SEALED_COLUMNS = (
     (KitUser, KitUser.mobile_sealed),
     (KitUser, KitUser.email_sealed),
     (KitUser, KitUser.work_place_sealed),
+    (KitSsoState, KitSsoState.code_verifier_sealed),
 )

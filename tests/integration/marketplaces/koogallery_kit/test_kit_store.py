@@ -322,7 +322,8 @@ def test_pii_and_client_secret_are_sealed_at_rest() -> None:
         assert value not in text
     sealed = {(model._meta.table_name, column.column_name) for model, column in SEALED_COLUMNS}
     assert ("kit_user", "mobile_sealed") in sealed and ("kit_application", "client_secret_sealed") in sealed
-    assert len(sealed) == 8
+    assert ("kit_sso_state", "code_verifier_sealed") in sealed  # the SSO login's PKCE verifier
+    assert len(sealed) == 9
 
 
 # --- concurrency -------------------------------------------------------------------------------------
