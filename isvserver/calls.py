@@ -33,6 +33,7 @@ from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
 from isvserver.web import metrics
+from isvserver.web.wire import BODY_PROBLEM, MALFORMED, TOO_LARGE
 
 log = logging.getLogger("isvserver.calls")
 
@@ -190,8 +191,14 @@ def read_body(limit: int) -> bytes | None:
 
     The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
     an over-long chunked body shows itself, since Werkzeug cuts those off silently. A body that cannot
-    be read (gunicorn's chunk parser refusing it) raises MalformedBody.
+    be read (gunicorn's chunk parser refusing it) raises MalformedBody. What the web worker found while
+    framing the request (isvserver/web/wire.py) is answered without reading anything.
     """
+    problem = request.environ.get(BODY_PROBLEM)
+    if problem == TOO_LARGE:
+        return None
+    if problem == MALFORMED:
+        raise MalformedBody(problem)
     chunks, size = [], 0
     try:
         while size <= limit:

@@ -88,6 +88,8 @@ class Settings:
     reconcile_interval_s: int = 3600
     rejected_log_per_minute: int = 60  # rejected calls logged per source address and minute; the rest counted
     log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
+    first_byte_timeout_s: float = 5.0  # a new connection's first byte, else it is closed (web worker)
+    pending_per_source: int = 128  # connections per source address and worker waiting for their request
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
@@ -509,6 +511,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "reconcile_interval_s": whole("ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
         "rejected_log_per_minute": whole("ISV_REJECTED_LOG_PER_MINUTE", 60, 0, 1_000_000),
         "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
+        "first_byte_timeout_s": number("ISV_FIRST_BYTE_TIMEOUT_S", 5.0, 0.1, 60),
+        "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 128, 1, 100_000),
     }
     adapter_settings = {
         adapter.name: problems.take(adapter.load_settings, env, production)

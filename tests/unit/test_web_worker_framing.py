@@ -1,0 +1,326 @@
+"""The web worker's event loop: framing with h11, body limits, slots, per-source limits and deadlines.
+
+The worker's methods run here in-process on real loopback sockets, with a thread pool that only
+records what it is handed (gunicorn itself runs them in tests/e2e/test_hostile_traffic.py).
+"""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import socket
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from gunicorn.workers.gthread import TConn
+
+from isvserver.web import worker as worker_module
+from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
+from isvserver.web.worker import (
+    CONTINUE,
+    TIMED_OUT,
+    BufferedThreadWorker,
+    Framing,
+    Limits,
+    Pending,
+    ReadNothing,
+    _with_arrival,
+    limits_of,
+    raise_open_files_limit,
+)
+
+HEAD = b"POST /saasproduce HTTP/1.1\r\nHost: x\r\n"
+CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def fed(limit: int, *pieces: bytes) -> tuple[Framing, list[bool]]:
+    framing = Framing(Limits(body_bytes=limit))
+    return framing, [framing.feed(piece) for piece in pieces]
+
+
+def test_a_body_of_exactly_the_limit_is_whole_and_one_byte_more_is_too_large() -> None:
+    """Content-Length = limit: read whole, no problem; limit + 1: too large from the head alone."""
+    framing, ready = fed(1024, HEAD + b"Content-Length: 1024\r\n\r\n", b"x" * 1023, b"x")
+    assert ready == [False, False, True] and framing.problem is None
+    assert framing.body_bytes == 1024
+    framing, ready = fed(1024, HEAD + b"Content-Length: 1025\r\n\r\n")
+    assert ready == [True] and framing.problem == TOO_LARGE
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit() -> None:
+    """Chunks adding up to the limit are whole; one byte past it is too large at once, unread."""
+    framing, ready = fed(1024, CHUNKED + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n")
+    assert ready == [True] and framing.problem is None and framing.body_bytes == 1024
+    framing, ready = fed(1024, CHUNKED + b"200\r\n" + b"x" * 512 + b"\r\n", b"201\r\nx")
+    assert ready == [False, True] and framing.problem == TOO_LARGE
+
+
+@pytest.mark.parametrize("size", [b"7fffffffffffffff", b"401"])
+def test_a_chunk_announcing_more_than_the_limit_is_too_large_at_its_first_byte(size: bytes) -> None:
+    """A chunk size past the limit (1024) is answered before its data arrives, whatever it claims."""
+    framing, ready = fed(1024, CHUNKED + size + b"\r\nab")
+    assert ready == [True] and framing.problem == TOO_LARGE
+
+
+def test_a_chunk_shorter_than_its_size_waits_and_is_malformed_when_the_client_stops() -> None:
+    """`10\\r\\nab\\r\\n\\r\\n`: 6 of 16 bytes; nothing for a thread until the client closes its side."""
+    framing, ready = fed(1024, CHUNKED + b"10\r\nab\r\n\r\n")
+    assert ready == [False] and framing.problem is None
+    assert framing.feed(b"") is True and framing.problem == MALFORMED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nab\r\n0\r\n\r\n",  # size not hex
+        b"2\r\nabXX0\r\n\r\n",  # no CRLF after the data
+        b"2\r\nab\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",  # bytes after the body
+    ],
+)
+def test_broken_framing_after_the_head_is_malformed_at_once(body: bytes) -> None:
+    framing, ready = fed(1024, CHUNKED + body)
+    assert ready == [True] and framing.problem == MALFORMED
+
+
+def test_bytes_after_a_content_length_body_are_malformed_but_empty_lines_are_not() -> None:
+    framing, ready = fed(1024, HEAD + b"Content-Length: 2\r\n\r\nabX")
+    assert ready == [True] and framing.problem == MALFORMED
+    framing, ready = fed(1024, HEAD + b"Content-Length: 2\r\n\r\nab\r\n")
+    assert ready == [True] and framing.problem is None
+
+
+def test_a_head_h11_refuses_goes_to_gunicorns_parser_unmarked() -> None:
+    """gunicorn's own parser answers it (400/414/431), as it answers any bad head."""
+    framing, ready = fed(1024, b"POST / HTTP/1.1 extra\r\n\r\n")
+    assert ready == [True] and framing.problem is None and framing.head is False
+
+
+def test_the_arrival_is_the_first_bytes_time_and_the_environ_says_what_was_found() -> None:
+    before = time.monotonic()
+    framing = Framing(Limits(body_bytes=1024))
+    framing.feed(HEAD)
+    arrived = framing.arrived
+    assert arrived is not None and before <= arrived <= time.monotonic()
+    framing.feed(b"Content-Length: 2000\r\n\r\n")
+    assert framing.arrived == arrived
+    assert framing.environ() == {ARRIVED: arrived, BODY_PROBLEM: TOO_LARGE}
+    assert Framing(Limits()).environ()[ARRIVED] >= before  # nothing read: now
+    assert BODY_PROBLEM not in fed(1024, HEAD + b"\r\n")[0].environ()
+
+
+def test_the_app_is_called_with_the_event_loops_findings() -> None:
+    seen: dict[str, Any] = {}
+    local = threading.local()
+    local.extra = {ARRIVED: 12.5, BODY_PROBLEM: MALFORMED}
+    assert _with_arrival(lambda environ, start: seen.update(environ) or [b"ok"], local, {"a": 1}, None) == [
+        b"ok"
+    ]
+    assert seen == {"a": 1, ARRIVED: 12.5, BODY_PROBLEM: MALFORMED}
+    local.extra = None
+    before = time.monotonic()
+    _with_arrival(lambda environ, start: seen.update(environ), local, {}, None)
+    assert seen[ARRIVED] >= before
+
+
+def test_limits_come_from_an_isvserver_apps_settings_and_default_elsewhere() -> None:
+    settings = SimpleNamespace(max_body_bytes=2048, first_byte_timeout_s=1.5, pending_per_source=7)
+    app = SimpleNamespace(extensions={"isvserver": SimpleNamespace(settings=settings)})
+    assert limits_of(app) == Limits(body_bytes=2048, first_byte_s=1.5, pending_per_source=7)
+    assert limits_of(object()) == Limits()
+    assert Limits() == Limits(1024 * 1024, 5.0, 10.0, 128)
+
+
+def test_reads_after_the_event_loop_find_the_end() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"more")
+        wrapped = ReadNothing(left)
+        assert wrapped.recv(10) == b""
+        assert wrapped.fileno() == left.fileno()
+
+
+def test_the_open_files_limit_is_raised_up_to_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert raise_open_files_limit(soft - 1) == soft
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            assert raise_open_files_limit(soft + 1) == soft + 1
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft + 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_pending_connections_are_kept_oldest_first_per_source() -> None:
+    pending = Pending()
+
+    class Conn:
+        def __init__(self, source: str) -> None:
+            self.source = source
+
+    a1, a2, b1 = (Conn(s) for s in ("a", "a", "b"))
+    for conn in (a1, b1, a2):
+        pending.add(conn)
+    assert pending.oldest() is a1 and pending.oldest("a") is a1 and pending.oldest("b") is b1
+    assert pending.count("a") == 2 and pending.count("c") == 0 and pending.oldest("c") is None
+    pending.remove(a1)
+    assert pending.oldest() is b1 and pending.oldest("a") is a2 and pending.count("a") == 1
+    pending.remove(b1)
+    pending.remove(b1)  # twice: nothing more happens
+    assert "b" not in pending.by_source and list(pending.all) == [a2]
+
+
+# --- the event loop on real sockets ---------------------------------------------------------------
+
+
+class Loop:
+    """A BufferedThreadWorker's event-loop state without a gunicorn arbiter, on a real listener."""
+
+    def __init__(self, limits: Limits, slots: int = 100) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        w = BufferedThreadWorker.__new__(BufferedThreadWorker)
+        w.cfg = SimpleNamespace(is_ssl=False, worker_connections=slots)
+        w.worker_connections = slots
+        w.nr_conns = 0
+        w.poller = selectors.DefaultSelector()
+        w.pending_conns = []
+        w.waiting = Pending()
+        w.next_scan = 0.0
+        w.limits = limits
+        w.handed: list[TConn] = []
+        w.enqueue_req = w.handed.append
+        self.worker = w
+        self.clients: list[socket.socket] = []
+
+    def connect(self, data: bytes = b"") -> socket.socket:
+        client = socket.create_connection(self.listener.getsockname())
+        self.clients.append(client)
+        if data:
+            client.sendall(data)
+            time.sleep(0.02)  # loopback: the bytes are there before accept() reads
+        self.worker.accept(self.listener)
+        return client
+
+    def pump(self, until: Any, seconds: float = 5.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            for key, _ in self.worker.poller.select(0.05):
+                key.data(key.fileobj)
+
+    def close(self) -> None:
+        server_side = [c.sock for c in (*self.worker.handed, *self.worker.waiting.all)]
+        for sock in [*self.clients, *server_side, self.listener]:
+            sock.close()
+        self.worker.poller.close()
+
+
+@pytest.fixture
+def loop():
+    made: list[Loop] = []
+
+    def make(limits: Limits | None = None, slots: int = 100) -> Loop:
+        made.append(Loop(limits or Limits(body_bytes=1024), slots))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def answer_of(client: socket.socket) -> bytes:
+    client.settimeout(5)
+    data = b""
+    while chunk := client.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_whole_request_goes_to_a_thread_with_its_bytes_and_source(loop) -> None:
+    lp = loop()
+    request = HEAD + b"Content-Length: 2\r\n\r\nab"
+    lp.connect(request)
+    [conn] = lp.worker.handed
+    assert bytes(conn.framing.received) == request and conn.source == "127.0.0.1" and conn.data_ready
+    assert lp.worker.nr_conns == 1 and not lp.worker.waiting.all
+
+
+def test_a_request_in_pieces_waits_in_the_loop_and_100_continue_is_sent_once(loop) -> None:
+    lp = loop()
+    client = lp.connect(HEAD + b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    assert lp.worker.handed == [] and len(lp.worker.waiting.all) == 1
+    client.settimeout(5)
+    assert client.recv(100) == CONTINUE
+    client.sendall(b"ab")
+    lp.pump(lambda: False, 0.2)
+    assert lp.worker.handed == []
+    client.sendall(b"cd")
+    lp.pump(lambda: lp.worker.handed)
+    assert lp.worker.handed[0].framing.body_bytes == 4 and not lp.worker.waiting.all
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(100)  # no second 100 Continue
+
+
+def test_a_client_gone_before_its_head_is_closed_and_mid_body_is_malformed(loop) -> None:
+    lp = loop()
+    client = lp.connect(b"POST / HT")
+    client.shutdown(socket.SHUT_WR)
+    lp.pump(lambda: not lp.worker.waiting.all)
+    assert lp.worker.handed == [] and lp.worker.nr_conns == 0
+    client = lp.connect(CHUNKED + b"10\r\nab\r\n\r\n")
+    assert lp.worker.handed == []
+    client.shutdown(socket.SHUT_WR)
+    lp.pump(lambda: lp.worker.handed)
+    assert lp.worker.handed[0].framing.problem == MALFORMED
+
+
+def test_a_source_past_its_share_loses_its_oldest_waiting_connection(loop) -> None:
+    lp = loop(Limits(body_bytes=1024, pending_per_source=2))
+    first, second, third = (lp.connect() for _ in range(3))
+    assert lp.worker.waiting.count("127.0.0.1") == 2 and lp.worker.nr_conns == 2
+    assert answer_of(first) == b""  # closed
+    assert [c.sock.getpeername() for c in lp.worker.waiting.all] == [s.getsockname() for s in (second, third)]
+
+
+def test_when_every_slot_is_taken_the_oldest_waiting_connection_gives_its_up(loop) -> None:
+    lp = loop(slots=3)
+    idle = [lp.connect() for _ in range(3)]
+    assert lp.worker.nr_conns == 2  # the third took the first's slot
+    caller = lp.connect(HEAD + b"\r\n")
+    assert len(lp.worker.handed) == 1 and lp.worker.nr_conns == 2
+    assert answer_of(idle[0]) == b"" and answer_of(idle[1]) == b""
+    assert [c.sock.getpeername() for c in lp.worker.waiting.all] == [idle[2].getsockname()]
+    assert lp.worker.handed[0].sock.getpeername() == caller.getsockname()
+
+
+def test_deadlines_close_the_idle_and_answer_408_to_a_request_half_sent(loop, monkeypatch) -> None:
+    lp = loop(Limits(body_bytes=1024, first_byte_s=0.6, request_s=3.0))
+    idle = lp.connect()
+    half = lp.connect(HEAD + b"Content-Length: 5\r\n\r\nab")
+    trickle = lp.connect(b"POST / HTTP/1.1\r\n")
+    now = time.monotonic()
+    clock = {"now": now + 0.5}
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock["now"])
+    lp.worker.murder_pending()
+    assert len(lp.worker.waiting.all) == 3
+    clock["now"] = now + 0.7
+    lp.worker.murder_pending()  # within SCAN_INTERVAL_S of the last scan: nothing yet
+    assert len(lp.worker.waiting.all) == 3
+    lp.worker.next_scan = 0.0
+    lp.worker.murder_pending()
+    assert len(lp.worker.waiting.all) == 2 and answer_of(idle) == b""
+    clock["now"] = now + 3.1
+    lp.worker.next_scan = 0.0
+    lp.worker.murder_pending()
+    assert not lp.worker.waiting.all and lp.worker.nr_conns == 0
+    assert answer_of(half) == TIMED_OUT
+    assert answer_of(trickle) == b""  # no head yet: nothing to answer
+
+
+def test_the_408_answer_is_well_formed() -> None:
+    head, _, body = TIMED_OUT.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"Content-Length: %d" % len(body) in head
