@@ -33,6 +33,8 @@ def create_app(
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
+    # No route answers OPTIONS by itself: on an adapter's paths it is a 405 in the adapter's terms.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     adapters = load_all(settings.marketplaces)
     for adapter in adapters:
         register_event_types(dict(adapter.event_types))
