@@ -298,7 +298,8 @@ def _handle(endpoint: Endpoint) -> Response:
                         response = _signed(endpoint, call, final, sign_key, status, started)
                         if row is not None:
                             update_result(row, call)
-            log_line(call)
+            if row is not None:  # else a replay only counted (beyond the rejected-call bounds)
+                log_line(call)
             return _counted(endpoint, call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
@@ -307,7 +308,14 @@ def _handle(endpoint: Endpoint) -> Response:
     if call.verdict == VERIFIED:
         record(call)  # an authentic call that failed inside: every id, for the operator
     else:
-        record_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000))
+        settings = rt.settings
+        record_rejected(
+            call,
+            endpoint.activities,
+            settings.rejected_log_per_minute,
+            int(now_ms // 60_000),
+            total=settings.rejected_log_total_per_minute,
+        )
     return _counted(endpoint, call, response)
 
 
@@ -411,7 +419,14 @@ def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> in
     """The call's row in the open transaction: all of it when verified, a replay as any rejected call."""
     if call.verdict == VERIFIED:
         return store(call)
-    return store_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, now_ms // 60_000)
+    settings = rt.settings
+    return store_rejected(
+        call,
+        endpoint.activities,
+        settings.rejected_log_per_minute,
+        now_ms // 60_000,
+        settings.rejected_log_total_per_minute,
+    )
 
 
 def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:

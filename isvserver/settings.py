@@ -87,6 +87,7 @@ class Settings:
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
     rejected_log_per_minute: int = 60  # rejected calls logged per source address and minute; the rest counted
+    rejected_log_total_per_minute: int = 300  # the same across all sources together
     log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
     first_byte_timeout_s: float = 5.0  # a new connection's first byte, else it is closed (web worker)
     pending_per_source: int = 128  # connections per source address and worker waiting for their request
@@ -510,6 +511,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "freeze_days": whole("ISV_FREEZE_DAYS", 15, 1, 365),
         "reconcile_interval_s": whole("ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
         "rejected_log_per_minute": whole("ISV_REJECTED_LOG_PER_MINUTE", 60, 0, 1_000_000),
+        "rejected_log_total_per_minute": whole("ISV_REJECTED_LOG_TOTAL_PER_MINUTE", 300, 0, 10_000_000),
         "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
         "first_byte_timeout_s": number("ISV_FIRST_BYTE_TIMEOUT_S", 5.0, 0.1, 60),
         "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 128, 1, 100_000),

@@ -37,6 +37,7 @@ TABLES = {
     "nonce",
     "callback_log",
     "rejected_call_count",
+    "rejected_call_minute",
     "order_notification",
     "access_key",
     "delivery",
@@ -52,6 +53,7 @@ SHIPPED = [
     (5, "parked_changes"),
     (6, "instance_creation_key"),
     (7, "call_sources"),
+    (8, "rejected_call_bounds"),
 ]
 SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
 LABELS = [
@@ -62,6 +64,7 @@ LABELS = [
     "0005_parked_changes",
     "0006_instance_creation_key",
     "0007_call_sources",
+    "0008_rejected_call_bounds",
     "koogallery_kit/0001_sync",
 ]
 
