@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from isvserver.adapters import DEFAULT_MARKETPLACES, Adapter, AdapterError, load_all
 from isvserver.files import private_dir
+from isvserver.web.private import LOOPBACK, parse_networks
 
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
@@ -91,6 +92,10 @@ class Settings:
     log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
     first_byte_timeout_s: float = 5.0  # a new connection's first byte, else it is closed (web worker)
     pending_per_source: int = 128  # connections per source address and worker waiting for their request
+    worker_connections: int = 1000  # connection slots per web worker (read by gunicorn.conf.py too)
+    access_log: bool = True  # gunicorn's access log (read by gunicorn.conf.py)
+    metrics_allow: tuple[Any, ...] = LOOPBACK  # networks that may read /metrics and /openapi.json
+    metrics_token: str = field(default="", repr=False)  # or a bearer of this token, from anywhere
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
     env_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
@@ -308,6 +313,27 @@ def _template(env: Mapping[str, str], name: str, default: str | None, required: 
     return raw
 
 
+def _metrics_allow(env: Mapping[str, str]) -> tuple[Any, ...]:
+    raw = _raw(env, "ISV_METRICS_ALLOW")
+    if raw is None or not raw:
+        return LOOPBACK
+    if raw.lower() == "none":
+        return ()
+    try:
+        return parse_networks(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"ISV_METRICS_ALLOW: {exc} (comma-separated, e.g. 127.0.0.1,10.0.0.0/8)"
+        ) from None
+
+
+def _metrics_token(env: Mapping[str, str]) -> str:
+    token = _raw(env, "ISV_METRICS_TOKEN") or ""
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        raise SettingsError("ISV_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces")
+    return token
+
+
 def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
     raw = _raw(env, "ISV_DATABASE_URL") or f"sqlite:///{instance_dir / 'isvserver.sqlite3'}"
     try:
@@ -515,6 +541,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
         "first_byte_timeout_s": number("ISV_FIRST_BYTE_TIMEOUT_S", 5.0, 0.1, 60),
         "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 128, 1, 100_000),
+        "worker_connections": whole("ISV_WORKER_CONNECTIONS", 1000, 10, 1_000_000),
+        "access_log": flag("ISV_ACCESS_LOG") if problems.take(_raw, env, "ISV_ACCESS_LOG") else True,
+        "metrics_allow": problems.take(_metrics_allow, env, default=LOOPBACK),
+        "metrics_token": problems.take(_metrics_token, env, default=""),
     }
     adapter_settings = {
         adapter.name: problems.take(adapter.load_settings, env, production)
