@@ -91,8 +91,8 @@ class Settings:
     rejected_log_total_per_minute: int = 300  # the same across all sources together
     log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
     first_byte_timeout_s: float = 5.0  # a new connection's first byte, else it is closed (web worker)
-    pending_per_source: int = 128  # connections per source address and worker waiting for their request
-    worker_connections: int = 1000  # connection slots per web worker (read by gunicorn.conf.py too)
+    pending_per_source: int = 1024  # connections per source address and worker waiting for their request
+    worker_connections: int = 4096  # connection slots per web worker (read by gunicorn.conf.py too)
     access_log: bool = True  # gunicorn's access log (read by gunicorn.conf.py)
     metrics_allow: tuple[Any, ...] = LOOPBACK  # networks that may read /metrics and /openapi.json
     metrics_token: str = field(default="", repr=False)  # or a bearer of this token, from anywhere
@@ -540,8 +540,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "rejected_log_total_per_minute": whole("ISV_REJECTED_LOG_TOTAL_PER_MINUTE", 300, 0, 10_000_000),
         "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
         "first_byte_timeout_s": number("ISV_FIRST_BYTE_TIMEOUT_S", 5.0, 0.1, 60),
-        "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 128, 1, 100_000),
-        "worker_connections": whole("ISV_WORKER_CONNECTIONS", 1000, 10, 1_000_000),
+        "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 1024, 1, 100_000),
+        "worker_connections": whole("ISV_WORKER_CONNECTIONS", 4096, 10, 1_000_000),
         "access_log": flag("ISV_ACCESS_LOG") if problems.take(_raw, env, "ISV_ACCESS_LOG") else True,
         "metrics_allow": problems.take(_metrics_allow, env, default=LOOPBACK),
         "metrics_token": problems.take(_metrics_token, env, default=""),

@@ -27,7 +27,7 @@ threads = 4  # at most the SQLite pool's 8 connections per process (isvserver/db
 # Connection slots per worker. When all are taken, the oldest connection still waiting for its request
 # gives its slot up; each source address may have ISV_PENDING_PER_SOURCE waiting per worker, and a
 # connection must send its first byte within ISV_FIRST_BYTE_TIMEOUT_S (isvserver/web/worker.py).
-worker_connections = int(os.environ.get("ISV_WORKER_CONNECTIONS", "1000"))
+worker_connections = int(os.environ.get("ISV_WORKER_CONNECTIONS", "4096"))
 
 # The marketplace waits 5 s; a worker whose event loop is stuck far longer than that is replaced.
 timeout = 30

@@ -31,6 +31,7 @@ import errno
 import resource
 import selectors
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,12 +46,14 @@ from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
 # The marketplace sends a call of a few hundred bytes at once and waits 5 s for the answer.
 REQUEST_READ_TIMEOUT_S = 10.0
 FIRST_BYTE_TIMEOUT_S = 5.0
-PENDING_PER_SOURCE = 128
+PENDING_PER_SOURCE = 1024
 # The body limit of an app that declares none (isvserver's is ISV_MAX_BODY_BYTES).
 DEFAULT_BODY_LIMIT = 1024 * 1024
 # The longest request head waited for (gunicorn's own limits on its line and fields apply after).
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 65536
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the event loop
+FILES_BESIDE_CONNECTIONS = 256  # the app's database, queue, logs and metrics files
 SCAN_INTERVAL_S = 0.25
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 TIMED_OUT = (
@@ -58,6 +61,7 @@ TIMED_OUT = (
     b"Content-Length: 35\r\n\r\nthe request did not arrive in time\n"
 )
 _EMPTY_LINES = b"\r\n"
+RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 @dataclass(frozen=True)
@@ -200,12 +204,26 @@ def raise_open_files_limit(wanted: int) -> int:
     return soft
 
 
+def usable_slots(wanted: int, threads: int) -> int:
+    """The connection slots the open files allow (raising the soft limit for `wanted` first)."""
+    files = raise_open_files_limit(wanted + FILES_BESIDE_CONNECTIONS)
+    return max(min(wanted, files - FILES_BESIDE_CONNECTIONS), threads + 1)
+
+
 class BufferedThreadWorker(ThreadWorker):
     """gthread whose event loop, not a thread, waits for each request to arrive whole."""
 
     def init_process(self) -> None:
-        """Room for every connection slot (and the files the app opens) before serving."""
-        raise_open_files_limit(self.cfg.worker_connections + 256)
+        """Room for every connection slot (and the files the app opens) before serving; fewer slots
+        where the hard limit of open files does not allow them."""
+        slots = usable_slots(self.worker_connections, self.cfg.threads)
+        if slots < self.worker_connections:
+            self.log.warning(
+                "Only %d connection slots of %d: the hard limit of open files is too low (ulimit -n)",
+                slots,
+                self.worker_connections,
+            )
+            self.worker_connections = slots
         self.waiting = Pending()
         self.next_scan = 0.0
         self.local = threading.local()
@@ -218,17 +236,25 @@ class BufferedThreadWorker(ThreadWorker):
         self.wsgi = partial(_with_arrival, self.wsgi, self.local)
 
     def accept(self, listener: socket.socket) -> None:
-        """Accept a connection and wait, in the event loop, for its request (TLS in gunicorn itself,
-        where the bytes are not the request yet: as gthread does)."""
+        """Accept the connections waiting (up to ACCEPT_BATCH) and wait, in the event loop, for their
+        requests (TLS in gunicorn itself, where the bytes are not the request yet: as gthread does)."""
         if self.cfg.is_ssl:
             super().accept(listener)
             return
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept_one(listener):
+                return
+
+    def _accept_one(self, listener: socket.socket) -> bool:
+        """Accept one connection; whether another may be waiting and would find a slot."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of files: the oldest waiting one goes
+                self._drop(self.waiting.oldest())
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return False
         self.nr_conns += 1
         conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
         conn.source = client_addr[0] if isinstance(client_addr, tuple) else str(client_addr)
@@ -240,6 +266,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.waiting.add(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._receive, conn))
         self._receive(conn, conn.sock)  # a caller's request is usually there already
+        return self.nr_conns < self.worker_connections or bool(self.waiting.all)
 
     def _make_room(self, source: str) -> None:
         """Close the oldest waiting connection of `source` past its share, and the oldest of all when
@@ -254,9 +281,11 @@ class BufferedThreadWorker(ThreadWorker):
         if conn is None:
             return
         self._forget(conn)
-        if answer:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if answer:
                 conn.sock.send(answer)
+            else:  # a reset: no TIME_WAIT left behind for a connection that never made a request
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
         self.nr_conns -= 1
         conn.close()
 

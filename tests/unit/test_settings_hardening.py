@@ -23,8 +23,8 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_defaults(env: dict[str, str]) -> None:
     settings = load_settings(env)
     assert settings.first_byte_timeout_s == 5.0
-    assert settings.pending_per_source == 128
-    assert settings.worker_connections == 1000
+    assert settings.pending_per_source == 1024
+    assert settings.worker_connections == 4096
     assert settings.rejected_log_total_per_minute == 300
     assert settings.access_log is True
 
@@ -68,11 +68,11 @@ def test_out_of_range_is_refused_by_name(env: dict[str, str], name: str, value: 
 @pytest.mark.parametrize(
     ("variables", "accesslog", "connections"),
     [
-        ({}, "-", 1000),
-        ({"ISV_ACCESS_LOG": "0", "ISV_WORKER_CONNECTIONS": "4096"}, None, 4096),
-        ({"ISV_ACCESS_LOG": " False "}, None, 1000),
-        ({"ISV_ACCESS_LOG": "no"}, None, 1000),
-        ({"ISV_ACCESS_LOG": "1"}, "-", 1000),
+        ({}, "-", 4096),
+        ({"ISV_ACCESS_LOG": "0", "ISV_WORKER_CONNECTIONS": "1000"}, None, 1000),
+        ({"ISV_ACCESS_LOG": " False "}, None, 4096),
+        ({"ISV_ACCESS_LOG": "no"}, None, 4096),
+        ({"ISV_ACCESS_LOG": "1"}, "-", 4096),
     ],
 )
 def test_the_shipped_gunicorn_configuration_reads_them(

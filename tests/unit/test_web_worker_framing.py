@@ -6,6 +6,7 @@ records what it is handed (gunicorn itself runs them in tests/e2e/test_hostile_t
 
 from __future__ import annotations
 
+import errno
 import resource
 import selectors
 import socket
@@ -21,6 +22,7 @@ from isvserver.web import worker as worker_module
 from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
 from isvserver.web.worker import (
     CONTINUE,
+    FILES_BESIDE_CONNECTIONS,
     TIMED_OUT,
     BufferedThreadWorker,
     Framing,
@@ -30,6 +32,7 @@ from isvserver.web.worker import (
     _with_arrival,
     limits_of,
     raise_open_files_limit,
+    usable_slots,
 )
 
 HEAD = b"POST /saasproduce HTTP/1.1\r\nHost: x\r\n"
@@ -130,7 +133,7 @@ def test_limits_come_from_an_isvserver_apps_settings_and_default_elsewhere() -> 
     app = SimpleNamespace(extensions={"isvserver": SimpleNamespace(settings=settings)})
     assert limits_of(app) == Limits(body_bytes=2048, first_byte_s=1.5, pending_per_source=7)
     assert limits_of(object()) == Limits()
-    assert Limits() == Limits(1024 * 1024, 5.0, 10.0, 128)
+    assert Limits() == Limits(1024 * 1024, 5.0, 10.0, 1024)
 
 
 def test_reads_after_the_event_loop_find_the_end() -> None:
@@ -151,6 +154,23 @@ def test_the_open_files_limit_is_raised_up_to_the_hard_limit() -> None:
             assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft + 1
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_slots_are_what_the_open_files_allow(monkeypatch) -> None:
+    limits = {"soft": 1024, "hard": 2048}
+
+    def getrlimit(kind: int) -> tuple[int, int]:
+        return limits["soft"], limits["hard"]
+
+    def setrlimit(kind: int, value: tuple[int, int]) -> None:
+        limits["soft"] = value[0]
+
+    monkeypatch.setattr(worker_module.resource, "getrlimit", getrlimit)
+    monkeypatch.setattr(worker_module.resource, "setrlimit", setrlimit)
+    assert usable_slots(1000, 4) == 1000 and limits["soft"] == 1000 + FILES_BESIDE_CONNECTIONS
+    assert usable_slots(4096, 4) == 2048 - FILES_BESIDE_CONNECTIONS and limits["soft"] == 2048
+    limits["hard"] = limits["soft"] = 200
+    assert usable_slots(4096, 4) == 5  # never fewer than the threads need
 
 
 def test_pending_connections_are_kept_oldest_first_per_source() -> None:
@@ -230,11 +250,18 @@ def loop():
         each.close()
 
 
+RESET_BY_SERVER = b"<reset>"
+
+
 def answer_of(client: socket.socket) -> bytes:
+    """What the server sent before closing, or RESET_BY_SERVER when it reset the connection."""
     client.settimeout(5)
     data = b""
-    while chunk := client.recv(4096):
-        data += chunk
+    try:
+        while chunk := client.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        return RESET_BY_SERVER
     return data
 
 
@@ -281,7 +308,7 @@ def test_a_source_past_its_share_loses_its_oldest_waiting_connection(loop) -> No
     lp = loop(Limits(body_bytes=1024, pending_per_source=2))
     first, second, third = (lp.connect() for _ in range(3))
     assert lp.worker.waiting.count("127.0.0.1") == 2 and lp.worker.nr_conns == 2
-    assert answer_of(first) == b""  # closed
+    assert answer_of(first) == RESET_BY_SERVER
     assert [c.sock.getpeername() for c in lp.worker.waiting.all] == [s.getsockname() for s in (second, third)]
 
 
@@ -291,9 +318,38 @@ def test_when_every_slot_is_taken_the_oldest_waiting_connection_gives_its_up(loo
     assert lp.worker.nr_conns == 2  # the third took the first's slot
     caller = lp.connect(HEAD + b"\r\n")
     assert len(lp.worker.handed) == 1 and lp.worker.nr_conns == 2
-    assert answer_of(idle[0]) == b"" and answer_of(idle[1]) == b""
+    assert answer_of(idle[0]) == RESET_BY_SERVER and answer_of(idle[1]) == RESET_BY_SERVER
     assert [c.sock.getpeername() for c in lp.worker.waiting.all] == [idle[2].getsockname()]
     assert lp.worker.handed[0].sock.getpeername() == caller.getsockname()
+
+
+def test_one_wake_up_accepts_every_waiting_connection(loop) -> None:
+    lp = loop()
+    clients = [socket.create_connection(lp.listener.getsockname()) for _ in range(3)]
+    lp.clients.extend(clients)
+    time.sleep(0.05)  # loopback: the three handshakes are done
+    lp.worker.accept(lp.listener)
+    assert len(lp.worker.waiting.all) == 3 and lp.worker.nr_conns == 3
+
+
+def test_out_of_files_the_oldest_waiting_connection_goes(loop, monkeypatch) -> None:
+    lp = loop()
+    first = lp.connect()
+    lp.connect()
+
+    class Exhausted:
+        def accept(self) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    lp.worker.accept(Exhausted())
+    assert lp.worker.nr_conns == 1 and answer_of(first) == RESET_BY_SERVER
+
+    class Broken:
+        def accept(self) -> None:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError):
+        lp.worker.accept(Broken())
 
 
 def test_deadlines_close_the_idle_and_answer_408_to_a_request_half_sent(loop, monkeypatch) -> None:
@@ -311,13 +367,13 @@ def test_deadlines_close_the_idle_and_answer_408_to_a_request_half_sent(loop, mo
     assert len(lp.worker.waiting.all) == 3
     lp.worker.next_scan = 0.0
     lp.worker.murder_pending()
-    assert len(lp.worker.waiting.all) == 2 and answer_of(idle) == b""
+    assert len(lp.worker.waiting.all) == 2 and answer_of(idle) == RESET_BY_SERVER
     clock["now"] = now + 3.1
     lp.worker.next_scan = 0.0
     lp.worker.murder_pending()
     assert not lp.worker.waiting.all and lp.worker.nr_conns == 0
     assert answer_of(half) == TIMED_OUT
-    assert answer_of(trickle) == b""  # no head yet: nothing to answer
+    assert answer_of(trickle) == RESET_BY_SERVER  # no head yet: nothing to answer
 
 
 def test_the_408_answer_is_well_formed() -> None:
