@@ -53,6 +53,9 @@ DEFAULT_BODY_LIMIT = 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 65536
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the event loop
+LINGER_S = 2.0  # how long a closed connection's late bytes are read (as gunicorn does, but in the loop)
+LINGER_BYTES = 65536
+MAX_LINGERING = 4096
 FILES_BESIDE_CONNECTIONS = 256  # the app's database, queue, logs and metrics files
 SCAN_INTERVAL_S = 0.25
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -95,12 +98,13 @@ class Framing:
     received: bytearray = field(default_factory=bytearray)
     arrived: float | None = None  # time.monotonic() of the first byte
     head: bool = False  # the request head is complete
+    head_bytes: int = 0  # its length
     body_bytes: int = 0
     problem: str | None = None  # TOO_LARGE or MALFORMED
     expects_continue: bool = False
 
     def __post_init__(self) -> None:
-        self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.parser: Any = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
 
     def feed(self, data: bytes) -> bool:
         """Take what arrived (b"": the client closed its side); whether the request is ready for a thread."""
@@ -110,11 +114,14 @@ class Framing:
             self.received += data
         try:
             self.parser.receive_data(data)
-            return self._advance()
+            ready = self._advance()
         except h11.RemoteProtocolError:
             if self.head:
                 self.problem = MALFORMED
-            return True  # a head h11 refuses: gunicorn's parser answers it (400, 414, 431)
+            ready = True  # a head h11 refuses: gunicorn's parser answers it (400, 414, 431)
+        if ready and self.problem is not None:
+            del self.received[self.head_bytes :]  # the body is not read: the head is all a thread needs
+        return ready
 
     def _advance(self) -> bool:
         while True:
@@ -123,6 +130,7 @@ class Framing:
                 return self._over_limit()
             if isinstance(event, h11.Request):
                 self.head = True
+                self.head_bytes = len(self.received) - len(self.parser.trailing_data[0])
                 length = _content_length(event.headers)
                 if length is not None and length > self.limits.body_bytes:
                     self.problem = TOO_LARGE
@@ -210,6 +218,19 @@ def usable_slots(wanted: int, threads: int) -> int:
     return max(min(wanted, files - FILES_BESIDE_CONNECTIONS), threads + 1)
 
 
+class Conn(TConn):
+    """A connection whose graceful close lingers in the event loop (gthread's blocks the loop up to 2 s)."""
+
+    linger: Any = None  # the worker's lingering close, set at accept
+
+    def close(self, graceful: bool = False) -> None:
+        """Close now, or (graceful) send FIN and let the event loop drain what the client still sends."""
+        if graceful and self.linger is not None:
+            self.linger(self.sock)
+        else:
+            super().close(graceful)
+
+
 class BufferedThreadWorker(ThreadWorker):
     """gthread whose event loop, not a thread, waits for each request to arrive whole."""
 
@@ -225,6 +246,7 @@ class BufferedThreadWorker(ThreadWorker):
             )
             self.worker_connections = slots
         self.waiting = Pending()
+        self.lingering: dict[socket.socket, list[float]] = {}
         self.next_scan = 0.0
         self.local = threading.local()
         super().init_process()
@@ -256,7 +278,8 @@ class BufferedThreadWorker(ThreadWorker):
                 raise
             return False
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn = Conn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.linger = self._linger
         conn.source = client_addr[0] if isinstance(client_addr, tuple) else str(client_addr)
         conn.framing = Framing(self.limits)
         now = time.monotonic()
@@ -267,6 +290,40 @@ class BufferedThreadWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._receive, conn))
         self._receive(conn, conn.sock)  # a caller's request is usually there already
         return self.nr_conns < self.worker_connections or bool(self.waiting.all)
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Close as RFC 9112 §9.6 says without blocking the loop: FIN now, then read and drop what the
+        client still sends (LINGER_BYTES, LINGER_S at most) before closing; beyond MAX_LINGERING, at once."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        if len(self.lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        self.lingering[sock] = [time.monotonic() + LINGER_S, 0]
+        self.poller.register(sock, selectors.EVENT_READ, self._drain)
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Drop what a closing connection's client sent; close at its end or past the bound."""
+        try:
+            data = sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        state = self.lingering[sock]
+        state[1] += len(data)
+        if not data or state[1] >= LINGER_BYTES:
+            self._end_linger(sock)
+
+    def _end_linger(self, sock: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(sock)
+        self.lingering.pop(sock, None)
+        sock.close()
 
     def _make_room(self, source: str) -> None:
         """Close the oldest waiting connection of `source` past its share, and the oldest of all when
@@ -307,6 +364,7 @@ class BufferedThreadWorker(ThreadWorker):
             with contextlib.suppress(OSError):
                 sock.send(CONTINUE)
         if ready:
+            framing.parser = None  # its buffer is no longer needed: the raw bytes go to gunicorn's parser
             self._forget(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
@@ -324,6 +382,9 @@ class BufferedThreadWorker(ThreadWorker):
         if now < self.next_scan:
             return
         self.next_scan = now + SCAN_INTERVAL_S
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if now >= deadline:
+                self._end_linger(sock)
         for conn in list(self.waiting.all):
             framing: Framing = conn.framing
             if framing.arrived is None and now >= conn.first_byte_by:

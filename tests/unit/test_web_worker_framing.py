@@ -23,8 +23,10 @@ from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
 from isvserver.web.worker import (
     CONTINUE,
     FILES_BESIDE_CONNECTIONS,
+    LINGER_BYTES,
     TIMED_OUT,
     BufferedThreadWorker,
+    Conn,
     Framing,
     Limits,
     Pending,
@@ -208,6 +210,7 @@ class Loop:
         w.poller = selectors.DefaultSelector()
         w.pending_conns = []
         w.waiting = Pending()
+        w.lingering = {}
         w.next_scan = 0.0
         w.limits = limits
         w.handed: list[TConn] = []
@@ -232,6 +235,7 @@ class Loop:
 
     def close(self) -> None:
         server_side = [c.sock for c in (*self.worker.handed, *self.worker.waiting.all)]
+        server_side += list(self.worker.lingering)
         for sock in [*self.clients, *server_side, self.listener]:
             sock.close()
         self.worker.poller.close()
@@ -380,3 +384,73 @@ def test_the_408_answer_is_well_formed() -> None:
     head, _, body = TIMED_OUT.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"Content-Length: %d" % len(body) in head
+
+
+def test_a_request_whose_body_is_not_read_keeps_only_its_head() -> None:
+    head = HEAD + b"Content-Length: 5000\r\n\r\n"
+    framing, ready = fed(1024, head + b"x" * 600)
+    assert ready == [True] and bytes(framing.received) == head and framing.head_bytes == len(head)
+    framing, ready = fed(1024, CHUNKED + b"zz\r\nab")
+    assert ready == [True] and bytes(framing.received) == CHUNKED
+    whole = HEAD + b"Content-Length: 2\r\n\r\nab"
+    assert bytes(fed(1024, whole)[0].received) == whole  # a body the app reads stays
+
+
+def test_a_request_handed_over_drops_its_framers_buffer(loop) -> None:
+    lp = loop()
+    lp.connect(HEAD + b"\r\n")
+    assert lp.worker.handed[0].framing.parser is None
+
+
+def closing(lp: Loop) -> tuple[socket.socket, Any]:
+    """A client whose request went to a thread, and its server-side connection."""
+    client = lp.connect(HEAD + b"\r\n")
+    return client, lp.worker.handed.pop()
+
+
+def test_a_graceful_close_sends_fin_and_drains_in_the_loop(loop) -> None:
+    lp = loop()
+    client, conn = closing(lp)
+    assert isinstance(conn, Conn)
+    conn.close(graceful=True)
+    client.settimeout(5)
+    assert client.recv(10) == b""  # FIN at once, the loop not blocked
+    assert list(lp.worker.lingering) == [conn.sock]
+    client.sendall(b"late bytes")
+    lp.pump(lambda: lp.worker.lingering[conn.sock][1] == 10)
+    assert lp.worker.lingering[conn.sock][1] == 10
+    client.close()
+    lp.pump(lambda: not lp.worker.lingering)
+    assert conn.sock.fileno() == -1
+
+
+def test_lingering_ends_at_its_byte_bound_and_its_deadline(loop, monkeypatch) -> None:
+    lp = loop()
+    client, conn = closing(lp)
+    conn.close(graceful=True)
+    client.sendall(b"x" * (LINGER_BYTES + 10))
+    lp.pump(lambda: not lp.worker.lingering)
+    assert conn.sock.fileno() == -1
+    client, conn = closing(lp)
+    conn.close(graceful=True)
+    deadline = lp.worker.lingering[conn.sock][0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: deadline - 0.01)
+    lp.worker.murder_pending()
+    assert conn.sock in lp.worker.lingering
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: deadline)
+    lp.worker.next_scan = 0.0
+    lp.worker.murder_pending()
+    assert not lp.worker.lingering and conn.sock.fileno() == -1
+
+
+def test_past_the_lingering_bound_a_close_is_immediate(loop, monkeypatch) -> None:
+    lp = loop()
+    monkeypatch.setattr(worker_module, "MAX_LINGERING", 1)
+    _, first = closing(lp)
+    first.close(graceful=True)
+    _, conn = closing(lp)
+    conn.close(graceful=True)
+    assert list(lp.worker.lingering) == [first.sock] and conn.sock.fileno() == -1
+    _, conn = closing(lp)
+    conn.close()  # not graceful: at once
+    assert conn.sock.fileno() == -1 and len(lp.worker.lingering) == 1
