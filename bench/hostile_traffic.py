@@ -344,8 +344,11 @@ def _log_bytes(text: str) -> tuple[int, int, int]:
     for line in text.splitlines(keepends=True):
         try:
             entry = json.loads(line)
-        except ValueError:
-            app += len(line.encode())
+        except ValueError:  # gunicorn's access lines are text: `127.0.0.1 "POST /p HTTP/1.1" 200 …`
+            if ' "' in line and "request_id=" in line:
+                access += len(line.encode())
+            else:
+                app += len(line.encode())
             continue
         if entry.get("logger") == "gunicorn.access":
             access += len(line.encode())
