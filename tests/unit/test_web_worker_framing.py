@@ -454,3 +454,85 @@ def test_past_the_lingering_bound_a_close_is_immediate(loop, monkeypatch) -> Non
     _, conn = closing(lp)
     conn.close()  # not graceful: at once
     assert conn.sock.fileno() == -1 and len(lp.worker.lingering) == 1
+
+
+# --- a thread's side, with gunicorn's own parser and response writer -----------------------------
+
+
+def threaded(lp: Loop, app: Any) -> BufferedThreadWorker:
+    """The loop's worker made ready to answer requests in this thread, with gunicorn's config."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    cfg = Config()
+    cfg.set("accesslog", None)
+    w = lp.worker
+    w.cfg, w.log, w.alive, w.nr, w.max_requests = cfg, Logger(cfg), True, 0, 1000
+    w.max_keepalived, w.keepalived_conns = 0, []
+    w.local = threading.local()
+    w.app = SimpleNamespace(wsgi=lambda: app)
+    w.load_wsgi()
+    return w
+
+
+def recording_app(seen: list[dict[str, Any]]) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read() if BODY_PROBLEM not in environ else b"unread"
+        seen.append({**environ, "body": body})
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def test_a_thread_answers_from_the_bytes_read_with_the_arrival_in_the_environ(loop) -> None:
+    lp = loop()
+    seen: list[dict[str, Any]] = []
+    w = threaded(lp, recording_app(seen))
+    assert w.limits == Limits()  # not an isvserver app: the defaults
+    client = lp.connect(HEAD + b"Content-Length: 5\r\n\r\nhello")
+    conn = w.handed.pop()
+    assert w.handle(conn) is False  # one request per connection
+    [environ] = seen
+    assert environ[ARRIVED] == conn.framing.arrived and BODY_PROBLEM not in environ
+    assert environ["body"] == b"hello"
+    assert w.local.extra is None  # nothing left for the thread's next request
+    conn.close()
+    answer = answer_of(client)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"\r\n\r\nhello")
+
+
+def test_a_thread_never_reads_the_socket_for_a_body_marked_too_large(loop) -> None:
+    lp = loop(Limits(body_bytes=1024))
+    seen: list[dict[str, Any]] = []
+    w = threaded(lp, recording_app(seen))
+    w.limits = Limits(body_bytes=1024)
+    client = lp.connect(HEAD + b"Content-Length: 5000\r\n\r\n" + b"x" * 100)
+    conn = w.handed.pop()
+    client.sendall(b"y" * 100)  # more of the body arrives: nobody reads it
+    started = time.monotonic()
+    w.handle(conn)
+    assert time.monotonic() - started < 1.0
+    [environ] = seen
+    assert environ[BODY_PROBLEM] == TOO_LARGE and environ["body"] == b"unread"
+    assert isinstance(conn.parser.unreader.sock, ReadNothing)
+    conn.close()
+    client.close()
+
+
+def test_a_request_that_did_not_come_through_the_loop_gets_its_arrival_now(loop) -> None:
+    lp = loop()
+    seen: list[dict[str, Any]] = []
+    w = threaded(lp, recording_app(seen))
+    client = lp.connect()
+    conn = lp.worker.waiting.oldest()
+    w._forget(conn)
+    conn.framing = None  # as a TLS connection, which gthread's own accept made
+    conn.data_ready = True
+    client.sendall(HEAD + b"\r\n")
+    client.shutdown(socket.SHUT_WR)
+    before = time.monotonic()
+    w.handle(conn)
+    assert seen[0][ARRIVED] >= before
+    conn.close()
+    client.close()
