@@ -234,3 +234,54 @@ def test_the_consumer_logs_the_summaries_every_minute(app: Flask, caplog, monkey
         f"rejected calls only counted minute={minute_text(MINUTE)} source=s calls=3 logged=1"
     ]
     assert json.dumps(counts()) == json.dumps({"s": [3, 1, True]})
+
+
+def test_a_rejected_calls_line_leaves_out_what_is_not_an_id(app, caplog) -> None:
+    caplog.set_level(logging.INFO, "isvserver.calls")
+    call = CallRecord(
+        request_id="r2",
+        interface="koogallery",
+        activity="newInstancex",
+        verdict="bad_signature",
+        instance_id="i" * 70,
+        order_id="张三 zhang@example.com",
+        order_line_id="LINE-1",
+        source_address="198.51.100.1",
+    )
+    record_rejected(call, frozenset({"newInstance"}), 5, MINUTE, total=10)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == (
+        f"call request_id=r2 activity=None test=0 verdict=bad_signature code= ms=0.0 instance={'i' * 64} "
+        "order=-/LINE-1"
+    )
+
+
+def test_pruning_goes_in_batches_until_nothing_old_is_left(app) -> None:
+    from datetime import timedelta
+
+    from isvserver.models import utcnow
+
+    with connected():
+        for n in range(5):
+            CallLog.insert(
+                request_id=f"old{n}", interface="k", verdict="v", result_code="000002", latency_ms=1.0
+            ).execute()
+        CallLog.update(received_at=utcnow() - timedelta(days=91)).execute()
+        CallLog.insert(
+            request_id="new", interface="k", verdict="v", result_code="000002", latency_ms=1.0
+        ).execute()
+    pruned = prune(90, batch=2)
+    assert pruned.calls == 5
+    with connected():
+        assert [r.request_id for r in CallLog.select()] == ["new"]
+
+
+def test_the_hourly_prune_runs_at_its_minute_only(app: Flask) -> None:
+    from datetime import datetime
+
+    from isvserver.jobs.retention import PRUNE_MINUTE
+
+    jobs = app.extensions["isvserver"].jobs
+    [task] = [t for t in jobs.huey._registry._periodic_tasks if t.__name__ == "retention"]
+    runs = [m for m in range(60) if task().validate_datetime(datetime(2026, 1, 1, 3, m))]
+    assert runs == [PRUNE_MINUTE] == [7]
