@@ -536,3 +536,77 @@ def test_a_request_that_did_not_come_through_the_loop_gets_its_arrival_now(loop)
     assert seen[0][ARRIVED] >= before
     conn.close()
     client.close()
+
+
+# --- the limits as documented (README "Hostile traffic") ------------------------------------------
+
+
+def test_the_documented_limits() -> None:
+    assert Limits() == Limits(body_bytes=1048576, first_byte_s=5.0, request_s=10.0, pending_per_source=1024)
+    assert CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert (worker_module.MAX_LINGERING, worker_module.LINGER_S, LINGER_BYTES) == (4096, 2.0, 65536)
+    assert (worker_module.ACCEPT_BATCH, FILES_BESIDE_CONNECTIONS) == (64, 256)
+
+
+def test_a_head_of_64_kib_is_waited_for_and_a_longer_one_is_not() -> None:
+    start = b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    framing, ready = fed(1024, start + b"a" * (65536 - len(start)))
+    assert ready == [False]
+    framing, ready = fed(1024, start + b"a" * (65536 - len(start) + 1))
+    assert ready == [True] and framing.problem is None and not framing.head
+
+
+def test_a_space_after_the_body_is_a_byte_after_it() -> None:
+    framing, ready = fed(1024, HEAD + b"Content-Length: 2\r\n\r\nab ")
+    assert ready == [True] and framing.problem == MALFORMED
+
+
+def test_one_read_takes_at_most_64_kib(loop) -> None:
+    lp = loop(Limits(body_bytes=200_000))
+    client = lp.connect()
+    conn = lp.worker.waiting.oldest()
+    client.sendall(HEAD + b"Content-Length: 150000\r\n\r\n" + b"x" * 150000)
+    time.sleep(0.05)  # loopback: the bytes are there
+    lp.worker._receive(conn, conn.sock)
+    assert len(conn.framing.received) == 65536
+
+
+def test_one_wake_up_accepts_at_most_64_connections(loop) -> None:
+    lp = loop(slots=1000)
+    lp.clients.extend(socket.create_connection(lp.listener.getsockname()) for _ in range(65))
+    time.sleep(0.1)  # loopback: the handshakes are done
+    lp.worker.accept(lp.listener)
+    assert len(lp.worker.waiting.all) == 64
+    lp.worker.accept(lp.listener)
+    assert len(lp.worker.waiting.all) == 65
+
+
+def test_deadlines_are_scanned_four_times_a_second(loop, monkeypatch) -> None:
+    lp = loop(Limits(body_bytes=1024, first_byte_s=0.1))
+    lp.connect()
+    now = time.monotonic()
+    clock = {"now": now}
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock["now"])
+    lp.worker.murder_pending()  # scans at `now`: nothing due yet
+    clock["now"] = now + 0.24
+    lp.worker.murder_pending()
+    assert len(lp.worker.waiting.all) == 1
+    clock["now"] = now + 0.26
+    lp.worker.murder_pending()
+    assert not lp.worker.waiting.all
+
+
+def test_a_closed_connection_lingers_two_seconds(loop) -> None:
+    lp = loop()
+    _, conn = closing(lp)
+    before = time.monotonic()
+    conn.close(graceful=True)
+    deadline = lp.worker.lingering[conn.sock][0]
+    assert before + 2.0 <= deadline <= time.monotonic() + 2.0
+
+
+def test_limits_cannot_be_changed_once_read() -> None:
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        Limits().body_bytes = 1  # type: ignore[misc]
