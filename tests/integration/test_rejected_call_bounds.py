@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -285,3 +286,33 @@ def test_the_hourly_prune_runs_at_its_minute_only(app: Flask) -> None:
     [task] = [t for t in jobs.huey._registry._periodic_tasks if t.__name__ == "retention"]
     runs = [m for m in range(60) if task().validate_datetime(datetime(2026, 1, 1, 3, m))]
     assert runs == [PRUNE_MINUTE] == [7]
+
+
+def test_an_authentic_calls_row_is_tried_twice_then_its_loss_is_logged(app, caplog, monkeypatch) -> None:
+    """calllog.record: a verified call keeps every id; one failed write is tried again, two are logged."""
+    caplog.set_level(logging.INFO, "isvserver.calls")
+    call = CallRecord(
+        request_id="r3", interface="koogallery", activity="newInstance", verdict="verified", order_id="CS9"
+    )
+    real_store = calllog.store
+    tries: list[CallRecord] = []
+
+    def flaky(record: CallRecord) -> int:
+        tries.append(record)
+        if len(tries) == 1:
+            raise RuntimeError("database busy")
+        return real_store(record)
+
+    monkeypatch.setattr(calllog, "store", flaky)
+    calllog.record(call)
+    assert [t.request_id for t in tries] == ["r3", "r3"]
+    with connected():
+        [row] = CallLog.select()
+        assert (row.request_id, row.order_id, row.verdict) == ("r3", "CS9", "verified")
+    tries.clear()
+    monkeypatch.setattr(calllog, "store", lambda record: tries.append(record) or 1 / 0)
+    calllog.record(replace(call, request_id="r4"))
+    assert len(tries) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[-1] == "callback log not written request_id=r4: ZeroDivisionError"
+    assert sum(m.startswith("call request_id=r4 ") for m in messages) == 1
