@@ -316,3 +316,22 @@ def test_an_authentic_calls_row_is_tried_twice_then_its_loss_is_logged(app, capl
     messages = [r.getMessage() for r in caplog.records]
     assert messages[-1] == "callback log not written request_id=r4: ZeroDivisionError"
     assert sum(m.startswith("call request_id=r4 ") for m in messages) == 1
+
+
+def test_a_rejected_call_whose_first_write_fails_is_stored_and_logged_once(app, caplog, monkeypatch) -> None:
+    caplog.set_level(logging.INFO, "isvserver.calls")
+    real = calllog.store_rejected
+    tries: list[int] = []
+
+    def flaky(*args: Any) -> int | None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("database busy")
+        return real(*args)
+
+    monkeypatch.setattr(calllog, "store_rejected", flaky)
+    call = CallRecord(request_id="r5", interface="koogallery", verdict="bad_signature", source_address="s")
+    record_rejected(call, frozenset(), 5, MINUTE, total=10)
+    assert len(tries) == 2
+    assert [r.getMessage().split(" ", 2)[:2] for r in caplog.records] == [["call", "request_id=r5"]]
+    assert rows_by_source() == {"s": 1}
