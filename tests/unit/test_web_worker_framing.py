@@ -24,6 +24,7 @@ from isvserver.web.worker import (
     CONTINUE,
     FILES_BESIDE_CONNECTIONS,
     LINGER_BYTES,
+    RESET,
     TIMED_OUT,
     BufferedThreadWorker,
     Conn,
@@ -610,3 +611,37 @@ def test_limits_cannot_be_changed_once_read() -> None:
 
     with pytest.raises(FrozenInstanceError):
         Limits().body_bytes = 1  # type: ignore[misc]
+
+
+def test_a_client_that_resets_while_its_connection_lingers_is_closed_at_once(loop) -> None:
+    lp = loop()
+    client, conn = closing(lp)
+    conn.close(graceful=True)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+    client.close()
+    lp.pump(lambda: not lp.worker.lingering)
+    assert not lp.worker.lingering and conn.sock.fileno() == -1
+
+
+def test_starting_a_worker_sets_up_its_loop_state_within_the_files_allowed(monkeypatch) -> None:
+    from gunicorn.workers.gthread import ThreadWorker
+
+    started: list[bool] = []
+    monkeypatch.setattr(ThreadWorker, "init_process", lambda self: started.append(True))
+    monkeypatch.setattr(worker_module, "usable_slots", lambda wanted, threads: 100)
+    warnings: list[str] = []
+    w = BufferedThreadWorker.__new__(BufferedThreadWorker)
+    w.cfg = SimpleNamespace(threads=4)
+    w.worker_connections = 4096
+    w.log = SimpleNamespace(warning=lambda message, *args: warnings.append(message % args))
+    w.init_process()
+    assert started == [True] and w.worker_connections == 100
+    assert isinstance(w.waiting, Pending) and w.lingering == {} and w.next_scan == 0.0
+    assert isinstance(w.local, threading.local)
+    assert warnings == [
+        "Only 100 connection slots of 4096: the hard limit of open files is too low (ulimit -n)"
+    ]
+    monkeypatch.setattr(worker_module, "usable_slots", lambda wanted, threads: wanted)
+    warnings.clear()
+    w.init_process()
+    assert w.worker_connections == 100 and warnings == []
