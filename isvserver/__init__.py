@@ -10,10 +10,10 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from isvserver import db, files, logs
-from isvserver.adapters import Adapter
+from isvserver.adapters import Mount
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
-from isvserver.web import health, metrics, openapi
+from isvserver.web import delivery, health, metrics, openapi
 
 
 def create_app(
@@ -31,6 +31,7 @@ def create_app(
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.wsgi_app = delivery.Tracked(app.wsgi_app)  # the arrival, and whether each answer was written
     files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
     # No route answers OPTIONS by itself: on an adapter's paths it is a 405 in the adapter's terms.
@@ -45,30 +46,42 @@ def create_app(
             adapter.init_jobs(jobs)
     lifecycle = Lifecycle(provisioner, jobs, settings.data_key)
     app.extensions["isvserver"] = Runtime(settings, provisioner, jobs, lifecycle, clock or wall_clock_ms)
+    jobs.bind(app)
     db.bind(settings.database_url)
-    prefixes = []
+    mounted = []
     for adapter in adapters:
-        prefix = adapter.url_prefix(settings)
-        app.register_blueprint(adapter.blueprint, url_prefix=prefix)
-        prefixes.append((prefix.rstrip("/"), adapter))
-    prefixes.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
+        for mount in adapter.mounts:
+            prefix = mount.prefix(settings)
+            name = mount.blueprint.name
+            if name in app.blueprints:  # one blueprint at a second prefix registers under a name of its own
+                name = f"{name}_{len(mounted)}"
+            app.register_blueprint(mount.blueprint, url_prefix=prefix, name=name)
+            mounted.append((prefix.rstrip("/"), mount))
+    mounted.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
 
-    def owner(path: str) -> Adapter | None:
-        """The adapter whose URL prefix holds `path`."""
-        for prefix, adapter in prefixes:
-            if path == prefix or path.startswith(prefix + "/") or not prefix:
-                return adapter
+    def owner(path: str, method: str) -> Mount | None:
+        """The mount that owns `method` on `path` (longest prefix first), else the one that owns the path."""
+        for prefix, mount in mounted:
+            if mount.owns(prefix, path, method):
+                return mount
+        for prefix, mount in mounted:
+            if mount.owns(prefix, path, None):
+                return mount
         return None
 
     def answer(status: int, message: str) -> Response:
         if request.method == "HEAD":  # no body goes out, so there is nothing to sign
             return Response(status=status)
-        adapter = owner(request.path)
-        if adapter is not None and adapter.error_response is not None:
-            return adapter.error_response(status, message)
+        mount = owner(request.path, request.method)
+        if mount is not None and mount.error_response is not None:
+            try:
+                return mount.error_response(status, message)
+            except Exception:  # its answer needs what failed (the database, a key): the plain one
+                logging.getLogger("isvserver").exception("error answer failed status=%d", status)
+                status = 500
         response = jsonify(error=message, status=status)
         response.status_code = status
         return response
@@ -80,7 +93,7 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        """405, 413, 404…: the adapter's signed envelope under its prefix, plain JSON elsewhere."""
+        """405, 413, 404…: the owning mount's answer on its paths, plain JSON elsewhere."""
         response = answer(exc.code or 500, (exc.name or "error").lower())
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -88,11 +101,8 @@ def create_app(
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        """Anything unhandled still answers (an adapter's with HTTP 200), never with a stack trace."""
+        """Anything unhandled answers as its mount answers a 500, never with a stack trace."""
         logging.getLogger("isvserver").exception("unhandled error")
-        adapter = owner(request.path)
-        if adapter is not None and adapter.error_response is not None:
-            return adapter.error_response(200, "internal error; the call can be retried")
-        return answer(500, "internal error")
+        return answer(500, "internal error; the call can be retried")
 
     return app

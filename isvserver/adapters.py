@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,13 +59,46 @@ class Simulation:
     flow: Callable[[str, bool], bool] | None = None
 
 
+class ExpiryPolicy(StrEnum):
+    """What reconcile does with an instance whose `expire_at` has passed, by its marketplace."""
+
+    # The marketplace freezes (and releases) its instances itself: one it never froze is listed as
+    # overdue, and frozen by reconcile only with ISV_AUTO_FREEZE (KooGallery).
+    GUARD = "guard"
+    # `expire_at` is the end of what the buyer paid and nobody else acts on it: reconcile freezes the
+    # instance when it passes, whatever ISV_AUTO_FREEZE says (the V Cloud market's endAt).
+    FREEZE = "freeze"
+    # `expire_at` is only informative: reconcile never lists, counts or freezes these instances.
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One blueprint at its prefix, and who answers errors on its paths."""
+
+    blueprint: Blueprint
+    prefix: Callable[[Settings], str]
+    # Its answer to a 404, 405, 413 or 500 on its paths (an unhandled error is a 500): the mount decides
+    # the status it sends; without one, the core's plain JSON error with that status.
+    error_response: Callable[[int, str], Response] | None = None
+    # Where mounts share paths, the methods this one owns (None: all).
+    methods: frozenset[str] | None = None
+
+    def owns(self, prefix: str, path: str, method: str | None) -> bool:
+        """Whether a request for `method` (None: any) on `path` is this mount's, its prefix being `prefix`."""
+        if prefix and path != prefix and not path.startswith(prefix + "/"):
+            return False
+        return method is None or self.methods is None or method in self.methods
+
+
 @dataclass(frozen=True)
 class Adapter:
-    """One marketplace interface: its endpoint, settings, keys, commands, documents and stored data."""
+    """One marketplace interface: its endpoints, settings, keys, commands, documents and stored data."""
 
     name: str
-    blueprint: Blueprint
-    url_prefix: Callable[[Settings], str]
+    # Its blueprints, each at its own prefix; none for an adapter that is never called
+    # (it reads its marketplace from a job).
+    mounts: tuple[Mount, ...] = ()
     # The adapter's own settings from the environment; raise SettingsError naming the variable.
     load_settings: Callable[[Mapping[str, str], bool], Any] | None = None
     key_interfaces: tuple[KeyInterface, ...] = ()
@@ -74,8 +108,6 @@ class Adapter:
     # Columns sealed with ISV_DATA_KEY (re-sealed by `isvserver reseal`): (secret, the row's name).
     sealed_columns: tuple[tuple[Field, Field], ...] = ()
     models: tuple[type[Model], ...] = ()
-    # The adapter's own signed answer to a 404, 405 or 500 under its prefix.
-    error_response: Callable[[int, str], Response] | None = None
     # Background work of its own on the app's job queue (isvserver.jobs.Jobs): its tasks, its sweeps,
     # and enrichers (Jobs.add_enricher) adding what it knows to events before the product hears them.
     init_jobs: Callable[[Any], None] | None = None
@@ -85,6 +117,8 @@ class Adapter:
     event_types: Mapping[str, str] = field(default_factory=dict)
     # What `isvserver simulate` can send to its interfaces, by name.
     simulations: tuple[Simulation, ...] = ()
+    # What reconcile does with its instances past their `expire_at`.
+    expiry_policy: ExpiryPolicy = ExpiryPolicy.GUARD
 
 
 def load(name: str) -> Adapter:
@@ -106,6 +140,11 @@ def load(name: str) -> Adapter:
 def load_all(names: Sequence[str]) -> tuple[Adapter, ...]:
     """The adapters of `names`, in that order."""
     return tuple(load(name) for name in names)
+
+
+def expiry_policies(names: Sequence[str]) -> dict[str, ExpiryPolicy]:
+    """Each named adapter's expiry policy, by marketplace name (a marketplace not named: GUARD)."""
+    return {adapter.name: adapter.expiry_policy for adapter in load_all(names)}
 
 
 def enabled(environ: Mapping[str, str]) -> tuple[Adapter, ...]:

@@ -34,6 +34,7 @@ class CallRecord:
     result_msg: str | None = None
     latency_ms: float = 0.0
     source_address: str | None = None
+    delivery: str = "sent"  # whether the answer was written: sent, not_sent, client_gone
 
 
 # The longest text each column holds: its max_length, or for a text column the longest instanceId list
@@ -106,24 +107,30 @@ def store(call: CallRecord) -> int:
 
 
 def update_result(row_id: int, call: CallRecord) -> None:
-    """Rewrite a stored call's result and latency (its answer changed after its transaction committed)."""
+    """Rewrite a stored call's result, latency and delivery (what was finally sent, or that nothing was)."""
     call = _clean(call)
     CallLog.update(
-        result_code=call.result_code, result_msg=call.result_msg, latency_ms=call.latency_ms
+        result_code=call.result_code,
+        result_msg=call.result_msg,
+        latency_ms=call.latency_ms,
+        delivery=call.delivery,
     ).where(CallLog.id == row_id).execute()
 
 
-def record(call: CallRecord, attempts: int = 2) -> None:
-    """The log line and the row in a transaction of its own (tried twice; a failed write is logged)."""
+def record(call: CallRecord, attempts: int = 2) -> int | None:
+    """The log line and the row in a transaction of its own (tried twice; a failed write is logged).
+
+    Returns the row's id, or None when it could not be written.
+    """
     log_line(call)
     for attempt in range(1, attempts + 1):
         try:
             with connected():
-                store(call)
-            return
+                return store(call)
         except Exception as exc:  # the reply goes out whatever happens to its log row
             if attempt == attempts:
                 log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+    return None
 
 
 # --- rejected calls: what an operator needs, and a bounded number per source and minute ----------
@@ -213,9 +220,10 @@ def record_rejected(
     minute: int,
     attempts: int = 2,
     total: int | None = None,
-) -> None:
+) -> int | None:
     """A rejected call's row and log line (minimal) within the bounds, else only its count; when the
-    count cannot be written, the line (and a warning)."""
+    count cannot be written, the line (and a warning). Returns the row's id, or None when the call
+    was only counted or could not be written."""
     for attempt in range(1, attempts + 1):
         try:
             with connected(), database.atomic():
@@ -227,7 +235,8 @@ def record_rejected(
             continue
         if row is not None:
             log_line(minimal(call, activities))
-        return
+        return row
+    return None
 
 
 # --- the summary of rejected calls only counted -----------------------------------------------------

@@ -3,6 +3,11 @@
 wire (body within the size limit) → verify (the adapter's verifier) → nonce → validate → handler →
 one transaction (the change and its call-log row) → after-commit work → the adapter's signed reply.
 Every failure on the way becomes the adapter's own error reply; nothing here knows a marketplace.
+
+Every call has an answer deadline (ISV_ANSWER_DEADLINE_MS from the request's arrival): a handler that
+would wait (for provisioning) does so through `wait_after_commit`, which shrinks the wait to what is
+left and skips it when no waiting slot is free. The call's latency counts from arrival, and its
+call-log row says whether the answer was written (`delivery`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from flask import Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from isvserver import deferred, keystore, lifecycle, replay
+from isvserver import deadline, deferred, keystore, lifecycle, replay
 from isvserver.calllog import (
     CallRecord,
     log_line,
@@ -32,18 +37,17 @@ from isvserver.db import connected, database, held_for_call
 from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
-from isvserver.web import metrics
+from isvserver.web import delivery, metrics
 from isvserver.web.wire import BODY_PROBLEM, MALFORMED, TOO_LARGE
 
 log = logging.getLogger("isvserver.calls")
 
-Reply = dict[str, Any]
 VERIFIED = Verdict.VERIFIED.value
 REPLAYED_NONCE = Verdict.REPLAYED_NONCE.value
 
 
 class Outcome(StrEnum):
-    """What an answer says, in words every marketplace has a result code for."""
+    """What an answer says, in words every marketplace has a result code (or an HTTP status) for."""
 
     SUCCESS = "success"
     IN_PROGRESS = "in_progress"
@@ -51,17 +55,32 @@ class Outcome(StrEnum):
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     INTERNAL = "internal"
+    CONFLICT = "conflict"  # the id is another creation's (lifecycle.IdConflict)
+    GONE = "gone"  # the instance was released
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply that carries its own HTTP status and headers (interfaces that answer in status codes)."""
+
+    status: int
+    body: Any  # what the endpoint serialises: an object, a list, or None for an empty body
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Reply = dict[str, Any] | Answer
 
 
 @dataclass(frozen=True)
 class Verification:
-    """An adapter's verdict on a call: `key` verified it; `nonce` is what the replay store keeps."""
+    """An adapter's verdict on a call: `key` verified it; `nonce` is what the replay store keeps (None
+    or empty for an authentication without one, e.g. a bearer token: the replay store is not touched)."""
 
     verdict: str
     message: str = "success"
     outcome: Outcome = Outcome.SUCCESS
     key: str | None = field(default=None, repr=False)
-    nonce: str = field(default="", repr=False)
+    nonce: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +107,8 @@ LIFECYCLE_ANSWERS: dict[type[lifecycle.LifecycleError], tuple[Outcome, str]] = {
         Outcome.IN_PROGRESS,
         "instance is still being provisioned; try again later",
     ),
+    lifecycle.IdConflict: (Outcome.CONFLICT, "the instance id belongs to another creation"),
+    lifecycle.InvalidInstanceId: (Outcome.INVALID, "the instance id is not a valid id"),
 }
 
 
@@ -96,11 +117,24 @@ class Endpoint:
 
     interface: str = ""  # the call log's and the metrics' name of the interface
     activities: frozenset[str] = frozenset()  # the names that may become a metrics label
-    key_interface: str = ""  # whose keys verify its calls (and sign its replies)
+    # Whose keys verify its calls (and sign its replies); empty: its calls need no key (a bearer token,
+    # HTTP Basic), none is read and `verify` gets none.
+    key_interface: str = ""
 
     def keys_for(self, body: dict[str, Any] | None) -> str:
         """The key interface of this call (an activity may have a key of its own)."""
         return self.key_interface
+
+    def replay_window_s(self, settings: Any) -> float:
+        """How long a call's timestamp is fresh; its nonce is kept twice as long (the settings' window)."""
+        return float(settings.signature_tolerance)
+
+    def lifecycle_reply(self, exc: lifecycle.LifecycleError) -> Reply:
+        """The reply to a lifecycle error, in the interface's terms (LIFECYCLE_ANSWERS by default)."""
+        if isinstance(exc, lifecycle.ChangeRejected):
+            return self.reply(Outcome.INVALID, f"change not acceptable: {exc}"[:255])
+        outcome, message = LIFECYCLE_ANSWERS.get(type(exc), (Outcome.INVALID, "not acceptable now"))
+        return self.reply(outcome, message)
 
     def parse(self, raw: bytes, req: Request) -> dict[str, Any] | None:
         """The call's parameters as one object (the JSON body by default), or None."""
@@ -128,7 +162,11 @@ class Endpoint:
         raise NotImplementedError
 
     def result_code(self, answer: Reply) -> tuple[str, str | None]:
-        """The result code and message of a reply, as logged."""
+        """The result code and message of a reply, as logged (an Answer: its HTTP status)."""
+        if isinstance(answer, Answer):
+            body = answer.body if isinstance(answer.body, dict) else {}
+            message = body.get("description") or body.get("error")
+            return str(answer.status), message[:255] if isinstance(message, str) else None
         return str(answer.get("resultCode", "")), answer.get("resultMsg")
 
 
@@ -242,6 +280,43 @@ def counted(changed: bool) -> bool:
     return changed
 
 
+def arrived() -> float:
+    """When the current call's request arrived (time.monotonic())."""
+    return deadline.arrived(request.environ)
+
+
+def time_left() -> float:
+    """Seconds until the current call's answer must be written (negative once past)."""
+    return deadline.answer_by(request.environ, runtime().settings.answer_deadline_ms) - time.monotonic()
+
+
+def wait_after_commit(budget_ms: int, wait: Callable[[float], Reply | None]) -> None:
+    """Once the call has committed, let `wait(until)` replace its answer (None keeps it).
+
+    `until` (time.monotonic()) is `budget_ms` after the request's arrival, or earlier so that the
+    answer is written by the call's deadline. The wait is skipped, and the answer stands, when no time
+    is left or every waiting slot of this process is taken (waiting calls never hold the threads that
+    other calls need).
+    """
+    environ = request.environ
+    until = deadline.wait_until(environ, runtime().settings.answer_deadline_ms, budget_ms)
+    threads = deadline.threads_of(environ)
+    g.call_waits = True
+
+    def bounded_wait() -> Reply | None:
+        if until <= time.monotonic():
+            metrics.WAITS.labels("no_time").inc()
+            return None
+        with deadline.waiting_slot(threads) as free:
+            if not free:
+                metrics.WAITS.labels("no_thread").inc()
+                return None
+            metrics.WAITS.labels("waited").inc()
+            return wait(until)
+
+    deferred.after_commit(bounded_wait)
+
+
 def handle(endpoint: Endpoint) -> Response:
     """Run one call through the pipeline and answer it signed."""
     with held_for_call():
@@ -250,7 +325,7 @@ def handle(endpoint: Endpoint) -> Response:
 
 def _handle(endpoint: Endpoint) -> Response:
     rt = runtime()
-    started = g.call_started = time.perf_counter()
+    started = g.call_started = arrived()
     g.call_interface = endpoint.interface
     call = CallRecord(
         request_id=g.request_id,
@@ -271,7 +346,7 @@ def _handle(endpoint: Endpoint) -> Response:
     now_ms = rt.clock()
     verification = endpoint.verify(request, raw, body, keys or (), now_ms)
     call.verdict = verification.verdict
-    sign_key = verification.key or reply_keys[0]
+    sign_key = verification.key or (reply_keys[0] if reply_keys else "")
     if status == 413:
         call.verdict, call.reason = "body_too_large", f"body over {rt.settings.max_body_bytes} bytes"
         answer = endpoint.reply(
@@ -296,27 +371,55 @@ def _handle(endpoint: Endpoint) -> Response:
                     final = _run_after_commit(call, answer, steps)
                     if final is not answer:
                         response = _signed(endpoint, call, final, sign_key, status, started)
-                        if row is not None:
-                            update_result(row, call)
             if row is not None:  # else a replay only counted (beyond the rejected-call bounds)
                 log_line(call)
+            _track_delivery(call, row, rewrite=call.delivery != delivery.SENT)
             return _counted(endpoint, call, response)
         except Exception:
             log.exception("internal error request_id=%s activity=%s", call.request_id, call.activity)
             answer = endpoint.reply(Outcome.INTERNAL, "internal error; the call can be retried")
     response = _signed(endpoint, call, answer, sign_key, status, started)
+    call.delivery = delivery.SENT
     if call.verdict == VERIFIED:
-        record(call)  # an authentic call that failed inside: every id, for the operator
+        row = record(call)  # an authentic call that failed inside: every id, for the operator
     else:
         settings = rt.settings
-        record_rejected(
+        row = record_rejected(
             call,
             endpoint.activities,
             settings.rejected_log_per_minute,
             int(now_ms // 60_000),
             total=settings.rejected_log_total_per_minute,
         )
+    _track_delivery(call, row, rewrite=False)
     return _counted(endpoint, call, response)
+
+
+def _track_delivery(call: CallRecord, row: int | None, rewrite: bool) -> None:
+    """Once the answer was written (or not), make the call's row say so.
+
+    A row stored before a wait (`rewrite`) is rewritten with what was finally sent; any other row was
+    stored as sent and is rewritten only when its answer could not be written.
+    """
+
+    def delivered(outcome: str) -> None:
+        call.delivery = outcome
+        if outcome != delivery.SENT:
+            log.warning(
+                "answer not sent request_id=%s activity=%s delivery=%s",
+                call.request_id,
+                call.activity,
+                outcome,
+            )
+        if row is None or (outcome == delivery.SENT and not rewrite):
+            return
+        try:
+            with connected():
+                update_result(row, call)
+        except Exception as exc:
+            log.warning("callback log not updated request_id=%s: %s", call.request_id, type(exc).__name__)
+
+    delivery.on_answer(request.environ, delivered)
 
 
 def _run_after_commit(call: CallRecord, answer: Reply, steps: list[deferred.Step]) -> Reply:
@@ -340,7 +443,7 @@ def _signed(
     """The signed reply; the call record gets its result and latency."""
     call.result_code, call.result_msg = endpoint.result_code(answer)
     response = endpoint.render(answer, key, status, call)
-    call.latency_ms = (time.perf_counter() - started) * 1000
+    call.latency_ms = (time.monotonic() - started) * 1000
     return response
 
 
@@ -363,6 +466,8 @@ def _current_keys(
 ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """The active keys of the call's interface (None when unreadable) and the keys replies are signed with."""
     interface = endpoint.keys_for(body)
+    if not interface and not endpoint.key_interface:
+        return (), ()  # its calls need no key: none is read
     try:
         with connected():
             keys = keystore.verification_keys(rt.settings, interface)
@@ -393,20 +498,23 @@ def _verified_call(
     answer into an authentication failure. A changing call validates first and runs its handler
     inside that transaction, after the nonce.
     """
-    keep_ms = 2 * rt.settings.signature_tolerance * 1000
+    keep_ms = int(2 * endpoint.replay_window_s(rt.settings) * 1000)
     nonce, sign_key = verification.nonce, verification.key or ""
     checked = endpoint.check(call, body)
     if not isinstance(checked, Handling) or checked.read_only:
         answer = checked if not isinstance(checked, Handling) else _handled(rt, endpoint, call, checked)
         response = _signed(endpoint, call, answer, sign_key, status, started)
+        if not nonce and call.verdict == VERIFIED:
+            _mark_delivery(call)
+            return answer, response, store(call)  # nothing to check first: one INSERT, no transaction
         with database.atomic():
-            if not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+            if nonce and not replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
                 answer = _replayed(endpoint, call, steps)
                 response = _signed(endpoint, call, answer, sign_key, status, started)
             row = _store(rt, endpoint, call, now_ms)
         return answer, response, row
     with database.atomic():
-        if replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
+        if not nonce or replay.first_use(endpoint.interface, nonce, now_ms, keep_ms):
             answer = _handled(rt, endpoint, call, checked)
         else:
             answer = _replayed(endpoint, call, steps)
@@ -417,6 +525,7 @@ def _verified_call(
 
 def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> int | None:
     """The call's row in the open transaction: all of it when verified, a replay as any rejected call."""
+    _mark_delivery(call)
     if call.verdict == VERIFIED:
         return store(call)
     settings = rt.settings
@@ -429,9 +538,15 @@ def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> in
     )
 
 
+def _mark_delivery(call: CallRecord) -> None:
+    """A call that will wait after its commit is stored as not sent (rewritten once its answer is)."""
+    call.delivery = delivery.NOT_SENT if g.get("call_waits") else delivery.SENT
+
+
 def _replayed(endpoint: Endpoint, call: CallRecord, steps: list[deferred.Step]) -> Reply:
     """The answer to a call whose nonce was already used (nothing it would have done is kept)."""
     steps.clear()
+    g.call_waits = False
     call.verdict = REPLAYED_NONCE
     call.reason = "nonce was already used"
     return endpoint.reply(Outcome.AUTH_FAILED, "authentication failed: nonce was already used")
@@ -442,10 +557,7 @@ def _handled(rt: Runtime, endpoint: Endpoint, call: CallRecord, checked: Handlin
     try:
         return checked.handler(rt, checked.data)
     except lifecycle.LifecycleError as exc:
-        if isinstance(exc, lifecycle.ChangeRejected):
-            return endpoint.reply(Outcome.INVALID, f"change not acceptable: {exc}"[:255])
-        outcome, message = LIFECYCLE_ANSWERS[type(exc)]
-        return endpoint.reply(outcome, message)
+        return endpoint.lifecycle_reply(exc)
     except ProvisioningError as exc:
         log.warning("provisioning failed request_id=%s: %s", call.request_id, exc)
         return endpoint.reply(Outcome.INTERNAL, f"provisioning failed: {exc}"[:255])

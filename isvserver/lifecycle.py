@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
@@ -15,7 +16,7 @@ from peewee import Database
 
 from isvserver.db import database, ident, is_postgres, names, placeholders, statement
 from isvserver.deferred import after_commit
-from isvserver.models import Delivery, Instance, InstanceEvent, ParkedChange, utcnow
+from isvserver.models import Delivery, ExternalId, Instance, InstanceEvent, ParkedChange, utcnow
 from isvserver.provisioning import AppInfo, InstanceView, LifecycleEvent, Provisioner
 from isvserver.sealing import DataKeys, seal, unseal
 
@@ -66,6 +67,40 @@ class ChangeRejected(LifecycleError):
     """The product cannot take the requested change."""
 
 
+class IdConflict(LifecycleError):
+    """The exact id a platform chose belongs to another creation (another idempotency key)."""
+
+
+class InvalidInstanceId(LifecycleError):
+    """The exact id a platform chose is not a safe instance id (1–64 of A–Z a–z 0–9 . _ -)."""
+
+
+# An operation's state, in the words Open Service Broker uses (any interface can map them to its own).
+IN_PROGRESS, SUCCEEDED, FAILED = "in progress", "succeeded", "failed"
+OPERATION_PREFIX = "op-"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a lifecycle command did: the change it recorded (or the earlier one it repeated), to poll."""
+
+    id: str | None  # None: nothing was ever recorded for it (nothing to wait for)
+    instance_id: str
+    changed: bool  # whether this call recorded the change (False: a repeat, or nothing to do)
+    instance: Instance | None = None  # the instance, for a creation
+
+
+@dataclass(frozen=True)
+class OperationState:
+    """Where an operation is, read from the database: IN_PROGRESS, SUCCEEDED or FAILED."""
+
+    id: str
+    instance_id: str
+    kind: str  # the instance_event kind: created, upgraded, released…
+    state: str
+    description: str
+
+
 CREATED = "created"  # the event kind of a new instance
 
 # The event types a provisioner hears about, by instance_event kind (adapters add their own kinds).
@@ -114,7 +149,37 @@ TRANSITIONS: dict[Action, dict[State, State | str | type[LifecycleError]]] = {
 }
 NOT_PROVISIONED = (P, X)
 
+EXTERNAL_ID_NAMESPACE = uuid.UUID("4f1b1a52-7c1e-5b7e-9f0a-15e0c10d0015")  # of ids derived from others
 _INSTANCE_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}")  # a safe URL path segment
+
+
+def fits_instance_id(candidate: str) -> bool:
+    """Whether `candidate` can be an instance id as it is (a safe URL path segment of at most 64)."""
+    return _INSTANCE_ID.fullmatch(candidate) is not None
+
+
+def instance_id_for(marketplace: str, external_id: str) -> tuple[str, str | None]:
+    """The instance id proposed for `external_id`, and the external id to keep beside it.
+
+    An id that fits the charset is used as it is (nothing kept beside it); one that does not gets a UUID
+    derived from it (UUIDv5: the same one every time), and is kept whole beside it (`external_id_of`).
+    """
+    if fits_instance_id(external_id):
+        return external_id, None
+    if not external_id:
+        return str(uuid.uuid4()), None
+    return str(uuid.uuid5(EXTERNAL_ID_NAMESPACE, f"{marketplace}\n{external_id}")), external_id
+
+
+def external_id_of(instance_id: str) -> str | None:
+    """The external id kept beside the instance's derived id (None when the id is the external one)."""
+    row = (
+        ExternalId.select(ExternalId.external_id)
+        .join(Instance)
+        .where(Instance.instance_id == instance_id)
+        .first()
+    )
+    return row.external_id if row is not None else None
 
 
 def view(instance: Instance) -> InstanceView:
@@ -256,22 +321,31 @@ def create_instance(
     data_key: bytes,
     reference: tuple[str | None, str | None] = (None, None),
     business_id: str | None = None,
+    exact: bool = False,
+    detail: dict[str, Any] | None = None,
 ) -> tuple[Instance, bool]:
     """The instance created under this idempotency key and whether this call created it (once; resends
     get the same). `reference` is the order line that asked for it, when there is one.
 
-    An inline provisioner provisions it here; any other gets the creation queued (outbox). A resend for
-    an instance whose provisioning failed starts that provisioning again.
+    With `exact`, the instance gets `proposed_id` or nothing: InvalidInstanceId when it is no safe id,
+    IdConflict when another creation holds it. Otherwise a taken or unsafe id is replaced by a UUID.
+    `detail` (never a secret) goes with the created event to the product. An inline provisioner
+    provisions it here; any other gets the creation queued (outbox). A resend for an instance whose
+    provisioning failed starts that provisioning again.
     """
     by_key = (Instance.marketplace == marketplace) & (Instance.creation_key == creation_key)
     order_id, order_line_id = reference
     # INSERT first: the UNIQUE constraints decide (creation key; instance_id), no SELECT before it.
     # Only when the row stays out is the existing one read; when no row has this key, it was the
     # instance_id that collided (another order took the proposed id): again with a UUID.
-    first = proposed_id if _INSTANCE_ID.fullmatch(proposed_id) else str(uuid.uuid4())
-    detail = {"business_id": business_id} if business_id is not None else {}
+    if exact and not fits_instance_id(proposed_id):
+        raise InvalidInstanceId(proposed_id[:64])
+    first, external_id = instance_id_for(marketplace, proposed_id)
+    detail = dict(detail or {})
+    if business_id is not None:
+        detail["business_id"] = business_id
     with database.atomic():
-        for candidate in (first, str(uuid.uuid4())):
+        for candidate in (first,) if exact else (first, str(uuid.uuid4())):
             now = utcnow()
             instance = Instance(
                 instance_id=candidate,
@@ -289,8 +363,12 @@ def create_instance(
             existing = _select_for_update(by_key)
             if existing is not None:
                 return _restarted_if_failed(existing), False  # a resend, or a concurrent call was first
+            if exact:
+                raise IdConflict(proposed_id)
         else:
             raise RuntimeError("a new instance_id collided twice")  # two UUIDs taken: not expected
+        if external_id is not None:
+            ExternalId.create(instance=instance, marketplace=marketplace, external_id=external_id)
         outbox = not provisioner.inline
         event = _record(instance, CREATED, State.PROVISIONING, reference, outbox=outbox, **detail)
         if not outbox:
@@ -492,12 +570,16 @@ def set_frozen(instance_id: str, frozen: bool, outbox: bool = False, **detail: A
 
 
 def upgrade(
-    instance_id: str, reference: tuple[str | None, str | None], idempotency_key: str, outbox: bool = False
+    instance_id: str,
+    reference: tuple[str | None, str | None],
+    idempotency_key: str,
+    outbox: bool = False,
+    **detail: Any,
 ) -> bool:
-    """Record an upgrade of the instance; once per idempotency key."""
+    """Record an upgrade of the instance (`detail`: what changed, never a secret); once per key."""
     with database.atomic():
         instance = _locked(instance_id)
-        changed = _apply(instance, Action.UPGRADE, reference, idempotency_key, outbox)
+        changed = _apply(instance, Action.UPGRADE, reference, idempotency_key, outbox, **detail)
         if changed:
             instance.save()
         return changed
@@ -530,11 +612,11 @@ def check_change(instance_id: str, product_info: dict[str, Any], provisioner: Pr
 
 
 def await_provisioning(instance_id: str, deadline: float) -> str:
-    """The instance's state once it is no longer provisioning, or when `deadline` (perf_counter) comes."""
+    """The instance's state once it is no longer provisioning, or when `deadline` (time.monotonic()) comes."""
     pause = 0.01
     while True:
         state = Instance.select(Instance.state).where(Instance.instance_id == instance_id).scalar()
-        left = deadline - time.perf_counter()
+        left = deadline - time.monotonic()
         if state != State.PROVISIONING or left <= 0:
             return state
         time.sleep(min(pause, left))
@@ -611,10 +693,12 @@ class Lifecycle:
         """Whether changes reach the product through the outbox (the provisioner is not inline)."""
         return not self.provisioner.inline
 
-    def _queued(self, instance_id: str, changed: bool) -> bool:
+    def _queued(
+        self, instance_id: str, changed: bool, kind: str, idempotency_key: str | None = None
+    ) -> Operation:
         if changed and self.outbox:
             after_commit(lambda: self.jobs.deliver_soon(instance_id))
-        return changed
+        return Operation(_operation_id(instance_id, kind, idempotency_key), instance_id, changed)
 
     def create(
         self,
@@ -623,14 +707,26 @@ class Lifecycle:
         proposed_id: str,
         reference: tuple[str | None, str | None] = (None, None),
         business_id: str | None = None,
-    ) -> tuple[Instance, bool]:
-        """The instance created under this key and whether this call created it; provisioning is queued."""
+        exact: bool = False,
+        detail: dict[str, Any] | None = None,
+    ) -> Operation:
+        """The creation under this key (its instance, whether this call created it); provisioning is
+        queued. With `exact`, the instance has `proposed_id` or the call fails (IdConflict)."""
         instance, created = create_instance(
-            marketplace, idempotency_key, proposed_id, self.provisioner, self.data_key, reference, business_id
+            marketplace,
+            idempotency_key,
+            proposed_id,
+            self.provisioner,
+            self.data_key,
+            reference,
+            business_id,
+            exact,
+            detail,
         )
         if instance.state in NOT_PROVISIONED:
             after_commit(lambda: self.jobs.deliver_soon(instance.instance_id))
-        return instance, created
+        operation_id = _operation_id(instance.instance_id, CREATED)
+        return Operation(operation_id, instance.instance_id, created, instance)
 
     def change_expiry(
         self,
@@ -640,26 +736,41 @@ class Lifecycle:
         expire_at: datetime,
         product_id: str | None = None,
         reference: tuple[str | None, str | None] = (None, None),
-    ) -> bool:
+    ) -> Operation:
         """Renew, convert a trial, unsubscribe or change a renewal; once per idempotency key."""
         changed = change_expiry(
             instance_id, action, reference, idempotency_key, expire_at, product_id, outbox=self.outbox
         )
-        return self._queued(instance_id, changed)
+        return self._queued(instance_id, changed, action.value, idempotency_key)
 
-    def set_frozen(self, instance_id: str, frozen: bool) -> bool:
+    def set_frozen(self, instance_id: str, frozen: bool) -> Operation:
         """Freeze (keep data) or unfreeze; repeating the current status changes nothing."""
-        return self._queued(instance_id, set_frozen(instance_id, frozen, outbox=self.outbox))
+        kind = (Action.FREEZE if frozen else Action.UNFREEZE).value
+        return self._queued(instance_id, set_frozen(instance_id, frozen, outbox=self.outbox), kind)
 
     def upgrade(
-        self, instance_id: str, idempotency_key: str, reference: tuple[str | None, str | None] = (None, None)
-    ) -> bool:
-        """Record an upgrade; once per idempotency key."""
-        return self._queued(instance_id, upgrade(instance_id, reference, idempotency_key, outbox=self.outbox))
+        self,
+        instance_id: str,
+        idempotency_key: str,
+        reference: tuple[str | None, str | None] = (None, None),
+        detail: dict[str, Any] | None = None,
+    ) -> Operation:
+        """Record an upgrade (`detail`: what changed, never a secret); once per idempotency key."""
+        changed = upgrade(instance_id, reference, idempotency_key, outbox=self.outbox, **(detail or {}))
+        return self._queued(instance_id, changed, Action.UPGRADE.value, idempotency_key)
 
-    def release(self, instance_id: str, reference: tuple[str | None, str | None] = (None, None)) -> bool:
-        """Mark released (never deleted); a repeated release changes nothing."""
-        return self._queued(instance_id, release(instance_id, *reference, outbox=self.outbox))
+    def release(self, instance_id: str, reference: tuple[str | None, str | None] = (None, None)) -> Operation:
+        """Mark released (never deleted); a repeated release changes nothing and has the first's operation."""
+        changed = release(instance_id, *reference, outbox=self.outbox)
+        return self._queued(instance_id, changed, Action.RELEASE.value)
+
+    def operations(self, instance_id: str) -> list[OperationState]:
+        """The instance's operations, oldest first (its creation and every change recorded since)."""
+        return instance_operations(instance_id)
+
+    def operation(self, operation_id: str) -> OperationState | None:
+        """Where the operation is (read from the database, on any worker, any time after); None if unknown."""
+        return operation_state(operation_id)
 
     def check_change(self, instance_id: str, product_info: dict[str, Any]) -> None:
         """Raise unless the product can take this renewal change."""
@@ -674,3 +785,75 @@ class Lifecycle:
         if outcome == RECORDED and hears(self.provisioner, kind):
             after_commit(lambda: self.jobs.deliver_soon(instance_id))
         return outcome != REPEATED
+
+
+def _operation_id(instance_id: str, kind: str, idempotency_key: str | None = None) -> str | None:
+    """The handle of the instance's latest change of `kind` (under `idempotency_key` when given)."""
+    query = (
+        InstanceEvent.select(InstanceEvent.id)
+        .join(Instance)
+        .where((Instance.instance_id == instance_id) & (InstanceEvent.kind == kind))
+    )
+    if idempotency_key is not None:
+        query = query.where(InstanceEvent.idempotency_key == idempotency_key)
+    event_id = query.order_by(InstanceEvent.id.desc()).limit(1).scalar()
+    return f"{OPERATION_PREFIX}{event_id}" if event_id is not None else None
+
+
+PROVISIONING_KINDS = (Action.PROVISIONED, Action.PROVISIONING_FAILED, Action.PROVISIONING_RESTARTED)
+
+
+def operation_state(operation_id: str) -> OperationState | None:
+    """The state of the change `operation_id` names: a creation until provisioning ends, any other change
+    until the product has it (its delivery; done at once when nothing was to deliver); None if unknown."""
+    number = operation_id.removeprefix(OPERATION_PREFIX)
+    if not operation_id.startswith(OPERATION_PREFIX) or not number.isdigit() or len(number) > 18:
+        return None
+    event = InstanceEvent.select().where(InstanceEvent.id == int(number)).first()
+    if event is None:
+        return None
+    instance = event.instance
+
+    def answer(state: str, description: str) -> OperationState:
+        return OperationState(operation_id, instance.instance_id, event.kind, state, description[:255])
+
+    if event.kind == CREATED:
+        last = (
+            InstanceEvent.select(InstanceEvent.kind, InstanceEvent.detail)
+            .where(
+                (InstanceEvent.instance == instance)
+                & (InstanceEvent.id > event.id)
+                & InstanceEvent.kind.in_([kind.value for kind in PROVISIONING_KINDS])
+            )
+            .order_by(InstanceEvent.id.desc())
+            .first()
+        )
+        if last is not None and last.kind == Action.PROVISIONED.value:
+            return answer(SUCCEEDED, "provisioned")
+        if last is not None and last.kind == Action.PROVISIONING_FAILED.value:
+            reason = json.loads(last.detail).get("reason", "") if last.detail else ""
+            return answer(FAILED, f"provisioning failed: {reason}" if reason else "provisioning failed")
+        if instance.state == State.RELEASED:
+            return answer(FAILED, "released before it was provisioned")
+        return answer(IN_PROGRESS, "provisioning")
+    delivery = Delivery.select().where(Delivery.event == event.id).first()
+    if delivery is None or delivery.status == "delivered":
+        return answer(SUCCEEDED, event.kind)
+    if delivery.status == "failed":
+        return answer(FAILED, f"{event.kind}: the product did not take it: {delivery.last_error or 'failed'}")
+    return answer(IN_PROGRESS, f"{event.kind}: waiting for the product")
+
+
+def instance_operations(instance_id: str) -> list[OperationState]:
+    """Every operation of the instance, oldest first: its creation and the changes recorded since (the
+    provisioning's own steps are part of the creation)."""
+    own = {kind.value for kind in PROVISIONING_KINDS}
+    ids = (
+        InstanceEvent.select(InstanceEvent.id, InstanceEvent.kind)
+        .join(Instance)
+        .where(Instance.instance_id == instance_id)
+        .order_by(InstanceEvent.id)
+        .tuples()
+    )
+    found = (operation_state(f"{OPERATION_PREFIX}{event_id}") for event_id, kind in ids if kind not in own)
+    return [state for state in found if state is not None]

@@ -103,6 +103,7 @@ class CallLog(BaseModel):
     result_msg = CharField(max_length=255, null=True)
     latency_ms = FloatField()
     source_address = CharField(max_length=64, null=True)
+    delivery = CharField(max_length=16, default="sent")  # sent, not_sent or client_gone
 
     class Meta:
         table_name = "callback_log"
@@ -162,6 +163,38 @@ class ParkedChange(BaseModel):
         indexes = ((("instance_id", "idempotency_key"), True),)
 
 
+class ExternalId(BaseModel):
+    """The id a platform gave an instance, kept whole when it does not fit instance_id's charset."""
+
+    instance = ForeignKeyField(Instance, column_name="instance_ref", unique=True, backref="external_ids")
+    marketplace = CharField(max_length=32)
+    external_id = TextField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "external_id"
+
+
+class PeriodicJob(BaseModel):
+    """A periodic job's schedule and the lease of the runner holding it (one run at a time, any host)."""
+
+    name = CharField(max_length=64, primary_key=True)
+    interval_s = FloatField()
+    next_run_at = DateTimeField()
+    lease_owner = CharField(max_length=64, null=True)
+    lease_until = DateTimeField(null=True)
+    last_started_at = DateTimeField(null=True)
+    last_finished_at = DateTimeField(null=True)
+    last_success_at = DateTimeField(null=True)
+    last_error = CharField(max_length=255, null=True)
+    runs = IntegerField(default=0)
+    failures = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "periodic_job"
+
+
 ALL_MODELS = (
     Instance,
     InstanceEvent,
@@ -171,4 +204,6 @@ ALL_MODELS = (
     RejectedCallMinute,
     Delivery,
     ParkedChange,
+    ExternalId,
+    PeriodicJob,
 )

@@ -75,6 +75,7 @@ class Settings:
     log_format: str
     provisioner: str = "template"  # template, webhook or python:package.module:Class
     provision_budget_ms: int = 2000
+    answer_deadline_ms: int = 4000  # every answer is written by then, counted from the request's arrival
     queue_url: str = ""  # "" keeps the job queue in a SQLite file in instance_dir; or redis://…
     job_workers: int = 4
     job_max_attempts: int = 8
@@ -526,6 +527,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         "max_body_bytes": whole("ISV_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024),
         "provision_budget_ms": whole("ISV_PROVISION_BUDGET_MS", 2000, 0, 4500),
+        "answer_deadline_ms": whole("ISV_ANSWER_DEADLINE_MS", 4000, 500, 4900),
         "queue_url": problems.take(_queue_url, env, default=""),
         "job_workers": whole("ISV_JOB_WORKERS", 4, 1, 64),
         "job_max_attempts": whole("ISV_JOB_MAX_ATTEMPTS", 8, 1, 100),

@@ -44,7 +44,7 @@ def call_table(calls: Sequence[CallLog]) -> None:
                 c.request_id,
                 (c.activity or "-") + (" [test]" if c.test_flag else ""),
                 c.verdict,
-                c.result_code,
+                c.result_code if c.delivery == "sent" else f"{c.result_code}/{c.delivery}",
                 f"{c.latency_ms:.1f} ms",
                 " ".join(
                     f"{label}={short(value)}"

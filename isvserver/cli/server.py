@@ -74,7 +74,14 @@ def serve(bind: str, workers: int, config_path: str | None, run_migrations: bool
     settings = helpers.announced_settings()
     if run_migrations:
         helpers.run_migrations(settings)
-    where = ", ".join(f"http://{bind}{load(name).url_prefix(settings)}" for name in settings.marketplaces)
+    where = (
+        ", ".join(
+            f"http://{bind}{mount.prefix(settings)}"
+            for name in settings.marketplaces
+            for mount in load(name).mounts
+        )
+        or f"http://{bind}"
+    )
     click.echo(
         f"isvserver ({settings.env}) on {where} with {workers} workers, "
         f"database {redacted_url(settings.database_url)}, jobs "
@@ -126,7 +133,11 @@ def worker(threads: int | None, supervised: bool) -> None:
         threads,
         queue.describe(settings),
     )
-    consumer.run()
+    jobs.start_periodic()  # Jobs.every's jobs, each under its database lease
+    try:
+        consumer.run()
+    finally:
+        jobs.stop_periodic()
 
 
 def _stop_with_parent() -> None:

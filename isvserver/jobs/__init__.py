@@ -3,6 +3,11 @@
 The database is the record of what must happen (the delivery outbox, adapters' pending work); a huey
 message only says "look now". A message lost with a killed consumer is found again by the sweeper,
 which runs every minute and when a consumer starts.
+
+Periodic jobs with an interval in seconds (`Jobs.every`) run on threads of the consumer, each under a
+database lease (isvserver/jobs/periodic.py): one run at a time across consumers and hosts. They run
+inside the app's context with a database connection, and get the app's Runtime (settings, lifecycle,
+provisioner, jobs), as request handlers do.
 """
 
 from __future__ import annotations
@@ -10,22 +15,31 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey import Huey
 from huey.api import TaskWrapper
 
 from isvserver import lifecycle
 from isvserver.db import connected, database
-from isvserver.jobs import deliveries, reconcile, retention
+from isvserver.deferred import collecting
+from isvserver.jobs import deliveries, periodic, reconcile, retention
 from isvserver.jobs.queue import make_huey
 from isvserver.models import Delivery, utcnow
 from isvserver.provisioning import LifecycleEvent, Provisioner, ProvisioningError
 from isvserver.settings import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from isvserver.runtime import Runtime
 
 log = logging.getLogger("isvserver.jobs")
 
@@ -67,6 +81,20 @@ class Enrichment:
         )
 
 
+@dataclass(frozen=True)
+class Every:
+    """A periodic job: its name, its interval and lease in seconds, and what it runs."""
+
+    name: str
+    seconds: float
+    fn: Callable[[Runtime], None]
+    lease_s: float
+
+
+MIN_LOOK_S = 0.05  # the shortest wait between two looks at a periodic job
+DATABASE_RETRY_S = 5.0  # the longest wait after a look failed (the database did not answer)
+
+
 def _every_minutes(minutes: int):
     """A huey periodic-task schedule: every `minutes` minutes."""
     return lambda moment: (moment.hour * 60 + moment.minute) % max(1, minutes) == 0
@@ -83,6 +111,10 @@ class Jobs:
         self.enrichers: list[Enrichment] = []  # what adapters add to an event first (add_enricher)
         self.sweeps: list[Callable[[], None]] = []  # adapters' work the sweeper looks for too
         self.starts: list[Callable[[], None]] = []  # adapters' checks when a consumer starts
+        self.periodic: dict[str, Every] = {}  # Jobs.every's jobs, by name
+        self.app: Flask | None = None  # set by create_app: jobs run in its context
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._deliver: TaskWrapper = self.huey.task(name="deliver")(self.run_deliveries)
         self.huey.periodic_task(_every_minutes(1), name="sweep")(self.sweep)
         self.huey.periodic_task(_every_minutes(settings.reconcile_interval_s // 60), name="reconcile")(
@@ -108,6 +140,122 @@ class Jobs:
             if enrichment.applies(event.instance.marketplace, event.type):
                 event = enrichment.enrich(event)
         return event
+
+    # --- periodic jobs ----------------------------------------------------------------------------
+
+    def every(
+        self, name: str, seconds: float, fn: Callable[[Runtime], None], lease_s: float | None = None
+    ) -> None:
+        """Run `fn(runtime)` every `seconds` seconds, at most once at a time across consumers and hosts.
+
+        The run holds a database lease of `lease_s` seconds (ISV_JOB_LEASE_S when None), renewed while it
+        runs; a consumer that dies mid-run loses it when it expires, and another takes the job over.
+        """
+        if not name or len(name) > periodic.NAME_LENGTH:
+            raise ValueError(f"a periodic job's name is 1 to {periodic.NAME_LENGTH} characters")
+        if name in self.periodic:
+            raise ValueError(f"periodic job {name!r} is already registered")
+        if not seconds > 0:
+            raise ValueError(f"periodic job {name!r}: the interval must be more than 0 seconds")
+        lease = float(lease_s if lease_s is not None else self.settings.job_lease_s)
+        if not lease > 0:
+            raise ValueError(f"periodic job {name!r}: the lease must be more than 0 seconds")
+        self.periodic[name] = Every(name, float(seconds), fn, lease)
+
+    def bind(self, app: Flask) -> None:
+        """Run jobs in the context of `app` (create_app calls it)."""
+        self.app = app
+
+    @contextmanager
+    def context(self) -> Iterator[Runtime]:
+        """The app's context with a database connection, and its Runtime: where a job runs, as a request
+        handler does. What the job deferred until after its commits (queued deliveries) runs at the end."""
+        from isvserver.runtime import runtime
+
+        if self.app is None:
+            raise RuntimeError("these jobs belong to no app (create_app binds them)")
+        with self.app.app_context(), connected(), collecting() as steps:
+            try:
+                yield runtime()
+            finally:
+                for step in steps:
+                    step()
+
+    def run_periodic(self, name: str, owner: str | None = None) -> float:
+        """One look at periodic job `name`: run it when it is due and no live runner holds it.
+
+        Returns the seconds until it is worth looking again.
+        """
+        job = self.periodic[name]
+        owner = owner or periodic.runner_id()
+        with connected():
+            periodic.ensure(name, job.seconds)
+            started = utcnow()
+            if not periodic.acquire(name, owner, job.lease_s, started):
+                return periodic.wait_s(periodic.read(name))
+        error = None
+        beat = threading.Event()
+        heart = threading.Thread(
+            target=self._renew, args=(job, owner, beat), name=f"lease-{name}", daemon=True
+        )
+        heart.start()
+        began = time.perf_counter()
+        try:
+            with self.context() as runtime:
+                job.fn(runtime)
+        except Exception as exc:
+            error = _failure_reason(exc)
+            log.warning("periodic job %s failed: %s", name, error, exc_info=not isinstance(exc, SAFE_TO_SHOW))
+        finally:
+            beat.set()
+            heart.join()
+            with connected():
+                kept = periodic.finish(name, owner, started, job.seconds, error)
+        if not kept:
+            log.warning(
+                "periodic job %s: its lease expired during the run (another runner may have run it)", name
+            )
+        log.debug("periodic job %s ran in %.3f s", name, time.perf_counter() - began)
+        return job.seconds
+
+    def _renew(self, job: Every, owner: str, done: threading.Event) -> None:
+        """Renew the lease of a running job every third of its length until it is done."""
+        while not done.wait(job.lease_s / 3):
+            try:
+                with connected():
+                    if not periodic.renew(job.name, owner, job.lease_s):
+                        log.warning("periodic job %s: lost its lease while running", job.name)
+                        return
+            except Exception:  # the database did not answer: try again, the lease still runs
+                log.warning("periodic job %s: could not renew its lease", job.name)
+
+    def _follow(self, name: str) -> None:
+        """Look at periodic job `name` again and again until the consumer stops."""
+        job = self.periodic[name]
+        owner = periodic.runner_id()
+        while not self._stop.is_set():
+            try:
+                wait = self.run_periodic(name, owner)
+            except Exception:  # the database did not answer the look: look again soon
+                log.warning("periodic job %s: cannot reach the database", name)
+                wait = DATABASE_RETRY_S
+            self._stop.wait(min(max(wait, MIN_LOOK_S), job.seconds))
+
+    def start_periodic(self) -> None:
+        """Start following every periodic job on threads of this process (the consumer calls it)."""
+        self._stop.clear()
+        for name in self.periodic:
+            thread = threading.Thread(target=self._follow, args=(name,), name=f"every-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop_periodic(self, timeout_s: float = 30.0) -> None:
+        """Stop following: runs in progress finish (for up to `timeout_s` in all), none start."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
 
     # --- producers (called after the marketplace call's transaction committed) ----------------------
 

@@ -1,8 +1,13 @@
-"""Expiry guard: instances past their expiry the marketplace never froze, freezes never released."""
+"""Expiry guard: instances past their expiry the marketplace never froze, freezes never released.
+
+What happens to an instance past its expiry is its adapter's `expiry_policy`: GUARD (listed; frozen with
+ISV_AUTO_FREEZE or `--freeze`), FREEZE (frozen when it passes, whatever the setting), IGNORE (left out).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +15,7 @@ from typing import Any
 from peewee import JOIN, ModelSelect, fn
 
 from isvserver import lifecycle
+from isvserver.adapters import ExpiryPolicy, expiry_policies
 from isvserver.db import connected, database
 from isvserver.lifecycle import Action, LifecycleError, State
 from isvserver.models import Instance, InstanceEvent, utcnow
@@ -32,6 +38,7 @@ class Overdue:
     expire_at: datetime | None
     frozen_since: datetime | None  # None for an expired instance that was never frozen
     days_overdue: float
+    marketplace: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,17 +52,30 @@ class Report:
     auto_frozen: int
 
 
-def _expired_not_frozen(now: datetime) -> ModelSelect:
+def _kept(query: ModelSelect, ignored: Collection[str]) -> ModelSelect:
+    """`query` without the instances of the `ignored` marketplaces."""
+    return query.where(Instance.marketplace.not_in(list(ignored))) if ignored else query
+
+
+def ignored_marketplaces(policies: Mapping[str, ExpiryPolicy]) -> list[str]:
+    """The marketplaces whose instances' expiry reconcile leaves alone (policy IGNORE)."""
+    return sorted(name for name, policy in policies.items() if policy == ExpiryPolicy.IGNORE)
+
+
+def _expired_not_frozen(now: datetime, ignored: Collection[str] = ()) -> ModelSelect:
     """Active instances whose expiry has passed (columns chosen by the caller)."""
-    return Instance.select().where(
+    query = Instance.select().where(
         (Instance.state == State.ACTIVE.value)
         & Instance.released_at.is_null()
         & Instance.expire_at.is_null(False)
         & (Instance.expire_at < now)
     )
+    return _kept(query, ignored)
 
 
-def _frozen_not_released(now: datetime, freeze_days: int) -> tuple[ModelSelect, Any]:
+def _frozen_not_released(
+    now: datetime, freeze_days: int, ignored: Collection[str] = ()
+) -> tuple[ModelSelect, Any]:
     """Frozen instances whose freeze is older than `freeze_days`, and the expression of when it began.
 
     The freeze began at the instance's latest `frozen` event (one grouped subquery), else at its last
@@ -75,26 +95,31 @@ def _frozen_not_released(now: datetime, freeze_days: int) -> tuple[ModelSelect, 
         .join(last_frozen, JOIN.LEFT_OUTER, on=(last_frozen.c.instance_ref == Instance.id))
         .where((Instance.state == State.FROZEN.value) & (since < now - timedelta(days=freeze_days)))
     )
-    return query, since
+    return _kept(query, ignored), since
 
 
 def _days(delta: timedelta) -> float:
     return round(delta.total_seconds() / DAY_S, 1)
 
 
-def find_overdue(now: datetime, freeze_days: int) -> tuple[list[Overdue], list[Overdue]]:
-    """(expired but never frozen, frozen longer than `freeze_days` but never released), most overdue first.
+def find_overdue(
+    now: datetime, freeze_days: int, ignored: Collection[str] = ()
+) -> tuple[list[Overdue], list[Overdue]]:
+    """(expired but never frozen, frozen longer than `freeze_days` but never released), most overdue first,
+    leaving out the instances of the `ignored` marketplaces.
 
     `now` is naive UTC, like every stored time.
     """
     expired = [
-        Overdue(instance_id, order_id, state, expire_at, None, _days(now - expire_at))
-        for instance_id, order_id, state, expire_at in _expired_not_frozen(now)
-        .select(Instance.instance_id, Instance.order_id, Instance.state, Instance.expire_at)
+        Overdue(instance_id, order_id, state, expire_at, None, _days(now - expire_at), marketplace)
+        for instance_id, order_id, state, expire_at, marketplace in _expired_not_frozen(now, ignored)
+        .select(
+            Instance.instance_id, Instance.order_id, Instance.state, Instance.expire_at, Instance.marketplace
+        )
         .order_by(Instance.expire_at, Instance.instance_id)
         .tuples()
     ]
-    query, since = _frozen_not_released(now, freeze_days)
+    query, since = _frozen_not_released(now, freeze_days, ignored)
     frozen = [
         Overdue(
             instance_id,
@@ -103,9 +128,15 @@ def find_overdue(now: datetime, freeze_days: int) -> tuple[list[Overdue], list[O
             expire_at,
             frozen_since,
             _days(now - frozen_since - timedelta(days=freeze_days)),
+            marketplace,
         )
-        for instance_id, order_id, state, expire_at, frozen_since in query.select(
-            Instance.instance_id, Instance.order_id, Instance.state, Instance.expire_at, since
+        for instance_id, order_id, state, expire_at, frozen_since, marketplace in query.select(
+            Instance.instance_id,
+            Instance.order_id,
+            Instance.state,
+            Instance.expire_at,
+            since,
+            Instance.marketplace,
         )
         .order_by(since, Instance.instance_id)
         .tuples()
@@ -113,13 +144,27 @@ def find_overdue(now: datetime, freeze_days: int) -> tuple[list[Overdue], list[O
     return expired, frozen
 
 
-def count_overdue(now: datetime, freeze_days: int) -> dict[str, int]:
+def count_overdue(now: datetime, freeze_days: int, ignored: Collection[str] = ()) -> dict[str, int]:
     """How many instances find_overdue would list, by kind, in two COUNT queries."""
-    frozen, _ = _frozen_not_released(now, freeze_days)
+    frozen, _ = _frozen_not_released(now, freeze_days, ignored)
     return {
-        EXPIRED_NOT_FROZEN: _expired_not_frozen(now).select(fn.COUNT(Instance.id)).scalar() or 0,
+        EXPIRED_NOT_FROZEN: _expired_not_frozen(now, ignored).select(fn.COUNT(Instance.id)).scalar() or 0,
         FROZEN_NOT_RELEASED: frozen.select(fn.COUNT(Instance.id)).scalar() or 0,
     }
+
+
+def freeze_expired(marketplace: str, now: datetime, outbox: bool) -> int:
+    """Freeze the instances of `marketplace` whose expiry has passed (for an adapter whose policy is
+    FREEZE, between reconcile runs); how many were frozen."""
+    rows = [
+        Overdue(instance_id, order_id, state, expire_at, None, 0.0, marketplace)
+        for instance_id, order_id, state, expire_at in _expired_not_frozen(now)
+        .where(Instance.marketplace == marketplace)
+        .select(Instance.instance_id, Instance.order_id, Instance.state, Instance.expire_at)
+        .order_by(Instance.expire_at, Instance.instance_id)
+        .tuples()
+    ]
+    return auto_freeze(rows, now, outbox) if rows else 0
 
 
 def auto_freeze(rows: list[Overdue], now: datetime, outbox: bool) -> int:
@@ -144,11 +189,18 @@ def auto_freeze(rows: list[Overdue], now: datetime, outbox: bool) -> int:
 
 
 def run(settings: Settings, now: datetime, act: bool, freeze_days: int | None = None) -> Report:
-    """Find the overdue instances on the bound database, freeze the expired ones if `act`, log a summary."""
+    """Find the overdue instances on the bound database, freeze the expired ones (all of them if `act`,
+    else those whose adapter's policy is FREEZE), log a summary."""
     days = settings.freeze_days if freeze_days is None else freeze_days
+    policies = expiry_policies(settings.marketplaces)
     with connected():
-        expired, frozen = find_overdue(now, days)
-        auto_frozen = auto_freeze(expired, now, outbox=True) if act and expired else 0
+        expired, frozen = find_overdue(now, days, ignored_marketplaces(policies))
+        due = [
+            row
+            for row in expired
+            if act or policies.get(row.marketplace, ExpiryPolicy.GUARD) == ExpiryPolicy.FREEZE
+        ]
+        auto_frozen = auto_freeze(due, now, outbox=True) if due else 0
     log.info(
         "reconcile expired_not_frozen=%d frozen_not_released=%d auto_frozen=%d",
         len(expired),

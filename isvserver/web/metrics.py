@@ -16,11 +16,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from isvserver.adapters import expiry_policies
 from isvserver.db import connected
-from isvserver.jobs import deliveries
-from isvserver.jobs.reconcile import count_overdue
+from isvserver.jobs import deliveries, periodic
+from isvserver.jobs.reconcile import count_overdue, ignored_marketplaces
 from isvserver.models import Instance, utcnow
 from isvserver.web import private
 
@@ -42,9 +43,16 @@ DUPLICATES = Counter(
 )
 LATENCY = Histogram(
     "isv_request_duration_seconds",
-    "Time to answer a call",
+    "Time to answer a call, from the request's arrival",
     ["interface", "activity"],
     buckets=LATENCY_BUCKETS,
+)
+WAITS = Counter(
+    "isv_answer_waits",
+    "Calls that would wait for the product before answering, by what happened: waited (within the "
+    "answer deadline), no_thread (every waiting slot taken: answered in progress at once), no_time "
+    "(the deadline too close: answered in progress at once)",
+    ["outcome"],
 )
 
 DEFAULT_FREEZE_DAYS = 15
@@ -53,13 +61,15 @@ bp = Blueprint("metrics", __name__)
 bp.before_request(private.only_operators)
 
 
-def _overdue_clock() -> tuple[datetime, int]:
-    """Now (naive UTC) and the freeze period, from the current app when there is one."""
+def _overdue_clock() -> tuple[datetime, int, list[str]]:
+    """Now (naive UTC), the freeze period and the marketplaces whose expiry is ignored, from the current
+    app when there is one."""
     runtime = current_app.extensions.get("isvserver") if has_app_context() else None
     if runtime is None:
-        return utcnow(), DEFAULT_FREEZE_DAYS
+        return utcnow(), DEFAULT_FREEZE_DAYS, []
     now = datetime.fromtimestamp(runtime.clock() / 1000, UTC).replace(tzinfo=None)
-    return now, runtime.settings.freeze_days
+    ignored = ignored_marketplaces(expiry_policies(runtime.settings.marketplaces))
+    return now, runtime.settings.freeze_days, ignored
 
 
 class StoreCollector:
@@ -74,8 +84,10 @@ class StoreCollector:
                     .group_by(Instance.state)
                     .tuples()
                 )
-                overdue = count_overdue(*_overdue_clock())
+                now, freeze_days, ignored = _overdue_clock()
+                overdue = count_overdue(now, freeze_days, ignored)
                 pending = deliveries.pending_count()
+                schedules = periodic.all_schedules()
         except Exception:  # a scrape must not fail because the database is down; /readyz says so
             return
         by_state = GaugeMetricFamily("isv_instances", "Instances by lifecycle state", labels=["state"])
@@ -98,6 +110,26 @@ class StoreCollector:
         for kind, count in overdue.items():
             by_kind.add_metric([kind], count)
         yield by_kind
+        yield from _periodic_metrics(schedules, now)
+
+
+def _periodic_metrics(schedules: list[periodic.Schedule], now: datetime):
+    """Runs of every periodic job (Jobs.every) by outcome, and the age of its last success."""
+    runs = CounterMetricFamily(
+        "isv_periodic_job_runs", "Runs of each periodic job, by outcome", labels=["job", "outcome"]
+    )
+    age = GaugeMetricFamily(
+        "isv_periodic_job_last_success_age_seconds",
+        "Seconds since each periodic job last ran to the end without an error (absent before its first)",
+        labels=["job"],
+    )
+    for schedule in schedules:
+        runs.add_metric([schedule.name, "ok"], schedule.runs - schedule.failures)
+        runs.add_metric([schedule.name, "failed"], schedule.failures)
+        if schedule.last_success_at is not None:
+            age.add_metric([schedule.name], max(0.0, (now - schedule.last_success_at).total_seconds()))
+    yield runs
+    yield age
 
 
 @bp.get("/metrics")

@@ -50,7 +50,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         names.append(name)
         if adapter.openapi is not None:
             own_paths, own_schemas = adapter.openapi(settings)
-            paths.update(own_paths)
+            for path, item in own_paths.items():
+                paths.setdefault(path, {}).update(item)  # interfaces sharing a path keep each its methods
             schemas.update(own_schemas)
     paths["/healthz"] = HEALTHZ
     return {

@@ -41,7 +41,7 @@ from typing import Any
 import h11
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
+from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, THREADS, TOO_LARGE
 
 # The marketplace sends a call of a few hundred bytes at once and waits 5 s for the answer.
 REQUEST_READ_TIMEOUT_S = 10.0
@@ -248,13 +248,13 @@ class BufferedThreadWorker(ThreadWorker):
         self.waiting = Pending()
         self.lingering: dict[socket.socket, list[float]] = {}
         self.next_scan = 0.0
-        self.local = threading.local()
         super().init_process()
 
     def load_wsgi(self) -> None:
         """Load the app; read its limits; hand it what the event loop learnt of each request."""
         super().load_wsgi()
         self.limits = limits_of(self.wsgi)
+        self.local = threading.local()
         self.wsgi = partial(_with_arrival, self.wsgi, self.local)
 
     def accept(self, listener: socket.socket) -> None:
@@ -406,8 +406,9 @@ class BufferedThreadWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: TConn) -> Any:
         """Answer one request with what the event loop learnt of it in the environ."""
-        framing = getattr(conn, "framing", None)
-        self.local.extra = framing.environ() if framing is not None else {ARRIVED: time.monotonic()}
+        framing = conn.__dict__.pop("framing", None)  # a next request on the connection arrives when parsed
+        found = framing.environ() if framing is not None else {ARRIVED: time.monotonic()}
+        self.local.extra = {**found, THREADS: self.cfg.threads}
         try:
             return super().handle_request(req, conn)
         finally:

@@ -333,9 +333,10 @@ def test_log_show_prints_every_column(cli: Cli, calls: dict[str, Answer]) -> Non
     assert set(values) == {
         "id", "request_id", "received_at", "interface", "activity", "test_flag", "instance_id",
         "order_id", "order_line_id", "business_id", "verdict", "reason", "result_code", "result_msg",
-        "latency_ms", "source_address",
+        "latency_ms", "source_address", "delivery",
     }  # fmt: skip
     assert values["request_id"] == forged
+    assert values["delivery"] == "sent"
     assert values["verdict"] == "bad_signature"
     assert values["reason"] == "authentication failed: signature does not match"
     assert values["result_code"] == AUTH

@@ -94,3 +94,19 @@ def test_production_names_the_kit_private_key(tmp_path: Path) -> None:
     }
     with pytest.raises(SettingsError, match="ISV_KIT_PRIVATE_KEY"):
         load_settings(env)
+
+
+def test_an_adapter_may_have_no_inbound_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isvserver import create_app
+    from isvserver.adapters import ExpiryPolicy
+
+    reader = Adapter(name="reader", expiry_policy=ExpiryPolicy.FREEZE)
+    kept = load("koogallery")
+    monkeypatch.setattr("isvserver.adapters.load_all", lambda names: (kept, reader))
+    settings = load_settings(base_env(tmp_path, f"sqlite:///{tmp_path / 'x.sqlite3'}"))
+
+    app = create_app(settings)
+
+    assert reader.mounts == ()
+    assert app.test_client().get("/healthz").status_code == 200
+    assert sorted(bp for bp in app.blueprints if bp not in ("health", "metrics", "openapi")) == ["koogallery"]

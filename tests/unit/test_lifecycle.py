@@ -13,12 +13,13 @@ from isvserver.lifecycle import (
     EVENT_TYPES,
     Action,
     Lifecycle,
+    Operation,
     State,
     complete_provisioning,
     register_event_types,
 )
 from isvserver.migrations import migrate
-from isvserver.models import Delivery, InstanceEvent
+from isvserver.models import Delivery, Instance, InstanceEvent
 from isvserver.provisioning import AppInfo
 from isvserver.provisioning.template import TemplateProvisioner
 
@@ -59,12 +60,17 @@ def bound(tmp_path: Path) -> Iterator[None]:
     db.close_all(database)
 
 
+def _pair(creation: Operation) -> tuple[Instance | None, bool]:
+    """A creation as (instance, created)."""
+    return creation.instance, creation.changed
+
+
 def test_a_queued_change_reaches_the_outbox_and_a_runner_only_after_commit(bound: None) -> None:
     jobs = RecordingJobs()
     changes = Lifecycle(QueuedProvisioner(), jobs, DATA_KEY.encode())
 
     with deferred.collecting() as steps:
-        instance, created = changes.create("market", "key-1", "inst-1")
+        instance, created = _pair(changes.create("market", "key-1", "inst-1"))
         assert (created, instance.state) == (True, State.PROVISIONING)
         assert jobs.asked == []
     for step in steps:
@@ -81,10 +87,10 @@ def test_a_repeated_change_is_not_queued_twice(bound: None) -> None:
     assert complete_provisioning("inst-1", AppInfo(front_end_url="https://app.example/t"), DATA_KEY.encode())
     jobs.asked.clear()
 
-    assert changes.set_frozen("inst-1", True) is True
-    assert changes.set_frozen("inst-1", True) is False
-    assert changes.upgrade("inst-1", "key-1") is True
-    assert changes.upgrade("inst-1", "key-1") is False
+    assert changes.set_frozen("inst-1", True).changed is True
+    assert changes.set_frozen("inst-1", True).changed is False
+    assert changes.upgrade("inst-1", "key-1").changed is True
+    assert changes.upgrade("inst-1", "key-1").changed is False
 
     assert jobs.asked == ["inst-1", "inst-1"]
     kinds = [e.kind for e in InstanceEvent.select().order_by(InstanceEvent.id)]
@@ -100,7 +106,7 @@ def test_an_inline_provisioner_needs_no_outbox(bound: None) -> None:
     jobs = RecordingJobs()
     changes = Lifecycle(TemplateProvisioner(FRONTEND_TEMPLATE), jobs, DATA_KEY.encode())
 
-    instance, _ = changes.create("market", "key-1", "inst-1")
+    instance, _ = _pair(changes.create("market", "key-1", "inst-1"))
     changes.release("inst-1")
 
     assert instance.state == State.ACTIVE
@@ -120,10 +126,10 @@ def test_an_instance_without_an_order_line_is_created_once_per_key(bound: None) 
     """A broker or V Cloud instance: its adapter's own idempotency key, no order line, no business id."""
     changes = Lifecycle(TemplateProvisioner(FRONTEND_TEMPLATE), RecordingJobs(), DATA_KEY.encode())
 
-    first, created = changes.create("broker", "service-instance:abc", "abc")
-    again, created_again = changes.create("broker", "service-instance:abc", "ignored")
-    other, _ = changes.create("broker", "service-instance:def", "def")
-    same_key_elsewhere, elsewhere_created = changes.create("vcloud", "service-instance:abc", "abc-2")
+    first, created = _pair(changes.create("broker", "service-instance:abc", "abc"))
+    again, created_again = _pair(changes.create("broker", "service-instance:abc", "ignored"))
+    other, _ = _pair(changes.create("broker", "service-instance:def", "def"))
+    same_key_elsewhere, elsewhere_created = _pair(changes.create("vcloud", "service-instance:abc", "abc-2"))
 
     assert (created, created_again, elsewhere_created) == (True, False, True)
     assert first.instance_id == again.instance_id == "abc"

@@ -29,7 +29,7 @@ from isvserver.provisioning.template import (
 )
 from isvserver.sealing import UnsealError, seal, unseal
 
-from support.tables import ALL_MODELS
+from support.tables import ALL_MODELS, LABELS, SHIPPED, SHIPPED_ADAPTERS
 
 TABLES = {
     "instance",
@@ -43,30 +43,10 @@ TABLES = {
     "delivery",
     "order_line",
     "parked_change",
+    "periodic_job",
+    "external_id",
 }
 KIT_TABLES = {"kit_tenant", "kit_application", "kit_user", "kit_org"}
-SHIPPED = [
-    (1, "initial"),
-    (2, "access_keys"),
-    (3, "jobs"),
-    (4, "key_interfaces"),
-    (5, "parked_changes"),
-    (6, "instance_creation_key"),
-    (7, "call_sources"),
-    (8, "rejected_call_bounds"),
-]
-SHIPPED_ADAPTERS = [("koogallery_kit", 1, "sync")]
-LABELS = [
-    "0001_initial",
-    "0002_access_keys",
-    "0003_jobs",
-    "0004_key_interfaces",
-    "0005_parked_changes",
-    "0006_instance_creation_key",
-    "0007_call_sources",
-    "0008_rejected_call_bounds",
-    "koogallery_kit/0001_sync",
-]
 
 
 # --- migrations ------------------------------------------------------------------------------------

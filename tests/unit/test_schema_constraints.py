@@ -33,8 +33,14 @@ UNIQUE = {
     "kit_user": {("instance_id", "app_id", "user_name")},  # one authorisation per user and app
     "kit_org": {("instance_id", "org_code")},
     "parked_change": {("instance_id", "idempotency_key")},  # one parked change per key of an instance id
+    "periodic_job": set(),  # one row per job name (its primary key)
+    "external_id": {("instance_ref",)},  # one external id per instance
 }
-PRIMARY_KEYS = {table: ("id",) for table in UNIQUE} | {"nonce": ("digest",)}  # a nonce is used once
+PRIMARY_KEYS = (
+    {table: ("id",) for table in UNIQUE}
+    | {"nonce": ("digest",)}  # a nonce is used once
+    | {"periodic_job": ("name",)}  # one schedule and lease per job
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

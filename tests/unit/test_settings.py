@@ -225,6 +225,9 @@ INVALID = [
     ("ISV_SIGNATURE_TOLERANCE", "1.5", None),
     ("ISV_MAX_BODY_BYTES", "lots", None),
     ("ISV_MAX_BODY_BYTES", "10", None),
+    ("ISV_ANSWER_DEADLINE_MS", "5000", None),  # past the marketplace's 5 s
+    ("ISV_ANSWER_DEADLINE_MS", "499", None),
+    ("ISV_ANSWER_DEADLINE_MS", "4s", None),
     ("ISV_DATA_KEY", "not-a-data-key-SECRET-0123456789", "not-a-data-key-SECRET"),
     ("ISV_DATA_KEY", "c2hvcnQta2V5LXNlY3JldC0xNg==", "c2hvcnQta2V5LXNlY3JldC0xNg"),  # 16 bytes
     ("ISV_DATA_KEY", DATA_KEY[:-2], DATA_KEY[:-2]),
@@ -392,3 +395,8 @@ def test_redacted_url_hides_a_password_given_as_query_parameter():
     shown_url = redacted_url(f"postgresql://isv@db/isv?sslmode=require&password={DB_PASSWORD}")
     assert DB_PASSWORD not in shown_url
     assert "db/isv" in shown_url
+
+
+def test_the_answer_deadline_defaults_comfortably_under_the_marketplaces_5_s(tmp_path: Path) -> None:
+    assert load_settings(production(tmp_path)).answer_deadline_ms == 4000
+    assert load_settings(production(tmp_path, ISV_ANSWER_DEADLINE_MS="4900")).answer_deadline_ms == 4900

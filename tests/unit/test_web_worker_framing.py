@@ -19,7 +19,7 @@ import pytest
 from gunicorn.workers.gthread import TConn
 
 from isvserver.web import worker as worker_module
-from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, TOO_LARGE
+from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, THREADS, TOO_LARGE
 from isvserver.web.worker import (
     CONTINUE,
     FILES_BESIDE_CONNECTIONS,
@@ -493,9 +493,11 @@ def test_a_thread_answers_from_the_bytes_read_with_the_arrival_in_the_environ(lo
     assert w.limits == Limits()  # not an isvserver app: the defaults
     client = lp.connect(HEAD + b"Content-Length: 5\r\n\r\nhello")
     conn = w.handed.pop()
+    framing = conn.framing
     assert w.handle(conn) is False  # one request per connection
     [environ] = seen
-    assert environ[ARRIVED] == conn.framing.arrived and BODY_PROBLEM not in environ
+    assert environ[ARRIVED] == framing.arrived and BODY_PROBLEM not in environ
+    assert environ[THREADS] == w.cfg.threads
     assert environ["body"] == b"hello"
     assert w.local.extra is None  # nothing left for the thread's next request
     conn.close()
@@ -640,7 +642,6 @@ def test_starting_a_worker_sets_up_its_loop_state_within_the_files_allowed(monke
     w.init_process()
     assert started == [True] and w.worker_connections == 100
     assert isinstance(w.waiting, Pending) and w.lingering == {} and w.next_scan == 0.0
-    assert isinstance(w.local, threading.local)
     assert warnings == [
         "Only 100 connection slots of 4096: the hard limit of open files is too low (ulimit -n)"
     ]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from isvserver.adapters import Adapter
+from isvserver.adapters import Adapter, Mount
 from isvserver.marketplaces.koogallery import config, openapi, order_jobs
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
 from isvserver.marketplaces.koogallery.simulator import sign, simulate
-from isvserver.marketplaces.koogallery.views import bp, envelope
+from isvserver.marketplaces.koogallery.views import bp, error_answer
 
 ADAPTER = Adapter(
     name="koogallery",
-    blueprint=bp,
-    url_prefix=lambda settings: settings.of("koogallery").produce_path,
+    mounts=(Mount(bp, lambda settings: settings.of("koogallery").produce_path, error_answer),),
     load_settings=config.load,
     key_interfaces=(config.BASIC, config.NOTIFY),
     cli_commands=(order, sign, simulate),
@@ -21,6 +20,5 @@ ADAPTER = Adapter(
     openapi=openapi.paths,
     sealed_columns=((OrderLineRecord.details_sealed, OrderLineRecord.order_line_id),),
     models=MODELS,
-    error_response=envelope,
     init_jobs=order_jobs.init_jobs,
 )

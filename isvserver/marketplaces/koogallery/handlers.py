@@ -6,10 +6,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import g
-
 from isvserver import lifecycle
-from isvserver.calls import counted
+from isvserver.calls import counted, wait_after_commit
 from isvserver.deferred import after_commit
 from isvserver.lifecycle import Action
 from isvserver.marketplaces.koogallery import order_jobs
@@ -61,26 +59,26 @@ def _fetch_order_line(rt: Runtime, data: dict[str, Any]) -> None:
 
 
 def new_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
-    """Create (once per order line) and provision the instance, waiting for it within the budget."""
-    instance, created = rt.lifecycle.create(
+    """Create (once per order line) and provision the instance, waiting for it within the budget (and
+    the call's answer deadline, when a waiting slot is free)."""
+    creation = rt.lifecycle.create(
         MARKETPLACE,
         order_key(data["orderId"], data["orderLineId"]),
         data["businessId"],  # the recommended instanceId: the first request's businessId
         reference=(data["orderId"], data["orderLineId"]),
         business_id=data["businessId"],
     )
-    counted(created)
+    instance, created = creation.instance, counted(creation.changed)
     instance_id = instance.instance_id
     if created:
         _fetch_order_line(rt, data)
     if instance.state not in lifecycle.NOT_PROVISIONED:
         return reply(SUCCESS, "success", instanceId=instance_id)
-    deadline = g.call_started + rt.settings.provision_budget_ms / 1000
 
-    def provision_within_budget() -> Reply:
-        return _provisioning_answer(instance_id, lifecycle.await_provisioning(instance_id, deadline))
+    def provisioned(until: float) -> Reply:
+        return _provisioning_answer(instance_id, lifecycle.await_provisioning(instance_id, until))
 
-    after_commit(provision_within_budget)
+    wait_after_commit(rt.settings.provision_budget_ms, provisioned)
     return reply(IN_PROGRESS, "instance is being provisioned", instanceId=instance_id)
 
 
@@ -124,7 +122,7 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data["expireTime"],
         data.get("productId"),
         reference=(data["orderId"], data["orderLineId"]),
-    )
+    ).changed
     if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")
@@ -132,13 +130,13 @@ def refresh_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
 
 def update_instance_status(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Freeze (keep data) or unfreeze."""
-    counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE"))
+    counted(rt.lifecycle.set_frozen(data["instanceId"], data["status"] == "FREEZE").changed)
     return reply(SUCCESS, "success")
 
 
 def release_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
     """Mark released; a repeated release succeeds."""
-    counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))))
+    counted(rt.lifecycle.release(data["instanceId"], (data.get("orderId"), data.get("orderLineId"))).changed)
     return reply(SUCCESS, "success")
 
 
@@ -148,7 +146,7 @@ def upgrade_instance(rt: Runtime, data: dict[str, Any]) -> Reply:
         data["instanceId"],
         order_key(data["orderId"], data["orderLineId"]),
         reference=(data["orderId"], data["orderLineId"]),
-    )
+    ).changed
     if counted(changed):
         _fetch_order_line(rt, data)
     return reply(SUCCESS, "success")

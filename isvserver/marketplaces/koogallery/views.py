@@ -34,6 +34,8 @@ CODES = {
     Outcome.INVALID: INVALID_PARAMETERS,
     Outcome.NOT_FOUND: INSTANCE_NOT_FOUND,
     Outcome.INTERNAL: INTERNAL_ERROR,
+    Outcome.CONFLICT: INVALID_PARAMETERS,
+    Outcome.GONE: INSTANCE_NOT_FOUND,
 }
 
 bp = Blueprint("koogallery", __name__)
@@ -120,3 +122,9 @@ def envelope(status: int, message: str) -> Response:
     code = INTERNAL_ERROR if status >= 500 else INVALID_PARAMETERS
     key = calls.signing_keys(runtime().settings, BASIC.name)[0]
     return signed_response(reply(code, message), key, status=status)
+
+
+def error_answer(status: int, message: str) -> Response:
+    """The mount's answer to an error on its paths: an unhandled one (500) is HTTP 200 with the internal
+    error's result code, since the marketplace reads only the body; 404, 405, 413 keep theirs."""
+    return envelope(200 if status == 500 else status, message)

@@ -36,6 +36,8 @@ CODES = {
     Outcome.INVALID: INVALID_PARAMETERS,
     Outcome.NOT_FOUND: INVALID_PARAMETERS,
     Outcome.INTERNAL: INTERNAL_ERROR,
+    Outcome.CONFLICT: INVALID_PARAMETERS,
+    Outcome.GONE: INVALID_PARAMETERS,
 }
 DELETE = 0
 
@@ -196,3 +198,9 @@ def envelope(status: int, message: str) -> Response:
         response = Response(json.dumps(answer), status=status, content_type="application/json")
         return response
     return signed_response(answer, keys[0], status)
+
+
+def error_answer(status: int, message: str) -> Response:
+    """The mount's answer to an error on its paths: an unhandled one (500) is HTTP 200 with the internal
+    error's result code, since the marketplace reads only the body; 404, 405, 413 keep theirs."""
+    return envelope(200 if status == 500 else status, message)
