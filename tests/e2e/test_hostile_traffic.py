@@ -94,10 +94,10 @@ def test_a_chunked_body_followed_by_more_bytes_is_a_prompt_000002(server: Server
     assert "verdict=malformed_body" in server.wait_for_log(lambda t: "verdict=malformed_body" in t)
 
 
-def test_a_lying_chunk_holds_no_thread_and_is_answered_when_the_client_stops(server: Server) -> None:
+def test_a_lying_chunk_holds_no_thread_and_ends_when_the_client_stops(server: Server) -> None:
     """12 connections send a chunk shorter than its size (`10\\r\\nab\\r\\n\\r\\n`) and hold it: signed
-    calls meanwhile are answered at once; each lying request gets its 000002 as soon as its client
-    closes its side."""
+    calls meanwhile are answered at once; each lying request is settled as soon as its client closes
+    its side (a malformed body; the client that closed is gone, so nothing is written to it)."""
     raw = _new_instance_raw()
     data = _head(_target(raw), "Transfer-Encoding: chunked") + b"10\r\nab\r\n\r\n"
     liars = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(12)]
@@ -113,9 +113,10 @@ def test_a_lying_chunk_holds_no_thread_and_is_answered_when_the_client_stops(ser
         for sock in liars:
             sock.shutdown(socket.SHUT_WR)
             started = time.monotonic()
-            status, headers, body = _answer(sock)
-            assert_signed(status, headers, body, "200 OK", "000002")
+            _answer(sock)
             assert time.monotonic() - started < PROMPT_S
+        log = server.wait_for_log(lambda text: text.count("verdict=malformed_body") >= 12)
+        assert log.count("verdict=malformed_body") >= 12, log[-3000:]
     finally:
         for sock in liars:
             sock.close()
