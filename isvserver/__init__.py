@@ -34,6 +34,8 @@ def create_app(
     app.wsgi_app = delivery.Tracked(app.wsgi_app)  # the arrival, and whether each answer was written
     files.private_dir(settings.instance_dir)  # 0700: keys, databases, queue and metrics live there
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see calls.read_body
+    # No route answers OPTIONS by itself: on an adapter's paths it is a 405 in the adapter's terms.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     adapters = load_all(settings.marketplaces)
     parts = tuple(load_part(name) for name in settings.parts)
     for adapter in adapters:

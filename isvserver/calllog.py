@@ -6,11 +6,12 @@ import logging
 import re
 from collections.abc import Collection
 from dataclasses import asdict, astuple, dataclass, fields, replace
+from datetime import UTC, datetime
 
 from peewee import Database
 
 from isvserver.db import connected, database, ident, is_postgres, names, placeholders, statement
-from isvserver.models import CallLog, RejectedCallCount, utcnow
+from isvserver.models import CallLog, RejectedCallCount, RejectedCallMinute, utcnow
 
 log = logging.getLogger("isvserver.calls")
 
@@ -170,37 +171,130 @@ def _count_sql(db: Database) -> str:
     )
 
 
+def _total_sql(db: Database) -> str:
+    table = ident(db, RejectedCallMinute._meta.table_name)
+    minute, calls = ident(db, "minute"), ident(db, "calls")
+    return (
+        f"INSERT INTO {table} ({minute}, {calls}) VALUES ({placeholders(db, 1)}, 1) "  # noqa: S608 (names from the model)
+        f"ON CONFLICT ({minute}) DO UPDATE SET {calls} = {table}.{calls} + 1 RETURNING {calls}"
+    )
+
+
 def count_rejected(source: str, minute: int) -> int:
     """Count a rejected call of `source` in `minute` (open transaction); the count of that minute so far."""
     cursor = database.execute_sql(statement("rejected_call_count.upsert", _count_sql), [source, minute])
     return int(cursor.fetchone()[0])
 
 
-def store_rejected(call: CallRecord, activities: Collection[str], per_minute: int, minute: int) -> int | None:
-    """Count a rejected call; store its minimal row while its source is within `per_minute` a minute.
+def count_within_share(minute: int) -> int:
+    """Count a rejected call within its source's share of `minute`, whatever its source (open
+    transaction); how many there were in that minute so far."""
+    cursor = database.execute_sql(statement("rejected_call_minute.upsert", _total_sql), [minute])
+    return int(cursor.fetchone()[0])
 
-    The count lives in the database, so every worker and host agrees on it. Returns the row's id, or None
-    when the call was only counted.
+
+def store_rejected(
+    call: CallRecord, activities: Collection[str], per_minute: int, minute: int, total: int | None = None
+) -> int | None:
+    """Count a rejected call; store its minimal row while its source is within `per_minute` a minute and
+    all sources' calls within their shares are within `total` a minute (None: no bound across sources).
+
+    The counts live in the database, so every worker and host agrees on them. Returns the row's id, or
+    None when the call was only counted.
     """
     source = (call.source_address or "unknown")[:ID_LENGTH]
     if count_rejected(source, minute) > per_minute:
         return None
+    if total is not None and count_within_share(minute) > total:
+        return None
+    RejectedCallCount.update(stored=RejectedCallCount.stored + 1).where(
+        (RejectedCallCount.source_address == source) & (RejectedCallCount.minute == minute)
+    ).execute()
     return store(minimal(call, activities))
 
 
 def record_rejected(
-    call: CallRecord, activities: Collection[str], per_minute: int, minute: int, attempts: int = 2
+    call: CallRecord,
+    activities: Collection[str],
+    per_minute: int,
+    minute: int,
+    attempts: int = 2,
+    total: int | None = None,
 ) -> int | None:
-    """A rejected call's log line (minimal) and, within the rate, its row; a failed write is logged.
-
-    Returns the row's id, or None when the call was only counted or could not be written.
-    """
-    log_line(minimal(call, activities))
+    """A rejected call's row and log line (minimal) within the bounds, else only its count; when the
+    count cannot be written, the line (and a warning). Returns the row's id, or None when the call
+    was only counted or could not be written."""
     for attempt in range(1, attempts + 1):
         try:
             with connected(), database.atomic():
-                return store_rejected(call, activities, per_minute, minute)
+                row = store_rejected(call, activities, per_minute, minute, total)
         except Exception as exc:  # the reply goes out whatever happens to its log row
             if attempt == attempts:
+                log_line(minimal(call, activities))
                 log.warning("callback log not written request_id=%s: %s", call.request_id, type(exc).__name__)
+            continue
+        if row is not None:
+            log_line(minimal(call, activities))
+        return row
     return None
+
+
+# --- the summary of rejected calls only counted -----------------------------------------------------
+
+SUMMARY_SOURCES = 100  # per minute, the sources with most calls get a line each; the rest share one
+SUMMARY_LOOKBACK_MINUTES = 24 * 60  # counts older than this (a consumer down for a day) stay unsummarized
+
+
+def _claim_sql(db: Database) -> str:
+    table = ident(db, RejectedCallCount._meta.table_name)
+    source, minute, calls, stored, summarized = (
+        ident(db, name) for name in ("source_address", "minute", "calls", "stored", "summarized")
+    )
+    return (
+        f"UPDATE {table} SET {summarized} = TRUE WHERE {minute} >= {placeholders(db, 1)} "  # noqa: S608 (names from the model)
+        f"AND {minute} < {placeholders(db, 1)} AND {summarized} = FALSE AND {calls} > {stored} "
+        f"RETURNING {source}, {minute}, {calls}, {stored}"
+    )
+
+
+def minute_text(minute: int) -> str:
+    """A UNIX minute as UTC text (2026-12-06T00:21Z)."""
+    return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def summarize_rejected(now_minute: int, limit: int = SUMMARY_SOURCES) -> int:
+    """Log one line per source and finished minute with rejected calls that were only counted (its
+    count of calls and of those logged), at most `limit` sources a minute (the most calls first; the
+    rest in one line). Each count is claimed once, by one consumer. Returns the lines logged."""
+    with connected(), database.atomic():
+        cursor = database.execute_sql(
+            statement("rejected_call_count.claim", _claim_sql),
+            [now_minute - SUMMARY_LOOKBACK_MINUTES, now_minute],
+        )
+        claimed = [(str(s), int(m), int(c), int(k)) for s, m, c, k in cursor.fetchall()]
+    by_minute: dict[int, list[tuple[str, int, int]]] = {}
+    for source, minute, calls, stored in claimed:
+        by_minute.setdefault(minute, []).append((source, calls, stored))
+    lines = 0
+    for minute in sorted(by_minute):
+        counts = sorted(by_minute[minute], key=lambda item: (-item[1], item[0]))
+        for source, calls, stored in counts[:limit]:
+            log.info(
+                "rejected calls only counted minute=%s source=%s calls=%d logged=%d",
+                minute_text(minute),
+                _storable_text(source, ID_LENGTH),
+                calls,
+                stored,
+            )
+            lines += 1
+        rest = counts[limit:]
+        if rest:
+            log.info(
+                "rejected calls only counted minute=%s sources=%d more calls=%d logged=%d",
+                minute_text(minute),
+                len(rest),
+                sum(calls for _, calls, _ in rest),
+                sum(stored for _, _, stored in rest),
+            )
+            lines += 1
+    return lines

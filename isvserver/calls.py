@@ -38,6 +38,7 @@ from isvserver.freshness import Verdict
 from isvserver.provisioning import ProvisioningError
 from isvserver.runtime import Runtime, runtime
 from isvserver.web import delivery, metrics
+from isvserver.web.wire import BODY_PROBLEM, MALFORMED, TOO_LARGE
 
 log = logging.getLogger("isvserver.calls")
 
@@ -228,8 +229,14 @@ def read_body(limit: int) -> bytes | None:
 
     The app caps the stream at limit + 1 (MAX_CONTENT_LENGTH): reading one byte past the limit is how
     an over-long chunked body shows itself, since Werkzeug cuts those off silently. A body that cannot
-    be read (gunicorn's chunk parser refusing it) raises MalformedBody.
+    be read (gunicorn's chunk parser refusing it) raises MalformedBody. What the web worker found while
+    framing the request (isvserver/web/wire.py) is answered without reading anything.
     """
+    problem = request.environ.get(BODY_PROBLEM)
+    if problem == TOO_LARGE:
+        return None
+    if problem == MALFORMED:
+        raise MalformedBody(problem)
     chunks, size = [], 0
     try:
         while size <= limit:
@@ -364,7 +371,8 @@ def _handle(endpoint: Endpoint) -> Response:
                     final = _run_after_commit(call, answer, steps)
                     if final is not answer:
                         response = _signed(endpoint, call, final, sign_key, status, started)
-            log_line(call)
+            if row is not None:  # else a replay only counted (beyond the rejected-call bounds)
+                log_line(call)
             _track_delivery(call, row, rewrite=call.delivery != delivery.SENT)
             return _counted(endpoint, call, response)
         except Exception:
@@ -375,8 +383,13 @@ def _handle(endpoint: Endpoint) -> Response:
     if call.verdict == VERIFIED:
         row = record(call)  # an authentic call that failed inside: every id, for the operator
     else:
+        settings = rt.settings
         row = record_rejected(
-            call, endpoint.activities, rt.settings.rejected_log_per_minute, int(now_ms // 60_000)
+            call,
+            endpoint.activities,
+            settings.rejected_log_per_minute,
+            int(now_ms // 60_000),
+            total=settings.rejected_log_total_per_minute,
         )
     _track_delivery(call, row, rewrite=False)
     return _counted(endpoint, call, response)
@@ -515,7 +528,14 @@ def _store(rt: Runtime, endpoint: Endpoint, call: CallRecord, now_ms: int) -> in
     _mark_delivery(call)
     if call.verdict == VERIFIED:
         return store(call)
-    return store_rejected(call, endpoint.activities, rt.settings.rejected_log_per_minute, now_ms // 60_000)
+    settings = rt.settings
+    return store_rejected(
+        call,
+        endpoint.activities,
+        settings.rejected_log_per_minute,
+        now_ms // 60_000,
+        settings.rejected_log_total_per_minute,
+    )
 
 
 def _mark_delivery(call: CallRecord) -> None:

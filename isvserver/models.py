@@ -118,10 +118,22 @@ class RejectedCallCount(BaseModel):
     source_address = CharField(max_length=64)
     minute = BigIntegerField()
     calls = IntegerField()
+    stored = IntegerField(default=0)  # of which logged (a line and a callback_log row)
+    summarized = BooleanField(default=False)  # the summary line of the rest was logged
 
     class Meta:
         table_name = "rejected_call_count"
         indexes = ((("source_address", "minute"), True),)
+
+
+class RejectedCallMinute(BaseModel):
+    """How many rejected calls every source together sent in one minute (UNIX minute)."""
+
+    minute = BigIntegerField(unique=True)
+    calls = IntegerField()
+
+    class Meta:
+        table_name = "rejected_call_minute"
 
 
 class Delivery(BaseModel):
@@ -251,6 +263,7 @@ ALL_MODELS = (
     Nonce,
     CallLog,
     RejectedCallCount,
+    RejectedCallMinute,
     Delivery,
     ParkedChange,
     UsageUpload,

@@ -28,6 +28,7 @@ from isvserver.adapters import (
     part_names,
 )
 from isvserver.files import private_dir
+from isvserver.web.private import LOOPBACK, parse_networks
 
 ENVIRONMENTS = ("development", "production")
 TEMPLATE_PLACEHOLDERS = frozenset({"instance_id", "order_id", "order_line_id"})
@@ -98,9 +99,16 @@ class Settings:
     freeze_days: int = 15
     reconcile_interval_s: int = 3600
     rejected_log_per_minute: int = 60  # rejected calls logged per source address and minute; the rest counted
+    rejected_log_total_per_minute: int = 300  # the same across all sources together
     log_retention_days: int = 90  # callback-log rows (and rejection counts) older than this are pruned
     usage_push_interval_s: int = 60  # the usage ledger is pushed to the marketplaces this often
     usage_push_dry_run: bool = False  # build and log the usage batches, send nothing
+    first_byte_timeout_s: float = 5.0  # a new connection's first byte, else it is closed (web worker)
+    pending_per_source: int = 1024  # connections per source address and worker waiting for their request
+    worker_connections: int = 4096  # connection slots per web worker (read by gunicorn.conf.py too)
+    access_log: bool = True  # gunicorn's access log (read by gunicorn.conf.py)
+    metrics_allow: tuple[Any, ...] = LOOPBACK  # networks that may read /metrics and /openapi.json
+    metrics_token: str = field(default="", repr=False)  # or a bearer of this token, from anywhere
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For names the caller
     marketplaces: tuple[str, ...] = (DEFAULT_MARKETPLACES,)
     parts: tuple[str, ...] = ()  # the application parts enabled (ISV_PARTS), e.g. product_api
@@ -318,6 +326,27 @@ def _template(env: Mapping[str, str], name: str, default: str | None, required: 
     if scheme not in ("http", "https"):
         raise SettingsError(f"{name} must be an http(s) URL")
     return raw
+
+
+def _metrics_allow(env: Mapping[str, str]) -> tuple[Any, ...]:
+    raw = _raw(env, "ISV_METRICS_ALLOW")
+    if raw is None or not raw:
+        return LOOPBACK
+    if raw.lower() == "none":
+        return ()
+    try:
+        return parse_networks(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"ISV_METRICS_ALLOW: {exc} (comma-separated, e.g. 127.0.0.1,10.0.0.0/8)"
+        ) from None
+
+
+def _metrics_token(env: Mapping[str, str]) -> str:
+    token = _raw(env, "ISV_METRICS_TOKEN") or ""
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        raise SettingsError("ISV_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces")
+    return token
 
 
 def _database_url(env: Mapping[str, str], instance_dir: Path) -> str:
@@ -570,9 +599,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "freeze_days": whole("ISV_FREEZE_DAYS", 15, 1, 365),
         "reconcile_interval_s": whole("ISV_RECONCILE_INTERVAL_S", 3600, 10, 86400),
         "rejected_log_per_minute": whole("ISV_REJECTED_LOG_PER_MINUTE", 60, 0, 1_000_000),
+        "rejected_log_total_per_minute": whole("ISV_REJECTED_LOG_TOTAL_PER_MINUTE", 300, 0, 10_000_000),
         "log_retention_days": whole("ISV_LOG_RETENTION_DAYS", 90, 1, 36500),
         "usage_push_interval_s": whole("ISV_USAGE_PUSH_INTERVAL_S", 60, 1, 86400),
         "usage_push_dry_run": flag("ISV_USAGE_PUSH_DRY_RUN"),
+        "first_byte_timeout_s": number("ISV_FIRST_BYTE_TIMEOUT_S", 5.0, 0.1, 60),
+        "pending_per_source": whole("ISV_PENDING_PER_SOURCE", 1024, 1, 100_000),
+        "worker_connections": whole("ISV_WORKER_CONNECTIONS", 4096, 10, 1_000_000),
+        "access_log": flag("ISV_ACCESS_LOG") if problems.take(_raw, env, "ISV_ACCESS_LOG") else True,
+        "metrics_allow": problems.take(_metrics_allow, env, default=LOOPBACK),
+        "metrics_token": problems.take(_metrics_token, env, default=""),
     }
     adapter_settings = {
         owner.name: problems.take(owner.load_settings, env, production)

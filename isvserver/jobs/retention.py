@@ -1,17 +1,20 @@
 """Callback-log retention: rows (and rejection counts) older than ISV_LOG_RETENTION_DAYS are pruned.
 
 The only rows isvserver ever deletes. The job consumer prunes once an hour; `isvserver log prune` on demand.
+Every minute it also logs the summary lines of the rejected calls that were only counted.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from isvserver.calllog import summarize_rejected
 from isvserver.db import connected, database
-from isvserver.models import CallLog, RejectedCallCount, utcnow
+from isvserver.models import CallLog, RejectedCallCount, RejectedCallMinute, utcnow
 
 log = logging.getLogger("isvserver.jobs")
 
@@ -49,6 +52,7 @@ def prune(days: int, now: datetime | None = None, batch: int = BATCH) -> Pruned:
                 break
         with database.atomic():
             counts = RejectedCallCount.delete().where(RejectedCallCount.minute < before_minute).execute()
+            RejectedCallMinute.delete().where(RejectedCallMinute.minute < before_minute).execute()
     return Pruned(calls, counts, before)
 
 
@@ -68,3 +72,9 @@ def register(jobs: Any) -> None:
             )
 
     jobs.huey.periodic_task(lambda moment: moment.minute == PRUNE_MINUTE, name="retention")(prune_call_log)
+
+    def summarize_rejected_calls() -> None:
+        """The summary lines of the rejected calls only counted in the minutes that have ended."""
+        summarize_rejected(int(time.time() // 60))
+
+    jobs.huey.periodic_task(lambda moment: True, name="rejected-calls")(summarize_rejected_calls)

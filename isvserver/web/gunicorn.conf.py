@@ -41,10 +41,14 @@ bind = os.environ.get("ISV_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("ISV_WORKERS", "3"))
 # Threads whose event loop waits for each request to arrive whole (isvserver/web/worker.py): clients
 # that connect and send nothing, or trickle a request, hold no thread (the sync worker is held by
-# each one until the timeout kills it). A request not whole within 10 s is dropped.
+# each one until the timeout kills it). A request not whole within 10 s is dropped (408 once its head
+# has arrived); its body is framed there (h11) and cut off at ISV_MAX_BODY_BYTES.
 worker_class = "isvserver.web.worker.BufferedThreadWorker"
 threads = 4  # at most the SQLite pool's 8 connections per process (isvserver/db.py)
-worker_connections = 1000
+# Connection slots per worker. When all are taken, the oldest connection still waiting for its request
+# gives its slot up; each source address may have ISV_PENDING_PER_SOURCE waiting per worker, and a
+# connection must send its first byte within ISV_FIRST_BYTE_TIMEOUT_S (isvserver/web/worker.py).
+worker_connections = int(os.environ.get("ISV_WORKER_CONNECTIONS", "4096"))
 
 # The marketplace waits 5 s; a worker whose event loop is stuck far longer than that is replaced.
 timeout = 30
@@ -68,7 +72,8 @@ forwarded_allow_ips = os.environ.get("ISV_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Logs to stderr. The access log format leaves out the query string (%(U)s is the path alone):
 # the query carries signature, timestamp and nonce, which must never reach a log line.
-accesslog = "-"
+# ISV_ACCESS_LOG=0 turns the access log off (nginx in front keeps its own); the app's call lines stay.
+accesslog = None if os.environ.get("ISV_ACCESS_LOG", "").strip().lower() in ("0", "false", "no") else "-"
 errorlog = "-"
 loglevel = os.environ.get("ISV_LOG_LEVEL", "info").lower()
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)sB %(M)sms request_id=%({x-request-id}o)s'

@@ -25,6 +25,7 @@ from isvserver.db import connected
 from isvserver.jobs import deliveries, periodic
 from isvserver.jobs.reconcile import count_overdue, ignored_marketplaces
 from isvserver.models import Instance, utcnow
+from isvserver.web import private
 
 # Buckets around the marketplace's 5 s budget.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0)
@@ -59,6 +60,7 @@ WAITS = Counter(
 DEFAULT_FREEZE_DAYS = 15
 
 bp = Blueprint("metrics", __name__)
+bp.before_request(private.only_operators)
 
 
 def _overdue_clock() -> tuple[datetime, int, list[str]]:

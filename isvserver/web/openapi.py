@@ -10,11 +10,13 @@ from flask import Blueprint, Response, jsonify
 from isvserver.adapters import load, load_part
 from isvserver.runtime import runtime
 from isvserver.settings import Settings
+from isvserver.web import private
 
 OPENAPI_VERSION = "3.0.3"
 JSON = "application/json"
 
 bp = Blueprint("openapi", __name__)
+bp.before_request(private.only_operators)
 
 HEALTHZ = {
     "get": {

@@ -1,176 +1,435 @@
-"""A gunicorn worker that slow or idle clients cannot starve: a request reaches a thread only whole.
+"""A gunicorn worker that slow, idle or lying clients cannot starve: a request reaches a thread only whole.
 
-gunicorn's own `gthread` worker hands every new connection to a thread at once (which then waits up
-to 5 s for a first byte) and reads the request with blocking calls in that thread, so that clients
-that send nothing, or trickle a request a byte at a time, hold every thread. This worker keeps each
-new connection in the worker's event loop, reading what arrives without blocking, until the request
-head and its body are complete; only then does a thread parse and answer it (from the bytes already
-read). A request not complete within REQUEST_READ_TIMEOUT_S is dropped. The thread pool, the parser,
-the access log and the shutdown are gunicorn's.
+gunicorn's own `gthread` worker hands every new connection to a thread at once and reads the request
+with blocking calls in that thread, so that clients that send nothing, trickle a request a byte at a
+time, or announce more body than they send, hold every thread. This worker keeps each new connection
+in the worker's event loop and frames its request there with h11 (a well-kept HTTP/1.1 parser), reading
+what arrives without blocking, until the request head and its body are complete; only then does a
+thread parse and answer it, from the bytes already read (the thread never reads the socket).
+
+What a connection may hold, per worker:
+- a slot among `worker_connections`; when every slot is taken, the oldest connection still waiting
+  for its request gives its slot up (an attacker's idle connections cannot lock callers out);
+- at most `pending_per_source` connections per source address waiting for their request (beyond it
+  that source's oldest one is closed);
+- `first_byte_s` to send its first byte, and REQUEST_READ_TIMEOUT_S for the whole request (a request
+  whose head arrived gets a 408 then; one that sent nothing is closed);
+- at most the app's body limit (ISV_MAX_BODY_BYTES) of body: a Content-Length or a chunk size past it
+  goes to a thread at once, without its body, marked too large (the app answers 413 in its own terms);
+  a chunked body is cut off at the limit the same way.
+
+A body whose framing is broken (a malformed chunk, a client that closes mid-body, bytes after the
+message: one request per connection) goes to a thread at once marked malformed (the app answers 400 in
+its own terms). The thread pool, gunicorn's parser of the head, the access log and the shutdown are
+gunicorn's. The request's arrival (the monotonic time its first byte was read) is in the WSGI environ.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import resource
 import selectors
 import socket
+import struct
 import threading
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import h11
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, THREADS, TOO_LARGE
 
 # The marketplace sends a call of a few hundred bytes at once and waits 5 s for the answer.
 REQUEST_READ_TIMEOUT_S = 10.0
-# Largest request held in memory while it arrives; a bigger one goes to a thread at once (the app
-# answers 413 without reading it).
-MAX_BUFFERED_BYTES = 1024 * 1024
+FIRST_BYTE_TIMEOUT_S = 5.0
+PENDING_PER_SOURCE = 1024
+# The body limit of an app that declares none (isvserver's is ISV_MAX_BODY_BYTES).
+DEFAULT_BODY_LIMIT = 1024 * 1024
+# The longest request head waited for (gunicorn's own limits on its line and fields apply after).
+MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 65536
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the event loop
+LINGER_S = 2.0  # how long a closed connection's late bytes are read (as gunicorn does, but in the loop)
+LINGER_BYTES = 65536
+MAX_LINGERING = 4096
+FILES_BESIDE_CONNECTIONS = 256  # the app's database, queue, logs and metrics files
+SCAN_INTERVAL_S = 0.25
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# What the worker tells the app in the WSGI environ: when the request's first byte was read
-# (time.monotonic()), and how many threads the worker has.
-ARRIVED = "isvserver.arrived"
-THREADS = "isvserver.threads"
+TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 35\r\n\r\nthe request did not arrive in time\n"
+)
+_EMPTY_LINES = b"\r\n"
+RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
-def request_complete(received: bytes, max_buffered: int = MAX_BUFFERED_BYTES) -> bool:
-    """Whether `received` holds a whole HTTP/1.x request (head and body), or too much to wait for."""
-    end = received.find(b"\r\n\r\n")
-    if end < 0:
-        return len(received) >= max_buffered
-    length = 0
-    chunked = False
-    for line in received[:end].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
+@dataclass(frozen=True)
+class Limits:
+    """What one pending connection may hold."""
+
+    body_bytes: int = DEFAULT_BODY_LIMIT
+    first_byte_s: float = FIRST_BYTE_TIMEOUT_S
+    request_s: float = REQUEST_READ_TIMEOUT_S
+    pending_per_source: int = PENDING_PER_SOURCE
+
+
+def limits_of(app: Any) -> Limits:
+    """The limits an isvserver app's settings set (the defaults for any other WSGI app)."""
+    runtime = getattr(app, "extensions", {}).get("isvserver")
+    settings = getattr(runtime, "settings", None)
+    if settings is None:
+        return Limits()
+    return Limits(
+        body_bytes=settings.max_body_bytes,
+        first_byte_s=settings.first_byte_timeout_s,
+        pending_per_source=settings.pending_per_source,
+    )
+
+
+@dataclass
+class Framing:
+    """One request arriving: h11 frames it; the raw bytes are kept for gunicorn's parser."""
+
+    limits: Limits
+    received: bytearray = field(default_factory=bytearray)
+    arrived: float | None = None  # time.monotonic() of the first byte
+    head: bool = False  # the request head is complete
+    head_bytes: int = 0  # its length
+    body_bytes: int = 0
+    problem: str | None = None  # TOO_LARGE or MALFORMED
+    expects_continue: bool = False
+
+    def __post_init__(self) -> None:
+        self.parser: Any = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+    def feed(self, data: bytes) -> bool:
+        """Take what arrived (b"": the client closed its side); whether the request is ready for a thread."""
+        if data:
+            if self.arrived is None:
+                self.arrived = time.monotonic()
+            self.received += data
+        try:
+            self.parser.receive_data(data)
+            ready = self._advance()
+        except h11.RemoteProtocolError:
+            if self.head:
+                self.problem = MALFORMED
+            ready = True  # a head h11 refuses: gunicorn's parser answers it (400, 414, 431)
+        if ready and self.problem is not None:
+            del self.received[self.head_bytes :]  # the body is not read: the head is all a thread needs
+        return ready
+
+    def _advance(self) -> bool:
+        while True:
+            event = self.parser.next_event()
+            if event is h11.NEED_DATA:
+                return self._over_limit()
+            if isinstance(event, h11.Request):
+                self.head = True
+                self.head_bytes = len(self.received) - len(self.parser.trailing_data[0])
+                length = _content_length(event.headers)
+                if length is not None and length > self.limits.body_bytes:
+                    self.problem = TOO_LARGE
+                    return True
+                self.expects_continue = self.parser.they_are_waiting_for_100_continue
+            elif isinstance(event, h11.Data):
+                self.body_bytes += len(event.data)
+                if self._over_limit():
+                    return True
+            elif isinstance(event, h11.EndOfMessage):
+                extra, _ = self.parser.trailing_data
+                if extra.strip(_EMPTY_LINES):
+                    self.problem = MALFORMED  # one request per connection: bytes after it are smuggled
+                return True
+            else:  # ConnectionClosed before a request
+                return True
+
+    def _over_limit(self) -> bool:
+        """Whether the body, with what its current chunk still announces, is past the limit."""
+        announced = getattr(getattr(self.parser, "_reader", None), "_bytes_in_chunk", 0)
+        if self.body_bytes + announced > self.limits.body_bytes:
+            self.problem = TOO_LARGE
+            return True
+        return False
+
+    def environ(self) -> dict[str, Any]:
+        """What the app learns of the request's arrival and framing."""
+        extra: dict[str, Any] = {ARRIVED: self.arrived if self.arrived is not None else time.monotonic()}
+        if self.problem is not None:
+            extra[BODY_PROBLEM] = self.problem
+        return extra
+
+
+def _content_length(headers: Any) -> int | None:
+    for name, value in headers:
         if name == b"content-length":
-            try:
-                length = int(value.strip())
-            except ValueError:
-                return True  # malformed: the parser answers 400
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-    body = len(received) - end - 4
-    if chunked:
-        # The last chunk (0) and the empty line (or trailers) that end a chunked body.
-        return (received.endswith(b"\r\n\r\n") and body >= 5) or len(received) >= max_buffered
-    return body >= length or length > max_buffered
+            return int(value)
+    return None
 
 
-def expects_continue(received: bytes) -> bool:
-    """Whether a complete request head asks for `100 Continue` before its body."""
-    end = received.find(b"\r\n\r\n")
-    head = received[: end if end >= 0 else len(received)].lower()
-    return b"\r\nexpect:" in head and b"100-continue" in head
+class Pending:
+    """Connections waiting for their request, oldest first, and by source address."""
+
+    def __init__(self) -> None:
+        self.all: dict[TConn, None] = {}
+        self.by_source: dict[str, dict[TConn, None]] = {}
+
+    def add(self, conn: TConn) -> None:
+        """Wait for `conn`."""
+        self.all[conn] = None
+        self.by_source.setdefault(conn.source, {})[conn] = None
+
+    def remove(self, conn: TConn) -> None:
+        """Stop waiting for `conn`."""
+        self.all.pop(conn, None)
+        of_source = self.by_source.get(conn.source)
+        if of_source is not None:
+            of_source.pop(conn, None)
+            if not of_source:
+                del self.by_source[conn.source]
+
+    def oldest(self, source: str | None = None) -> TConn | None:
+        """The connection waiting longest (of `source`), or None."""
+        waiting = self.all if source is None else self.by_source.get(source, {})
+        return next(iter(waiting), None)
+
+    def count(self, source: str) -> int:
+        """How many connections of `source` wait."""
+        return len(self.by_source.get(source, ()))
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft limit of open files towards `wanted` (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def usable_slots(wanted: int, threads: int) -> int:
+    """The connection slots the open files allow (raising the soft limit for `wanted` first)."""
+    files = raise_open_files_limit(wanted + FILES_BESIDE_CONNECTIONS)
+    return max(min(wanted, files - FILES_BESIDE_CONNECTIONS), threads + 1)
+
+
+class Conn(TConn):
+    """A connection whose graceful close lingers in the event loop (gthread's blocks the loop up to 2 s)."""
+
+    linger: Any = None  # the worker's lingering close, set at accept
+
+    def close(self, graceful: bool = False) -> None:
+        """Close now, or (graceful) send FIN and let the event loop drain what the client still sends."""
+        if graceful and self.linger is not None:
+            self.linger(self.sock)
+        else:
+            super().close(graceful)
 
 
 class BufferedThreadWorker(ThreadWorker):
     """gthread whose event loop, not a thread, waits for each request to arrive whole."""
 
+    def init_process(self) -> None:
+        """Room for every connection slot (and the files the app opens) before serving; fewer slots
+        where the hard limit of open files does not allow them."""
+        slots = usable_slots(self.worker_connections, self.cfg.threads)
+        if slots < self.worker_connections:
+            self.log.warning(
+                "Only %d connection slots of %d: the hard limit of open files is too low (ulimit -n)",
+                slots,
+                self.worker_connections,
+            )
+            self.worker_connections = slots
+        self.waiting = Pending()
+        self.lingering: dict[socket.socket, list[float]] = {}
+        self.next_scan = 0.0
+        super().init_process()
+
     def load_wsgi(self) -> None:
-        """Load the app, wrapped to find its request's arrival time (and the thread count) in the environ."""
+        """Load the app; read its limits; hand it what the event loop learnt of each request."""
         super().load_wsgi()
-        app, arrivals, threads = self.wsgi, threading.local(), self.cfg.threads
-        self._arrivals = arrivals
-
-        def stamped(environ: dict[str, Any], start_response: Any) -> Any:
-            # Taken once: a request that did not pass handle_request (HTTP/2) never gets an older one's.
-            environ[ARRIVED] = arrivals.__dict__.pop("value", None) or time.monotonic()
-            environ[THREADS] = threads
-            return app(environ, start_response)
-
-        self.wsgi = stamped
-
-    def handle_request(self, req: Any, conn: TConn) -> Any:
-        """Answer one parsed request, its arrival the first byte's (a keep-alive request's: now)."""
-        self._arrivals.value = conn.__dict__.pop("arrived", None) or time.monotonic()
-        return super().handle_request(req, conn)
+        self.limits = limits_of(self.wsgi)
+        self.local = threading.local()
+        self.wsgi = partial(_with_arrival, self.wsgi, self.local)
 
     def accept(self, listener: socket.socket) -> None:
-        """Accept a connection and wait, in the event loop, for its request (TLS in gunicorn itself,
-        where the bytes are not the request yet: as gthread does)."""
+        """Accept the connections waiting (up to ACCEPT_BATCH) and wait, in the event loop, for their
+        requests (TLS in gunicorn itself, where the bytes are not the request yet: as gthread does)."""
         if self.cfg.is_ssl:
             super().accept(listener)
             return
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept_one(listener):
+                return
+
+    def _accept_one(self, listener: socket.socket) -> bool:
+        """Accept one connection; whether another may be waiting and would find a slot."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of files: the oldest waiting one goes
+                self._drop(self.waiting.oldest())
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return False
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
-        conn.received = bytearray()
-        conn.continued = False
-        conn.timeout = time.monotonic() + REQUEST_READ_TIMEOUT_S
-        self.pending_conns.append(conn)  # sorted by timeout: murder_pending closes the late ones
+        conn = Conn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.linger = self._linger
+        conn.source = client_addr[0] if isinstance(client_addr, tuple) else str(client_addr)
+        conn.framing = Framing(self.limits)
+        now = time.monotonic()
+        conn.first_byte_by = now + self.limits.first_byte_s
+        conn.timeout = now + self.limits.request_s
+        self._make_room(conn.source)
+        self.waiting.add(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._receive, conn))
+        self._receive(conn, conn.sock)  # a caller's request is usually there already
+        return self.nr_conns < self.worker_connections or bool(self.waiting.all)
 
-    def _receive(self, conn: TConn, sock: socket.socket) -> None:
-        """Read what has arrived; hand the request to a thread once it is whole."""
+    def _linger(self, sock: socket.socket) -> None:
+        """Close as RFC 9112 §9.6 says without blocking the loop: FIN now, then read and drop what the
+        client still sends (LINGER_BYTES, LINGER_S at most) before closing; beyond MAX_LINGERING, at once."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        if len(self.lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        self.lingering[sock] = [time.monotonic() + LINGER_S, 0]
+        self.poller.register(sock, selectors.EVENT_READ, self._drain)
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Drop what a closing connection's client sent; close at its end or past the bound."""
         try:
             data = sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if not data:  # the client went away before its request was whole
-            self._forget(conn)
-            self.nr_conns -= 1
-            conn.close()
+        state = self.lingering[sock]
+        state[1] += len(data)
+        if not data or state[1] >= LINGER_BYTES:
+            self._end_linger(sock)
+
+    def _end_linger(self, sock: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(sock)
+        self.lingering.pop(sock, None)
+        sock.close()
+
+    def _make_room(self, source: str) -> None:
+        """Close the oldest waiting connection of `source` past its share, and the oldest of all when
+        every slot is taken."""
+        if self.waiting.count(source) >= self.limits.pending_per_source:
+            self._drop(self.waiting.oldest(source))
+        if self.nr_conns >= self.worker_connections:
+            self._drop(self.waiting.oldest())
+
+    def _drop(self, conn: TConn | None, answer: bytes = b"") -> None:
+        """Stop waiting for `conn` and close it (after `answer`, sent if the socket takes it)."""
+        if conn is None:
             return
-        if not conn.received:
-            conn.arrived = time.monotonic()  # the request's first byte
-        conn.received += data
-        if not conn.continued and expects_continue(conn.received) and b"\r\n\r\n" in conn.received:
-            conn.continued = True
+        self._forget(conn)
+        with contextlib.suppress(OSError):
+            if answer:
+                conn.sock.send(answer)
+            else:  # a reset: no TIME_WAIT left behind for a connection that never made a request
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+        self.nr_conns -= 1
+        conn.close()
+
+    def _receive(self, conn: TConn, sock: socket.socket) -> None:
+        """Read what has arrived; hand the request to a thread once it is whole (or hopeless)."""
+        try:
+            data = sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        framing: Framing = conn.framing
+        if not data and not framing.head:  # gone before its request head was whole
+            self._drop(conn)
+            return
+        ready = framing.feed(data)
+        if framing.expects_continue and not ready:
+            framing.expects_continue = False
             with contextlib.suppress(OSError):
                 sock.send(CONTINUE)
-        if request_complete(conn.received):
+        if ready:
+            framing.parser = None  # its buffer is no longer needed: the raw bytes go to gunicorn's parser
             self._forget(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
 
     def _forget(self, conn: TConn) -> None:
         """Stop waiting for `conn` in the event loop."""
-        self.poller.unregister(conn.sock)
-        self.pending_conns.remove(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        self.waiting.remove(conn)
+
+    def murder_pending(self) -> None:
+        """Close the connections past their first-byte or request deadline (a few times a second)."""
+        super().murder_pending()
+        now = time.monotonic()
+        if now < self.next_scan:
+            return
+        self.next_scan = now + SCAN_INTERVAL_S
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if now >= deadline:
+                self._end_linger(sock)
+        for conn in list(self.waiting.all):
+            framing: Framing = conn.framing
+            if framing.arrived is None and now >= conn.first_byte_by:
+                self._drop(conn)
+            elif now >= conn.timeout:
+                self._drop(conn, TIMED_OUT if framing.head else b"")
 
     def handle(self, conn: TConn) -> Any:
         """Parse and answer a request from the bytes already read (in a thread)."""
-        received = getattr(conn, "received", None)
-        if received is not None and not conn.initialized:
+        framing = getattr(conn, "framing", None)
+        if framing is not None and not conn.initialized:
             conn.sock.setblocking(True)
             conn.init()
             unreader = conn.parser.unreader
-            unreader.unread(bytes(received))
-            conn.received = None
-            # Whatever is still read from the socket (a body past MAX_BUFFERED_BYTES) is bounded too.
-            unreader.sock = DeadlineSocket(unreader.sock, conn.timeout)
+            unreader.unread(bytes(framing.received))
+            framing.received = bytearray()
+            unreader.sock = ReadNothing(unreader.sock)  # everything the request holds was read
         return super().handle(conn)
 
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        """Answer one request with what the event loop learnt of it in the environ."""
+        framing = conn.__dict__.pop("framing", None)  # a next request on the connection arrives when parsed
+        found = framing.environ() if framing is not None else {ARRIVED: time.monotonic()}
+        self.local.extra = {**found, THREADS: self.cfg.threads}
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            self.local.extra = None
 
-class DeadlineSocket:
-    """A blocking socket whose reads end (as if the client had gone) at a deadline."""
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+def _with_arrival(app: Any, local: threading.local, environ: dict[str, Any], start_response: Any) -> Any:
+    """The app, called with the event loop's knowledge of the request added to its environ."""
+    environ.update(getattr(local, "extra", None) or {ARRIVED: time.monotonic()})
+    return app(environ, start_response)
+
+
+class ReadNothing:
+    """A socket whose reads find the end (the request's bytes were all read in the event loop)."""
+
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.deadline = deadline
 
     def recv(self, size: int) -> bytes:
-        """Up to `size` bytes, or b"" once the deadline has passed."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            return b""
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv(size)
-        except TimeoutError:
-            return b""
-        finally:
-            self.sock.settimeout(None)
+        """No more bytes."""
+        return b""
 
     def __getattr__(self, name: str) -> Any:
         """Everything else as the socket does it."""

@@ -153,3 +153,27 @@ def test_a_method_no_generation_uses_is_405_with_a_signed_body(client) -> None:
     assert response.status_code == 405
     assert body_sign_valid(ACCESS_KEY, response.data, response.headers.get("Body-Sign"))
     assert json.loads(response.data)["resultCode"] == "000002"
+
+
+@pytest.mark.parametrize(
+    ("problem", "status", "verdict"),
+    [("too_large", 413, "body_too_large"), ("malformed", 200, "malformed_body")],
+)
+def test_what_the_web_worker_found_in_the_framing_is_answered_without_reading(
+    client, settings, problem: str, status: int, verdict: str
+) -> None:
+    """The worker's mark (isvserver/web/wire.py) decides; the body stream is never read."""
+    path = settings.of("koogallery").produce_path
+    body = b'{"activity":"queryInstance","instanceId":"x"}'
+    stream = BrokenStream()
+    response = client.post(
+        f"{path}?{signed_query(ACCESS_KEY, body)}",
+        data=body,
+        content_type="application/json",
+        environ_overrides={"wsgi.input": stream, "isvserver.body_problem": problem},
+    )
+    assert response.status_code == status
+    assert response.get_json()["resultCode"] == "000002"
+    assert body_sign_valid(ACCESS_KEY, response.data, response.headers.get("Body-Sign"))
+    assert last_call().verdict == verdict
+    assert not stream.sent

@@ -165,15 +165,15 @@ def test_the_worker_stamps_the_first_bytes_arrival_and_its_threads(monkeypatch: 
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        conn = SimpleNamespace(received=bytearray(), continued=False)
+        conn = SimpleNamespace(framing=worker.Framing(worker.Limits()))
         theirs.sendall(b"POST /saasproduce HTTP/1.1\r\n")
         before = time.monotonic()
         instance._receive(conn, ours)
-        first = conn.arrived
+        first = conn.framing.arrived
         assert before <= first <= time.monotonic()
         theirs.sendall(b"Host: x\r\n")
         instance._receive(conn, ours)
-        assert conn.arrived == first  # the first byte's time, not the last one's
+        assert conn.framing.arrived == first  # the first byte's time, not the last one's
 
     instance.handle_request(None, conn)
     before = time.monotonic()

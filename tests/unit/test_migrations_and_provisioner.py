@@ -37,6 +37,7 @@ TABLES = {
     "nonce",
     "callback_log",
     "rejected_call_count",
+    "rejected_call_minute",
     "order_notification",
     "access_key",
     "delivery",

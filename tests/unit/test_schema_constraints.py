@@ -21,6 +21,7 @@ UNIQUE = {
     "access_key": {("fingerprint",)},
     "callback_log": set(),
     "rejected_call_count": {("source_address", "minute")},  # one count per source and minute
+    "rejected_call_minute": {("minute",)},  # one count across sources per minute
     "delivery": {("event_ref",)},  # one delivery per event
     "instance": {("instance_id",), ("marketplace", "creation_key")},  # one per adapter's creation key
     "instance_event": {("instance_ref", "idempotency_key")},  # one event per change of an instance

@@ -10,9 +10,16 @@ from gunicorn.http.errors import InvalidChunkSize
 
 from isvserver.logs import WITHHELD, format_exception
 from isvserver.web.gunicorn_logging import RedactingFilter, redact_line
-from isvserver.web.worker import MAX_BUFFERED_BYTES, expects_continue, request_complete
+from isvserver.web.worker import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, Framing, Limits
 
 HEAD = b"POST /saasproduce?signature=S&timestamp=1&nonce=N HTTP/1.1\r\nHost: x\r\n"
+
+
+def framed(received: bytes, limit: int = DEFAULT_BODY_LIMIT) -> Framing:
+    """A Framing fed `received` (in one piece)."""
+    framing = Framing(Limits(body_bytes=limit))
+    framing.ready = framing.feed(received) if received else False
+    return framing
 
 
 @pytest.mark.parametrize(
@@ -25,21 +32,21 @@ HEAD = b"POST /saasproduce?signature=S&timestamp=1&nonce=N HTTP/1.1\r\nHost: x\r
         (HEAD + b'Content-Length: 5\r\n\r\n{"a":', True),
         (HEAD + b"content-length:  5 \r\n\r\n12345", True),
         (HEAD + b"Content-Length: x\r\n\r\n", True),  # malformed: the parser answers 400
-        (HEAD + b"Content-Length: %d\r\n\r\n" % (MAX_BUFFERED_BYTES + 1), True),  # too big to wait for
+        (HEAD + b"Content-Length: %d\r\n\r\n" % (DEFAULT_BODY_LIMIT + 1), True),  # too big to wait for
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n", False),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n0\r\n\r\n", True),
-        (b"X" * MAX_BUFFERED_BYTES, True),  # a head that never ends: the parser rejects it
+        (b"X" * (MAX_HEAD_BYTES + 1), True),  # a head that never ends: the parser rejects it
     ],
 )
 def test_a_request_goes_to_a_thread_only_when_whole(received: bytes, whole: bool) -> None:
     """Head and body complete (or past what is worth waiting for) -> a thread parses it."""
-    assert request_complete(received) is whole
+    assert framed(received).ready is whole
 
 
 def test_100_continue_is_recognised_in_the_head_only() -> None:
     """`Expect: 100-continue` in the head; the same words in a body do not count."""
-    assert expects_continue(HEAD + b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-    assert not expects_continue(HEAD + b"Content-Length: 22\r\n\r\nExpect: 100-continue\r\n")
+    assert framed(HEAD + b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n").expects_continue
+    assert not framed(HEAD + b"Content-Length: 22\r\n\r\nExpect: 100-continue\r\n").expects_continue
 
 
 @pytest.mark.parametrize(

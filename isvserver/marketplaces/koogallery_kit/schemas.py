@@ -21,7 +21,8 @@ ROLES = ("user", "admin")
 
 
 class Text(fields.String):
-    """A string of at most `max_length` characters; a mandatory one may not be empty or only whitespace."""
+    """A string of at most `max_length` characters that both databases can store (no NUL, no lone
+    surrogate); a mandatory one may not be empty or only whitespace."""
 
     def __init__(self, max_length: int, required: bool = True, **kwargs: Any) -> None:
         if not required:
@@ -31,16 +32,22 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if not calls.storable(text):
+            raise ValidationError("is not valid text")
         if self.required and not text.strip():
             raise ValidationError("may not be empty")
         return text
 
 
+# The range of an INTEGER column in both databases (PostgreSQL's is 32 bits).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
 class JsonInt(fields.Integer):
-    """A JSON integer: booleans, strings and fractional numbers are refused."""
+    """A JSON integer an INTEGER column holds: booleans, strings and fractional numbers are refused."""
 
     def __init__(self, choices: tuple[int, ...] | None = None, **kwargs: Any) -> None:
-        checks = [validate.OneOf(choices)] if choices else []
+        checks = [validate.OneOf(choices) if choices else validate.Range(INT_MIN, INT_MAX)]
         super().__init__(strict=True, validate=checks, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
@@ -83,6 +90,8 @@ class JsonList(fields.List):
                 raise ValidationError("must be a JSON array or a string holding one") from None
             if not isinstance(value, list):
                 raise ValidationError("must be a JSON array or a string holding one")
+            if not calls.storable(value):
+                raise ValidationError("holds characters that are not valid text")
         return super()._deserialize(value, attr, data, **kwargs)
 
 

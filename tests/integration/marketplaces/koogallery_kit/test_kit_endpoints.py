@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from isvserver import create_app, db
 from isvserver.db import connected
 from isvserver.marketplaces.koogallery_kit.client_secret import encrypt_client_secret, generate_key_pair
-from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitTenant, KitUser
+from isvserver.marketplaces.koogallery_kit.models import KitApplication, KitOrg, KitTenant, KitUser
 from isvserver.marketplaces.koogallery_kit.signing import kit_signature
 from isvserver.marketplaces.koogallery_kit.views import body_sign
 from isvserver.models import CallLog
@@ -161,3 +161,58 @@ def test_unknown_activity_is_a_signed_404(kit: FlaskClient) -> None:
     response = kit.post(f"{PATH}/noSuchSync", data=b"{}", content_type="application/json")
     assert response.status_code == 404
     assert response.headers["Body-Sign"] == body_sign(KIT_KEY, response.data)
+
+
+def auth_sync(employee_type: Any) -> dict[str, Any]:
+    user = {"userName": "u1", "name": "用户", "orgCode": "root", "role": "user", "enable": "true"}
+    return {
+        "instanceId": "inst-1",
+        "tenantId": "t-1",
+        "appId": "app-1",
+        "userList": [{**user, "employeeType": employee_type}],
+        "flag": 1,
+        "testFlag": 0,
+        "timeStamp": "20220420114117642",
+    }
+
+
+@pytest.mark.parametrize("employee_type", [2**63, 10**20, -(2**63) - 1, 2**31, -(2**31) - 1])
+def test_an_employee_type_no_integer_column_holds_is_000002_and_nothing_is_stored(
+    kit: FlaskClient, employee_type: int
+) -> None:
+    answer = send(kit, "authSync", auth_sync(employee_type))
+    assert answer["resultCode"] == "000002", answer
+    assert "userList[0].employeeType" in answer["resultMsg"]
+    with connected():
+        assert KitUser.select().count() == 0
+        assert CallLog.select().order_by(CallLog.id.desc()).get().result_code == "000002"
+
+
+@pytest.mark.parametrize("employee_type", [2**31 - 1, -(2**31), 0])
+def test_an_employee_type_within_the_columns_range_is_stored(kit: FlaskClient, employee_type: int) -> None:
+    assert send(kit, "authSync", auth_sync(employee_type))["resultCode"] == "000000"
+    with connected():
+        assert KitUser.get(KitUser.user_name == "u1").employee_type == employee_type
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\udfff", "a\x00b"])
+def test_an_org_info_list_string_holding_unstorable_text_is_000002_and_nothing_is_stored(
+    kit: FlaskClient, bad: str
+) -> None:
+    orgs = json.dumps([{"orgCode": "root", "orgName": f"总部{bad}"}])  # escaped: the body itself is valid
+    body = {"instanceId": "inst-1", "tenantId": "t-1", "orgInfoList": orgs, "testFlag": 0,
+            "timeStamp": "20220420114117642"}  # fmt: skip
+    answer = send(kit, "allOrgSync", body)
+    assert answer["resultCode"] == "000002", answer
+    assert "orgInfoList" in answer["resultMsg"] or "not valid text" in answer["resultMsg"], answer
+    with connected():
+        assert KitOrg.select().count() == 0
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "GET", "PUT"])
+def test_other_methods_on_a_kit_path_are_a_signed_405(kit: FlaskClient, method: str) -> None:
+    response = kit.open(f"{PATH}/tenantSync", method=method)
+    assert response.status_code == 405
+    assert response.get_json()["resultCode"] == "000002"
+    assert response.headers["Body-Sign"] == body_sign(KIT_KEY, response.data)
+    assert "POST" in response.headers["Allow"]
