@@ -97,7 +97,7 @@ def test_a_chunked_body_followed_by_more_bytes_is_a_prompt_000002(server: Server
 def test_a_lying_chunk_holds_no_thread_and_ends_when_the_client_stops(server: Server) -> None:
     """12 connections send a chunk shorter than its size (`10\\r\\nab\\r\\n\\r\\n`) and hold it: signed
     calls meanwhile are answered at once; each lying request is settled as soon as its client closes
-    its side (a malformed body; the client that closed is gone, so nothing is written to it)."""
+    its side (a malformed body, answered at once: a client that only half-closed may still read it)."""
     raw = _new_instance_raw()
     data = _head(_target(raw), "Transfer-Encoding: chunked") + b"10\r\nab\r\n\r\n"
     liars = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(12)]
