@@ -1,0 +1,168 @@
+"""The call pipeline's edges, as the marketplace sees them: the body limit to the byte (sized or
+chunked), a body that cannot be read, and what the log line of a rejected call leaves out."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from isvserver import create_app, db
+from isvserver.db import connected
+from isvserver.marketplaces.koogallery.marketplace import encode_body, signed_query
+from isvserver.marketplaces.koogallery.signing import body_sign_valid
+from isvserver.models import CallLog
+from isvserver.settings import Settings, load_settings
+
+from support.harness import ACCESS_KEY, FixedClock, Marketplace
+
+LIMIT = 2048
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    """A 2 KiB body limit."""
+    return load_settings({**env, "ISV_MAX_BODY_BYTES": str(LIMIT)})
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FixedClock) -> Iterator[Flask]:
+    application = create_app(settings, clock=clock)
+    yield application
+    db.close_all()
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """The body's JSON followed by spaces (still the same JSON object) to exactly `size` bytes."""
+    raw = encode_body(body)
+    assert len(raw) <= size
+    return raw + b" " * (size - len(raw))
+
+
+def rows() -> list[CallLog]:
+    with connected():
+        return list(CallLog.select().order_by(CallLog.id))
+
+
+def post_signed(client: FlaskClient, raw: bytes, chunked: bool = False) -> tuple[int, dict[str, Any]]:
+    """POST `raw` signed with the access key (sized, or as a chunked stream); status and reply, whose
+    Body-Sign is checked."""
+    path = f"/saasproduce?{signed_query(ACCESS_KEY, raw)}"
+    if chunked:
+        response = client.post(
+            path,
+            input_stream=io.BytesIO(raw),
+            headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json;charset=utf8"},
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+    else:
+        response = client.post(path, data=raw, headers={"Content-Type": "application/json;charset=utf8"})
+    assert body_sign_valid(ACCESS_KEY, response.data, response.headers.get("Body-Sign"))
+    return response.status_code, json.loads(response.data)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_a_body_of_exactly_the_limit_is_answered_and_one_byte_more_is_refused(
+    client: FlaskClient, marketplace: Marketplace, chunked: bool
+) -> None:
+    instance_id = marketplace.new_instance("CS-LIMIT").json["instanceId"]
+    query = {"activity": "queryInstance", "instanceId": instance_id}
+
+    status, reply = post_signed(client, padded(query, LIMIT), chunked)
+    assert (status, reply["resultCode"]) == (200, "000000")
+    assert [info["instanceId"] for info in reply["info"]] == [instance_id]
+
+    status, reply = post_signed(client, padded(query, LIMIT + 1), chunked)
+    assert (status, reply["resultCode"]) == (413, "000002")
+    assert reply["resultMsg"] == f"request body is larger than {LIMIT} bytes"
+    last = rows()[-1]
+    assert (last.verdict, last.reason, last.result_code) == (
+        "body_too_large",
+        f"body over {LIMIT} bytes",
+        "000002",
+    )
+
+
+def test_a_body_far_over_the_limit_changes_nothing(client: FlaskClient) -> None:
+    new = {"activity": "newInstance", "orderId": "CS-BIG", "orderLineId": "CS-BIG-1", "businessId": "b"}
+    status, reply = post_signed(client, padded(new, 10 * LIMIT))
+    assert (status, reply["resultCode"]) == (413, "000002")
+    from isvserver.models import Instance
+
+    with connected():
+        assert Instance.select().count() == 0
+
+
+class BrokenStream(io.BytesIO):
+    """A request body whose reading fails after its first bytes, as gunicorn's chunk parser does on a
+    lying chunk."""
+
+    def readinto(self, buffer: Any) -> int:
+        if self.tell() == 0:
+            return super().readinto(memoryview(buffer)[:2])
+        raise OSError("chunk size mismatch")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() == 0:
+            return super().read(2)
+        raise OSError("chunk size mismatch")
+
+
+def test_a_body_that_cannot_be_read_gets_a_signed_malformed_answer(client: FlaskClient) -> None:
+    raw = encode_body({"activity": "queryInstance", "instanceId": "x"})
+    response = client.post(
+        f"/saasproduce?{signed_query(ACCESS_KEY, raw)}",
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json;charset=utf8"},
+        environ_overrides={"wsgi.input_terminated": True, "wsgi.input": BrokenStream(raw)},
+    )
+    assert response.status_code == 200
+    assert body_sign_valid(ACCESS_KEY, response.data, response.headers.get("Body-Sign"))
+    assert response.get_json() == {"resultCode": "000002", "resultMsg": "the request body is malformed"}
+    (row,) = rows()
+    assert (row.verdict, row.reason) == (
+        "malformed_body",
+        "the body could not be read (broken chunked encoding)",
+    )
+
+
+BUYER = "张三 13800138000 zhang.san@example.com"
+
+
+def test_the_log_line_of_a_rejected_call_keeps_ids_and_leaves_out_other_text(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {
+        "activity": "newInstance",
+        "orderId": BUYER,
+        "orderLineId": "L" * 300,
+        "instanceId": "i-" + "9" * 100,
+        "businessId": "biz-1",
+    }
+    raw = encode_body(body)
+    with caplog.at_level(logging.INFO, logger="isvserver.calls"):
+        client.post(f"/saasproduce?signature={'A' * 64}&timestamp=1&nonce=n", data=raw)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("call ")]
+    assert "verdict=bad_timestamp code=000002" in line
+    assert f"instance={'i-' + '9' * 62} order=-/{'L' * 64}" in line
+    assert "张三" not in line and "13800138000" not in line and "example.com" not in line
+
+
+def test_the_log_line_of_a_rejected_call_names_only_a_known_activity(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="isvserver.calls"):
+        for activity in ("queryInstance", "queryInstance<script>", "newInstance" + "x" * 40):
+            raw = encode_body({"activity": activity, "instanceId": "i-1"})
+            client.post(f"/saasproduce?signature={'A' * 64}&timestamp=1&nonce=n", data=raw)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("call ")]
+    assert [line.split()[2] for line in lines] == [
+        "activity=queryInstance",
+        "activity=None",
+        "activity=None",
+    ]
