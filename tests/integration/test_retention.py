@@ -116,12 +116,39 @@ def test_the_consumer_prunes_once_an_hour_at_minute_7(
     assert [(m.hour, m.minute) for m in due] == [(hour, PRUNE_MINUTE) for hour in range(24)]
 
     now = utcnow()
-    add_calls(now - timedelta(days=10, minutes=5), now - timedelta(days=9))
-    add_counts(int((now - datetime(1970, 1, 1)).total_seconds() // 60) - 10 * 24 * 60 - 5)
+    old_minute = int((now - datetime(1970, 1, 1)).total_seconds() // 60) - 10 * 24 * 60 - 5
     (task,) = [t for t in huey.read_periodic(due[0]) if t.name == "retention"]
     with caplog.at_level(logging.INFO, logger="isvserver.jobs"):
+        add_calls(now - timedelta(days=10, minutes=5), now - timedelta(days=9))
+        task.execute()
+        add_counts(old_minute)
+        task.execute()
+        add_calls(now - timedelta(days=11))
+        add_counts(old_minute - 1)
         task.execute()
         task.execute()  # nothing left: nothing said
     assert len(kept_calls()) == 1 and kept_counts() == []
     lines = [r.getMessage() for r in caplog.records if r.name == "isvserver.jobs"]
-    assert lines == ["retention: pruned 1 calls and 1 rejection counts older than 10 days"]
+    assert lines == [
+        "retention: pruned 1 calls and 0 rejection counts older than 10 days",
+        "retention: pruned 0 calls and 1 rejection counts older than 10 days",
+        "retention: pruned 1 calls and 1 rejection counts older than 10 days",
+    ]
+
+
+@pytest.mark.usefixtures("app")
+def test_no_transaction_of_a_prune_deletes_more_than_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short transactions: a big prune never holds the write lock for more than `batch` rows."""
+    add_calls(*(NOW - timedelta(days=31, minutes=n) for n in range(7)))
+    deleted: list[int] = []
+    execute = db.database.obj.execute_sql
+
+    def counting(sql: str, *args: object, **kwargs: object) -> object:
+        cursor = execute(sql, *args, **kwargs)
+        if sql.lstrip().upper().startswith("DELETE") and "callback_log" in sql:
+            deleted.append(cursor.rowcount)
+        return cursor
+
+    monkeypatch.setattr(db.database.obj, "execute_sql", counting)
+    assert prune(30, now=NOW, batch=3).calls == 7
+    assert deleted == [3, 3, 1]
