@@ -6,7 +6,10 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
+import time
+import urllib.error
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -155,5 +158,24 @@ def test_what_the_reply_holds_is_told_as_it_is(
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/", "127.0.0.1:8080/saasproduce"])
 def test_post_refuses_a_url_that_is_not_http(url: str) -> None:
-    with pytest.raises(ValueError, match="must be http:// or https://"):
+    with pytest.raises(ValueError, match=r"^the URL must be http:// or https://$"):
         post(url, b"{}", KEY)
+
+
+def test_post_speaks_tls_to_an_https_url(server: tuple[str, Reply]) -> None:
+    """An https:// URL is taken (not refused as a scheme): the plain-HTTP server fails its TLS handshake."""
+    url, reply = server
+    with pytest.raises(urllib.error.URLError, match="SSL"):
+        post(url.replace("http://", "https://"), b"{}", KEY, timeout=5)
+    assert reply.requests == []
+
+
+def test_post_gives_up_on_a_silent_server_after_its_timeout() -> None:
+    """A server that accepts the connection and never answers: the call ends at `timeout`."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            post(f"http://127.0.0.1:{silent.getsockname()[1]}/", b"{}", KEY, timeout=0.3)
+        assert time.monotonic() - started < 10
