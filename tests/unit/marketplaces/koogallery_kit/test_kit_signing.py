@@ -154,3 +154,11 @@ def test_body_without_a_canonical_form_still_verifies_raw() -> None:
 def test_repr_names_no_secret() -> None:
     text = repr(check(headers()))
     assert KEY not in text and NONCE not in text
+
+
+def test_a_rejected_verdict_keeps_the_time_the_call_claimed() -> None:
+    """Stale, wrongly signed or keyless: the verdict tells the call's time (ms) once it could be read."""
+    assert check(headers(), now=NOW_MS + 60_001).timestamp_ms == NOW_MS
+    assert check(headers("0" * 64)).timestamp_ms == NOW_MS
+    assert check(headers(), keys=[]).timestamp_ms == NOW_MS
+    assert check(headers(ts="168050806661a")).timestamp_ms is None
