@@ -166,3 +166,61 @@ def test_the_log_line_of_a_rejected_call_names_only_a_known_activity(
         "activity=None",
         "activity=None",
     ]
+
+
+def source_of(client: FlaskClient, peer: str, forwarded: str | None) -> str | None:
+    """The source address the call log stores for a call from `peer` with this X-Forwarded-For."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    client.post("/saasproduce", data=b"{}", headers=headers, environ_base={"REMOTE_ADDR": peer})
+    return rows()[-1].source_address
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "source"),
+    [
+        ("127.0.0.1", "10.0.0.1, 192.0.2.7", "192.0.2.7"),  # the hop the trusted proxy added
+        ("127.0.0.1", " 192.0.2.7 ", "192.0.2.7"),
+        ("127.0.0.1", "192.0.2.7, , ", "192.0.2.7"),
+        ("127.0.0.1", " , ,", "127.0.0.1"),  # no hop named: the proxy itself
+        ("127.0.0.1", "", "127.0.0.1"),
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("127.0.0.1", "f" * 100, "f" * 64),
+        ("10.9.9.9", "192.0.2.8", "10.9.9.9"),  # an untrusted peer names no one else
+    ],
+)
+def test_the_source_is_the_peer_or_the_last_hop_of_a_trusted_proxy(
+    client: FlaskClient, peer: str, forwarded: str | None, source: str
+) -> None:
+    assert source_of(client, peer, forwarded) == source
+
+
+@pytest.mark.parametrize("trusted", ["*", "10.9.9.9"])
+def test_a_proxy_is_trusted_by_name_or_by_star(env: dict[str, str], clock: FixedClock, trusted: str) -> None:
+    app = create_app(load_settings({**env, "ISV_FORWARDED_ALLOW_IPS": trusted}), clock=clock)
+    try:
+        assert source_of(app.test_client(), "10.9.9.9", "192.0.2.8") == "192.0.2.8"
+    finally:
+        db.close_all()
+
+
+def test_keys_that_cannot_be_read_get_a_signed_retry_answer(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database cannot say which keys are active: an internal error the marketplace retries, signed
+    with the configured key, and the call logged as such."""
+
+    def unreadable(*args: object) -> tuple[str, ...]:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr("isvserver.keystore.verification_keys", unreadable)
+    status, reply = post_signed(client, encode_body({"activity": "queryInstance", "instanceId": "x"}))
+    assert (status, reply) == (
+        200,
+        {"resultCode": "000005", "resultMsg": "internal error; the call can be retried"},
+    )
+    (row,) = rows()
+    assert (row.verdict, row.reason, row.result_code) == (
+        "keys_unavailable",
+        "access keys could not be read from the database",
+        "000005",
+    )
