@@ -458,3 +458,46 @@ def test_parked_changes_adopted_for_a_provisioner_without_sync_are_recorded_but_
     assert provisioner.applied == []
     assert deliveries(instance_id) == [("instance.created", "delivered")]
     assert kinds(instance_id)[-1] == "provisioned"
+
+
+def test_a_users_event_tells_only_the_users_that_call_named(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    instance_id = marketplace.new_instance("CS-NAMED", business_id="kit-named-1").json["instanceId"]
+    assert kit(client, "authSync", auth_sync(instance_id)) == "000000"
+    only_lisi = common(instance_id, appId="app-1", userList=[{**USERS[1], "role": "admin"}], flag=2)
+    assert kit(client, "authSync", only_lisi) == "000000"
+    run_deliveries(app, instance_id)
+    first, second = (e["payload"]["data"] for e in receiver.events if e["type"] == "users.synced")
+    assert sorted(u["userName"] for u in first["sync"]["users"]) == ["lisi", "zhangsan"]
+    assert [(u["userName"], u["role"]) for u in second["sync"]["users"]] == [("lisi", "admin")]
+
+
+def test_a_record_gone_before_delivery_is_told_as_null(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    """An operator removed the Kit row by hand before the event went out: the product hears sync null."""
+    from isvserver.marketplaces.koogallery_kit.models import KitTenant
+
+    instance_id = marketplace.new_instance("CS-GONE", business_id="kit-gone-1").json["instanceId"]
+    assert kit(client, "tenantSync", tenant_sync(instance_id)) == "000000"
+    with db.connected():
+        KitTenant.delete().where(KitTenant.instance_id == instance_id).execute()
+    run_deliveries(app, instance_id)
+    [tenant] = [e["payload"]["data"] for e in receiver.events if e["type"] == "tenant.synced"]
+    assert "sync" in tenant and tenant["sync"] is None
+    assert tenant["change"]["activity"] == "tenantSync"
+
+
+def test_only_the_kit_events_are_enriched(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    instance_id = marketplace.new_instance("CS-ONLY", business_id="kit-only-1").json["instanceId"]
+    sync_all(client, instance_id)
+    freeze = {"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "FREEZE"}
+    assert marketplace.send(freeze).code == "000000"
+    run_deliveries(app, instance_id)
+    data = {e["type"]: e["payload"]["data"] for e in receiver.events}
+    assert set(data) == {"instance.created", "instance.frozen", *SYNCED}
+    assert "sync" not in data["instance.created"] and "sync" not in data["instance.frozen"]
+    assert all(data[t]["sync"] is not None for t in SYNCED)
