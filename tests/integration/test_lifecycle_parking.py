@@ -4,6 +4,7 @@ one and adopted, in order, by the creation of that id; queued only for a provisi
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -227,3 +228,64 @@ def test_the_lifecycle_queues_a_recorded_change_after_commit_for_a_provisioner_t
     for step in steps:
         step()
     assert jobs.asked == asked
+
+
+def test_a_change_parked_without_detail_is_adopted_without_detail() -> None:
+    assert record_change("early", KIND, {}, Syncing(), "k-1") == PARKED
+    create("early", Syncing())
+    assert events("early")[-1] == (KIND, "provisioning", "provisioning", "k-1", None)
+
+
+def test_a_moment_in_a_change_is_stored_as_text_and_told_as_a_moment() -> None:
+    """A detail value JSON has no form for (a datetime) is stored as its text, parked or recorded; the
+    provisioner's event has it back as a datetime (a name ending in _at)."""
+    from isvserver.lifecycle import lifecycle_event
+
+    moment = datetime(2026, 1, 2, 3, 4, 5)
+    assert record_change("early", KIND, {"synced_at": moment}, Syncing()) == PARKED
+    assert parked()[0][3] == '{"synced_at": "2026-01-02 03:04:05"}'
+    instance, _ = create("early", Syncing())
+    assert record_change("early", KIND, {"synced_at": moment}, Syncing()) == RECORDED
+    adopted, recorded = list(
+        InstanceEvent.select().where(InstanceEvent.kind == KIND).order_by(InstanceEvent.id)
+    )
+    for event in (adopted, recorded):
+        assert lifecycle_event(event, instance).change == {"kind": KIND, "synced_at": moment}
+
+
+def test_a_change_parked_while_its_instance_is_created_is_adopted_not_lost() -> None:
+    """Parking and adopting one id are serialised: the creation waits for a parking transaction still
+    open, then adopts what it parked (SQLite: its write lock; PostgreSQL: an advisory lock per id)."""
+    parked_open, release, errors = threading.Event(), threading.Event(), []
+
+    def park() -> None:
+        try:
+            with db.connected(), db.database.atomic():
+                assert record_change("race", KIND, {"n": 1}, Syncing(), "k-race") == PARKED
+                parked_open.set()
+                release.wait(10)
+        except Exception as exc:  # reported below: an assertion in a thread would be lost
+            errors.append(exc)
+            parked_open.set()
+
+    def creation() -> None:
+        try:
+            with db.connected():
+                create("race", Syncing())
+        except Exception as exc:
+            errors.append(exc)
+
+    parking = threading.Thread(target=park)
+    parking.start()
+    assert parked_open.wait(10)
+    creating = threading.Thread(target=creation)
+    creating.start()
+    creating.join(0.5)
+    waited = creating.is_alive()
+    release.set()
+    parking.join(10)
+    creating.join(10)
+    assert errors == []
+    assert waited, "the creation did not wait for the parking transaction"
+    assert [(e[0], e[3]) for e in events("race")] == [("created", None), (KIND, "k-race")]
+    assert [p[4] for p in parked()] == [True]
