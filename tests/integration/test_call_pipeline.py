@@ -224,3 +224,11 @@ def test_keys_that_cannot_be_read_get_a_signed_retry_answer(
         "access keys could not be read from the database",
         "000005",
     )
+
+
+def test_text_that_only_looks_like_an_escaped_nul_is_accepted(marketplace: Marketplace) -> None:
+    """A backslash followed by u0000 is six characters of text, not a NUL: the call is answered."""
+    answer = marketplace.new_instance("CS-BACKSLASH", customerName="D:\\u0000\\tenants")
+    assert answer.code == "000000", answer.json
+    nul = marketplace.new_instance("CS-NUL", customerName="D:\x00")
+    assert nul.code == "000002" and "NUL" in nul.json["resultMsg"]
