@@ -162,3 +162,12 @@ def test_a_rejected_verdict_keeps_the_time_the_call_claimed() -> None:
     assert check(headers("0" * 64)).timestamp_ms == NOW_MS
     assert check(headers(), keys=[]).timestamp_ms == NOW_MS
     assert check(headers(ts="168050806661a")).timestamp_ms is None
+
+
+def test_a_nonce_of_exactly_128_printable_characters_verifies() -> None:
+    nonce = "~" + "n" * 126 + " "
+    sign = kit_signature(KEY, nonce, TS, BODY)
+    assert check(headers(sign, nonce=nonce)).ok
+    assert check(headers(kit_signature(KEY, nonce + "x", TS, BODY), nonce=nonce + "x")).verdict == (
+        Verdict.BAD_NONCE
+    )
