@@ -171,3 +171,29 @@ def test_a_nonce_of_exactly_128_printable_characters_verifies() -> None:
     assert check(headers(kit_signature(KEY, nonce + "x", TS, BODY), nonce=nonce + "x")).verdict == (
         Verdict.BAD_NONCE
     )
+
+
+@pytest.mark.parametrize(
+    ("hdrs", "now", "keys", "message"),
+    [
+        (headers(), NOW_MS, None, "success"),
+        ({"x-sign": KNOWN, "x-nonce": NONCE}, NOW_MS, None, "x-timestamp is missing"),
+        ({"x-sign": KNOWN, "x-timestamp": TS}, NOW_MS, None, "x-nonce is missing"),
+        ({"x-timestamp": TS, "x-nonce": NONCE}, NOW_MS, None, "authentication failed: x-sign is missing"),
+        (
+            headers(ts="16805080666"),
+            NOW_MS,
+            None,
+            "x-timestamp must be UNIX time in milliseconds (13 digits) or seconds (10 digits)",
+        ),
+        (headers(nonce="x" * 129), NOW_MS, None, "x-nonce must be 1 to 128 printable ASCII characters"),
+        (headers(), NOW_MS + 60_001, None, "x-timestamp is outside the accepted window; check the clock"),
+        (headers(), NOW_MS, [], "authentication failed: no Kit key is configured"),
+        (headers("0" * 64), NOW_MS, None, "authentication failed: x-sign does not match"),
+    ],
+    ids=["ok", "no-ts", "no-nonce", "no-sign", "bad-ts", "bad-nonce", "stale", "no-key", "bad-sign"],
+)
+def test_each_verdict_is_answered_with_its_message(
+    hdrs: dict[str, str], now: float, keys: list[str] | None, message: str
+) -> None:
+    assert check(hdrs, keys=keys, now=now).message == message
