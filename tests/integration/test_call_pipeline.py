@@ -232,3 +232,48 @@ def test_text_that_only_looks_like_an_escaped_nul_is_accepted(marketplace: Marke
     assert answer.code == "000000", answer.json
     nul = marketplace.new_instance("CS-NUL", customerName="D:\x00")
     assert nul.code == "000002" and "NUL" in nul.json["resultMsg"]
+
+
+def test_an_error_answer_is_signed_with_the_first_active_key(settings: Settings, client: FlaskClient) -> None:
+    """A 405 outside the call flow: signed with the first key still active (the first of ISV_ACCESS_KEYS
+    retired: the second), or with the first configured key when the database cannot say."""
+    from isvserver.keystore import fingerprint, retire_key
+
+    from support.harness import SECOND_ACCESS_KEY
+
+    def method_not_allowed() -> Any:
+        response = client.get("/saasproduce")
+        assert response.status_code == 405
+        return response
+
+    first = method_not_allowed()
+    assert body_sign_valid(ACCESS_KEY, first.data, first.headers["Body-Sign"])
+    retire_key(settings, fingerprint(ACCESS_KEY))
+    second = method_not_allowed()
+    assert body_sign_valid(SECOND_ACCESS_KEY, second.data, second.headers["Body-Sign"])
+    assert second.get_json()["resultCode"] == "000002"
+
+
+def test_an_error_answer_is_signed_with_the_configured_key_when_the_database_cannot_say(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(*args: object) -> tuple[str, ...]:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr("isvserver.keystore.verification_keys", unreadable)
+    response = client.get("/saasproduce")
+    assert response.status_code == 405
+    assert body_sign_valid(ACCESS_KEY, response.data, response.headers["Body-Sign"])
+
+
+def test_a_replayed_call_is_logged_with_its_reason(client: FlaskClient, marketplace: Marketplace) -> None:
+    body = {"activity": "queryInstance", "instanceId": "nobody"}
+    query = signed_query(ACCESS_KEY, encode_body(body))
+    assert marketplace.send(body, query=query).code == "000003"
+    replayed = marketplace.send(body, query=query)
+    assert replayed.json == {
+        "resultCode": "000001",
+        "resultMsg": "authentication failed: nonce was already used",
+    }
+    last = rows()[-1]
+    assert (last.verdict, last.reason) == ("replayed_nonce", "nonce was already used")

@@ -109,3 +109,33 @@ def test_a_body_is_a_json_object_or_nothing(raw: bytes, parsed: dict | None) -> 
 )
 def test_storable_text_has_no_nul_and_no_lone_surrogate(value: dict, ok: bool) -> None:
     assert storable(value) is ok
+
+
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        ({"a": ["bad"], "b": ["worse", "worst"]}, "a: bad; b: worse"),
+        (["oops"], "body: oops"),
+        ({"_schema": ["Invalid input type."]}, "_schema: Invalid input type."),
+        ({"userList": {3: {"email": ["Not a valid email."]}}}, "userList[3].email: Not a valid email."),
+        ({"orgInfoList": [{"orgCode": ["Missing."]}]}, "orgInfoList.orgCode: Missing."),
+        ({"a": {"b": {"c": ["deep"]}}}, "a.b.c: deep"),
+        ({"a": []}, "a: invalid"),
+        ({0: ["first"]}, "[0]: first"),
+        ("oops", "body: invalid"),
+    ],
+    ids=["fields", "top-list", "schema", "nested-index", "list-of-dicts", "nested", "empty", "index", "text"],
+)
+def test_validation_messages_are_described_by_field_path(messages: Any, text: str) -> None:
+    from isvserver.calls import describe
+
+    assert describe(messages) == text
+
+
+def test_a_description_is_cut_at_its_limit() -> None:
+    from isvserver.calls import describe
+
+    messages = {f"field{i}": ["x" * 30] for i in range(20)}
+    assert len(describe(messages)) == 200
+    assert describe(messages).startswith("field0: " + "x" * 30 + "; field1: ")
+    assert describe(messages, limit=10) == "field0: xx"
