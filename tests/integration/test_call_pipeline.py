@@ -277,3 +277,53 @@ def test_a_replayed_call_is_logged_with_its_reason(client: FlaskClient, marketpl
     }
     last = rows()[-1]
     assert (last.verdict, last.reason) == ("replayed_nonce", "nonce was already used")
+
+
+class Queued:
+    """A provisioner that is not inline: newInstance queues the creation after its commit."""
+
+    inline = False
+
+    def provision(self, event: Any) -> Any:
+        from isvserver.provisioning import AppInfo
+
+        return AppInfo(front_end_url="https://app.example/t")
+
+    def apply(self, event: Any) -> None:
+        return None
+
+    def check_change(self, instance: Any, product_info: dict[str, Any]) -> str | None:
+        return None
+
+
+def test_a_failing_after_commit_step_is_logged_and_the_committed_answer_stands(
+    env: dict[str, str], clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue cannot be reached after the call committed: the marketplace still gets its answer,
+    the operator a log line naming the call; the committed creation waits for the sweeper."""
+    import dataclasses
+
+    from isvserver.models import Delivery
+
+    settings = dataclasses.replace(load_settings(env), provision_budget_ms=0)
+    app = create_app(settings, provisioner=Queued(), clock=clock)
+    try:
+
+        def unreachable(*args: object, **kwargs: object) -> None:
+            raise ConnectionError("queue down")
+
+        app.extensions["isvserver"].jobs.deliver_soon = unreachable
+        market = Marketplace(app.test_client())
+        with caplog.at_level(logging.INFO, logger="isvserver.calls"):
+            answer = market.new_instance("CS-AFTER", business_id="after-1")
+        assert answer.code == "000004", answer.json  # in progress: the creation is committed, queued
+        request_id = answer.headers["X-Request-Id"]
+        failed = [r for r in caplog.records if r.getMessage().startswith("after-commit step failed")]
+        assert [r.getMessage() for r in failed] == [
+            f"after-commit step failed request_id={request_id} activity=newInstance"
+        ]
+        assert failed[0].exc_info is not None and failed[0].exc_info[0] is ConnectionError
+        with connected():
+            assert [d.status for d in Delivery.select()] == ["pending"]
+    finally:
+        db.close_all()
