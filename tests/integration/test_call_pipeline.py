@@ -297,7 +297,7 @@ class Queued:
 
 
 def test_a_failing_after_commit_step_is_logged_and_the_committed_answer_stands(
-    env: dict[str, str], clock: FixedClock, caplog: pytest.LogCaptureFixture
+    env: dict[str, str], clock: FixedClock
 ) -> None:
     """The queue cannot be reached after the call committed: the marketplace still gets its answer,
     the operator a log line naming the call; the committed creation waits for the sweeper."""
@@ -314,11 +314,17 @@ def test_a_failing_after_commit_step_is_logged_and_the_committed_answer_stands(
 
         app.extensions["isvserver"].jobs.deliver_soon = unreachable
         market = Marketplace(app.test_client())
-        with caplog.at_level(logging.INFO, logger="isvserver.calls"):
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = records.append  # type: ignore[method-assign]
+        logging.getLogger("isvserver.calls").addHandler(handler)  # create_app set the logging up anew
+        try:
             answer = market.new_instance("CS-AFTER", business_id="after-1")
+        finally:
+            logging.getLogger("isvserver.calls").removeHandler(handler)
         assert answer.code == "000004", answer.json  # in progress: the creation is committed, queued
         request_id = answer.headers["X-Request-Id"]
-        failed = [r for r in caplog.records if r.getMessage().startswith("after-commit step failed")]
+        failed = [r for r in records if r.getMessage().startswith("after-commit step failed")]
         assert [r.getMessage() for r in failed] == [
             f"after-commit step failed request_id={request_id} activity=newInstance"
         ]
