@@ -333,3 +333,19 @@ def test_a_failing_after_commit_step_is_logged_and_the_committed_answer_stands(
             assert [d.status for d in Delivery.select()] == ["pending"]
     finally:
         db.close_all()
+
+
+def test_a_repeat_counted_outside_a_call_is_a_duplicate_of_an_unknown_interface(app: Flask) -> None:
+    from prometheus_client import REGISTRY
+
+    from isvserver.calls import counted
+
+    def duplicates(interface: str) -> float:
+        labels = {"interface": interface, "kind": "business_key"}
+        return REGISTRY.get_sample_value("isv_duplicates_total", labels) or 0.0
+
+    before = duplicates("unknown")
+    with app.test_request_context():
+        assert counted(True) is True
+        assert counted(False) is False
+    assert duplicates("unknown") == before + 1
