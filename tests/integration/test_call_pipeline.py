@@ -213,7 +213,16 @@ def test_keys_that_cannot_be_read_get_a_signed_retry_answer(
         raise OSError("database is locked")
 
     monkeypatch.setattr("isvserver.keystore.verification_keys", unreadable)
-    status, reply = post_signed(client, encode_body({"activity": "queryInstance", "instanceId": "x"}))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("isvserver.calls").addHandler(handler)
+    try:
+        status, reply = post_signed(client, encode_body({"activity": "queryInstance", "instanceId": "x"}))
+    finally:
+        logging.getLogger("isvserver.calls").removeHandler(handler)
+    (unreadable_line,) = [r for r in records if r.getMessage().startswith("access keys not readable")]
+    assert unreadable_line.getMessage() == f"access keys not readable request_id={rows()[-1].request_id}"
     assert (status, reply) == (
         200,
         {"resultCode": "000005", "resultMsg": "internal error; the call can be retried"},
@@ -349,3 +358,23 @@ def test_a_repeat_counted_outside_a_call_is_a_duplicate_of_an_unknown_interface(
         assert counted(True) is True
         assert counted(False) is False
     assert duplicates("unknown") == before + 1
+
+
+def test_only_a_replayed_nonce_counts_as_a_nonce_duplicate_and_latency_is_in_seconds(
+    client: FlaskClient, marketplace: Marketplace
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"interface": "koogallery.v2", **labels}) or 0.0
+
+    body = {"activity": "queryInstance", "instanceId": "nobody"}
+    query = signed_query(ACCESS_KEY, encode_body(body))
+    nonce_before = sample("isv_duplicates_total", kind="nonce")
+    seconds_before = sample("isv_request_duration_seconds_sum", activity="queryInstance")
+    assert marketplace.send(body, query=query).code == "000003"
+    assert sample("isv_duplicates_total", kind="nonce") == nonce_before
+    assert marketplace.send(body, query=query).code == "000001"
+    assert sample("isv_duplicates_total", kind="nonce") == nonce_before + 1
+    spent = sample("isv_request_duration_seconds_sum", activity="queryInstance") - seconds_before
+    assert 0 < spent < 60  # two calls through the test client: seconds, not milliseconds
