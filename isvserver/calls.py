@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -210,6 +211,10 @@ def parse_json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# A NUL as json.dumps writes it: \u0000 after an even number of backslashes (the text "\u0000" is \\u0000).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def storable(value: Any) -> bool:
     """Whether every string in `value` can be stored in both databases (no NUL, no lone surrogate)."""
     try:
@@ -217,7 +222,7 @@ def storable(value: Any) -> bool:
         text.encode("utf-8")
     except (ValueError, RecursionError):
         return False
-    return "\\u0000" not in text
+    return _ESCAPED_NUL.search(text) is None
 
 
 class MalformedBody(Exception):

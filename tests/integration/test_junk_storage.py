@@ -199,9 +199,3 @@ def test_log_prune_command(env: dict[str, str], marketplace: Marketplace) -> Non
         db.database.initialize(previous)
     assert kept.exit_code == 0 and "pruned 0 calls" in kept.output and "older than 90 days" in kept.output
     assert gone.exit_code == 0 and "pruned 1 calls" in gone.output, gone.output
-
-
-def test_the_consumer_prunes_hourly(app: Flask) -> None:
-    jobs = app.extensions["isvserver"].jobs
-    names = {task.__name__ for task in jobs.huey._registry._periodic_tasks}
-    assert "retention" in names

@@ -383,3 +383,121 @@ def test_the_inline_template_provisioner_has_no_outbox(client: FlaskClient, mark
     assert deliveries(instance_id) == []
     assert kinds(instance_id)[:2] == ["created", "provisioned"]
     assert len(kinds(instance_id)) == 2 + 5 + 1  # adopted, then recorded: a history, nothing to deliver
+
+
+def event_details(instance_id: str) -> list[dict[str, Any]]:
+    """The stored detail of each of the instance's events after its creation, oldest first."""
+    with db.connected():
+        query = InstanceEvent.select().join(Instance).where(Instance.instance_id == instance_id)
+        return [json.loads(e.detail) for e in query.order_by(InstanceEvent.id) if e.kind != "created"]
+
+
+def test_an_auth_sync_listing_one_user_twice_is_one_user_in_the_event(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    instance_id = marketplace.new_instance("CS-TWICE", business_id="kit-twice-1").json["instanceId"]
+    twice = [USERS[0], {**USERS[0], "role": "user"}, USERS[1]]
+    assert kit(client, "authSync", common(instance_id, appId="app-1", userList=twice, flag=1)) == "000000"
+    (detail,) = event_details(instance_id)
+    assert detail == {
+        "activity": "authSync",
+        "app_id": "app-1",
+        "count": 2,
+        "flag": 1,
+        "tenant_id": "t-1",
+        "user_names": ["lisi", "zhangsan"],
+    }
+    run_deliveries(app, instance_id)
+    users = receiver.events[-1]["payload"]["data"]["sync"]["users"]
+    assert sorted((u["userName"], u["role"]) for u in users) == [("lisi", "user"), ("zhangsan", "user")]
+
+
+def test_each_sync_event_holds_its_ids_and_count(client: FlaskClient, marketplace: Marketplace) -> None:
+    instance_id = marketplace.new_instance("CS-DETAIL", business_id="kit-detail-1").json["instanceId"]
+    tree = [
+        {"orgCode": "root", "orgName": "总部"},
+        {"orgCode": "dept-1", "orgName": "研发部", "parentCode": "root"},
+        {"orgCode": "dept-1", "orgName": "研发一部", "parentCode": "root"},
+    ]
+    for activity, body in (
+        ("tenantSync", tenant_sync(instance_id)),
+        ("applicationSync", application_sync(instance_id, flag=2)),
+        ("singleOrgSync", org_sync(instance_id)),
+        ("allOrgSync", common(instance_id, orgInfoList=tree)),
+    ):
+        assert kit(client, activity, body) == "000000", activity
+    assert event_details(instance_id) == [
+        {"activity": "tenantSync", "flag": 1, "tenant_id": "t-1"},
+        {"activity": "applicationSync", "app_id": "app-1", "flag": 2, "tenant_id": "t-1"},
+        {"activity": "singleOrgSync", "count": 1, "flag": 1, "org_codes": ["dept-1"], "tenant_id": "t-1"},
+        {"activity": "allOrgSync", "count": 2, "tenant_id": "t-1"},
+    ]
+
+
+@pytest.mark.parametrize("provisioner", [pytest.param(OldProduct(), id="no-sync")])
+def test_parked_changes_adopted_for_a_provisioner_without_sync_are_recorded_but_never_queued(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, provisioner: SampleProvisioner
+) -> None:
+    provisioner.applied.clear()
+    sync_all(client, "early-old")
+    instance_id = marketplace.new_instance("CS-OLD-EARLY", business_id="early-old").json["instanceId"]
+    assert instance_id == "early-old"
+    assert kinds(instance_id) == [
+        "created",
+        "kit_tenant",
+        "kit_application",
+        "kit_users",
+        "kit_orgs",
+        "kit_orgs",
+    ]
+    with db.connected():
+        adopted = list(ParkedChange.select().order_by(ParkedChange.id))
+    assert len(adopted) == 5 and all(p.adopted_at is not None for p in adopted)
+    assert deliveries(instance_id) == [("instance.created", "pending")]
+    run_deliveries(app, instance_id)
+    assert provisioner.applied == []
+    assert deliveries(instance_id) == [("instance.created", "delivered")]
+    assert kinds(instance_id)[-1] == "provisioned"
+
+
+def test_a_users_event_tells_only_the_users_that_call_named(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    instance_id = marketplace.new_instance("CS-NAMED", business_id="kit-named-1").json["instanceId"]
+    assert kit(client, "authSync", auth_sync(instance_id)) == "000000"
+    only_lisi = common(instance_id, appId="app-1", userList=[{**USERS[1], "role": "admin"}], flag=2)
+    assert kit(client, "authSync", only_lisi) == "000000"
+    run_deliveries(app, instance_id)
+    first, second = (e["payload"]["data"] for e in receiver.events if e["type"] == "users.synced")
+    assert sorted(u["userName"] for u in first["sync"]["users"]) == ["lisi", "zhangsan"]
+    assert [(u["userName"], u["role"]) for u in second["sync"]["users"]] == [("lisi", "admin")]
+
+
+def test_a_record_gone_before_delivery_is_told_as_null(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    """An operator removed the Kit row by hand before the event went out: the product hears sync null."""
+    from isvserver.marketplaces.koogallery_kit.models import KitTenant
+
+    instance_id = marketplace.new_instance("CS-GONE", business_id="kit-gone-1").json["instanceId"]
+    assert kit(client, "tenantSync", tenant_sync(instance_id)) == "000000"
+    with db.connected():
+        KitTenant.delete().where(KitTenant.instance_id == instance_id).execute()
+    run_deliveries(app, instance_id)
+    [tenant] = [e["payload"]["data"] for e in receiver.events if e["type"] == "tenant.synced"]
+    assert "sync" in tenant and tenant["sync"] is None
+    assert tenant["change"]["activity"] == "tenantSync"
+
+
+def test_only_the_kit_events_are_enriched(
+    app: Flask, client: FlaskClient, marketplace: Marketplace, receiver: WebhookReceiver
+) -> None:
+    instance_id = marketplace.new_instance("CS-ONLY", business_id="kit-only-1").json["instanceId"]
+    sync_all(client, instance_id)
+    freeze = {"activity": "updateInstanceStatus", "instanceId": instance_id, "status": "FREEZE"}
+    assert marketplace.send(freeze).code == "000000"
+    run_deliveries(app, instance_id)
+    data = {e["type"]: e["payload"]["data"] for e in receiver.events}
+    assert set(data) == {"instance.created", "instance.frozen", *SYNCED}
+    assert "sync" not in data["instance.created"] and "sync" not in data["instance.frozen"]
+    assert all(data[t]["sync"] is not None for t in SYNCED)

@@ -490,3 +490,55 @@ def test_tenants_show_prints_the_org_tree_in_text(bound: str, tmp_path: Path) ->
         "  rd      研发",
         "    ui    界面",
     ]
+
+
+# --- what a sync reports and stamps ------------------------------------------------------------------
+
+
+def test_a_change_to_any_listed_user_is_a_change() -> None:
+    second = {**USER, "userName": "lisi", "name": "李四光", "mobile": "13800000000"}
+    assert users(1, [USER, second]) is True
+    assert users(2, [{**USER, "role": "user"}, second]) is True  # only the first of the list changed
+    assert users(2, [{**USER, "role": "user"}, second]) is False
+
+
+def test_a_change_to_any_listed_org_is_a_change() -> None:
+    tree = [
+        {"orgCode": "root", "orgName": "总部"},
+        {"orgCode": "rd", "orgName": "研发", "parentCode": "root"},
+    ]
+    assert all_orgs(tree) is True
+    renamed = [{"orgCode": "root", "orgName": "集团总部"}, tree[1]]  # only the first of the list changed
+    assert all_orgs(renamed) is True
+    assert all_orgs(renamed) is False
+
+
+def test_a_new_row_is_created_and_updated_at_once_and_a_change_moves_updated_at() -> None:
+    assert tenant(1) is True
+    created = one(KitTenant)
+    assert created.created_at == created.updated_at
+    assert tenant(2, tenantCode="hw-2") is True
+    changed = one(KitTenant)
+    assert changed.created_at == created.created_at
+    assert changed.updated_at > created.updated_at
+
+
+def test_an_application_without_its_secret_is_refused_before_anything_is_stored() -> None:
+    with pytest.raises(
+        ValueError, match=r"^an added or modified application needs its decrypted clientSecret$"
+    ):
+        app(1, secret=None)
+    assert rows(KitApplication) == []
+
+
+def test_all_orgs_marks_every_org_gone_in_chunks() -> None:
+    """More orgs gone than one IN (…) list holds (CHUNK = 500): every one of them is marked."""
+    big = [{"orgCode": "root", "orgName": "总部"}] + [
+        {"orgCode": f"d{i:04d}", "orgName": f"部门{i}", "parentCode": "root"}
+        for i in range(2 * store.CHUNK + 1)
+    ]
+    assert all_orgs(big) is True
+    assert all_orgs(big[:1]) is True
+    alive = [r.org_code for r in rows(KitOrg) if r.deleted_at is None]
+    assert alive == ["root"]
+    assert len(rows(KitOrg)) == 2 * store.CHUNK + 2

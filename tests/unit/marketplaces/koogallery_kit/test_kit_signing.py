@@ -154,3 +154,46 @@ def test_body_without_a_canonical_form_still_verifies_raw() -> None:
 def test_repr_names_no_secret() -> None:
     text = repr(check(headers()))
     assert KEY not in text and NONCE not in text
+
+
+def test_a_rejected_verdict_keeps_the_time_the_call_claimed() -> None:
+    """Stale, wrongly signed or keyless: the verdict tells the call's time (ms) once it could be read."""
+    assert check(headers(), now=NOW_MS + 60_001).timestamp_ms == NOW_MS
+    assert check(headers("0" * 64)).timestamp_ms == NOW_MS
+    assert check(headers(), keys=[]).timestamp_ms == NOW_MS
+    assert check(headers(ts="168050806661a")).timestamp_ms is None
+
+
+def test_a_nonce_of_exactly_128_printable_characters_verifies() -> None:
+    nonce = "~" + "n" * 126 + " "
+    sign = kit_signature(KEY, nonce, TS, BODY)
+    assert check(headers(sign, nonce=nonce)).ok
+    assert check(headers(kit_signature(KEY, nonce + "x", TS, BODY), nonce=nonce + "x")).verdict == (
+        Verdict.BAD_NONCE
+    )
+
+
+@pytest.mark.parametrize(
+    ("hdrs", "now", "keys", "message"),
+    [
+        (headers(), NOW_MS, None, "success"),
+        ({"x-sign": KNOWN, "x-nonce": NONCE}, NOW_MS, None, "x-timestamp is missing"),
+        ({"x-sign": KNOWN, "x-timestamp": TS}, NOW_MS, None, "x-nonce is missing"),
+        ({"x-timestamp": TS, "x-nonce": NONCE}, NOW_MS, None, "authentication failed: x-sign is missing"),
+        (
+            headers(ts="16805080666"),
+            NOW_MS,
+            None,
+            "x-timestamp must be UNIX time in milliseconds (13 digits) or seconds (10 digits)",
+        ),
+        (headers(nonce="x" * 129), NOW_MS, None, "x-nonce must be 1 to 128 printable ASCII characters"),
+        (headers(), NOW_MS + 60_001, None, "x-timestamp is outside the accepted window; check the clock"),
+        (headers(), NOW_MS, [], "authentication failed: no Kit key is configured"),
+        (headers("0" * 64), NOW_MS, None, "authentication failed: x-sign does not match"),
+    ],
+    ids=["ok", "no-ts", "no-nonce", "no-sign", "bad-ts", "bad-nonce", "stale", "no-key", "bad-sign"],
+)
+def test_each_verdict_is_answered_with_its_message(
+    hdrs: dict[str, str], now: float, keys: list[str] | None, message: str
+) -> None:
+    assert check(hdrs, keys=keys, now=now).message == message
