@@ -61,7 +61,7 @@ def create_app(
                 name = f"{name}_{len(mounted)}"
             app.register_blueprint(mount.blueprint, url_prefix=prefix, name=name)
             mounted.append((prefix.rstrip("/"), mount))
-            if declared in adapters:
+            if declared in adapters and mount is declared.mounts[0]:  # where its marketplace calls
                 marketplace_roots.add(prefix.rstrip("/") or "/")
     mounted.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
     app.register_blueprint(health.bp)

@@ -43,11 +43,11 @@ def sealed_columns() -> tuple[SealedColumn, ...]:
 
 
 def unknown_adapters() -> list[str]:
-    """Adapters whose tables the database holds (their migrations are recorded) but which are not
-    installed here: their sealed columns cannot be known, so they are not resealed."""
+    """Adapters (or parts) whose tables the database holds (their migrations are recorded) but which are
+    not installed here: their sealed columns cannot be known, so they are not resealed."""
     from isvserver.migrations import applied_adapter_versions
 
-    installed = set(available())
+    installed = {*available(), *(part.name for part in all_parts())}
     return sorted({name for name, _ in applied_adapter_versions(database.obj)} - installed)
 
 

@@ -251,7 +251,7 @@ def test_an_error_answer_is_signed_with_the_first_active_key(settings: Settings,
     from support.harness import SECOND_ACCESS_KEY
 
     def method_not_allowed() -> Any:
-        response = client.get("/saasproduce")
+        response = client.put("/saasproduce")  # GET is V1 on this path
         assert response.status_code == 405
         return response
 
@@ -270,7 +270,7 @@ def test_an_error_answer_is_signed_with_the_configured_key_when_the_database_can
         raise OSError("database is locked")
 
     monkeypatch.setattr("isvserver.keystore.verification_keys", unreadable)
-    response = client.get("/saasproduce")
+    response = client.put("/saasproduce")  # GET is V1 on this path
     assert response.status_code == 405
     assert body_sign_valid(ACCESS_KEY, response.data, response.headers["Body-Sign"])
 

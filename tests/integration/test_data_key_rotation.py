@@ -52,6 +52,7 @@ KIT_COLUMNS = "".join(
         "kit_application.client_secret_sealed",
         *(f"kit_user.{name}_sealed" for name in ("name", "position", "employee_code", "mobile", "email")),
         "kit_user.work_place_sealed",
+        "kit_sso_state.code_verifier_sealed",
     )
 )
 

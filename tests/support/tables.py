@@ -33,8 +33,8 @@ SHIPPED_ADAPTERS = [
     ("koogallery", 1, "v1"),
     ("koogallery_kit", 1, "sync"),
     ("koogallery_kit", 2, "sso"),
-    ("vcloud", 1, "orders"),
     ("product_api", 1, "product_tokens"),
+    ("vcloud", 1, "orders"),
 ]
 LABELS = [
     "0001_initial",
@@ -53,6 +53,6 @@ LABELS = [
     "koogallery/0001_v1",
     "koogallery_kit/0001_sync",
     "koogallery_kit/0002_sso",
-    "vcloud/0001_orders",
     "product_api/0001_product_tokens",
+    "vcloud/0001_orders",
 ]

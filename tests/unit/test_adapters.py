@@ -86,7 +86,7 @@ def test_a_deployment_without_koogallery_needs_none_of_its_keys(tmp_path: Path) 
         {
             "error": "not found",
             "status": 404,
-            "hint": "the marketplace calls POST /saasproduce/produceAPI/v2 (its path is ISV_PRODUCE_PATH)",
+            "hint": "the marketplace calls POST /saasproduce/produceAPI (its path is ISV_PRODUCE_PATH)",
         },
     )
     assert "Body-Sign" not in basic.headers

@@ -101,7 +101,7 @@ def test_simulate_help_lists_the_activities() -> None:
     assert result.exit_code == 0
     assert commands_listed(result) == [
         "flow", "newInstance", "queryInstance", "refreshInstance", "updateInstanceStatus", "releaseInstance",
-        "upgradeInstance", "changeInstanceCheck", "orderNotify", "kit",
+        "upgradeInstance", "changeInstanceCheck", "orderNotify", "v1", "kit",
     ]  # fmt: skip
     assert "ISV_SIGN_KEY" not in result.output, "the group has no --key of its own"
 

@@ -130,10 +130,10 @@ def test_an_unknown_adapter_lists_the_valid_ones() -> None:
     assert result.exit_code == 1
     assert result.output == (
         "Error: invalid settings: ISV_MARKETPLACES: there is no adapter 'kooGallery_kit'; "
-        "the adapters are koogallery, koogallery_kit\n"
+        "the adapters are broker, koogallery, koogallery_kit, vcloud\n"
     )
     with pytest.raises(
-        SettingsError, match="'koo-gallery' is not an adapter name; the adapters are koogallery"
+        SettingsError, match="'koo-gallery' is not an adapter name; the adapters are broker, koogallery"
     ):
         load_settings({"ISV_MARKETPLACES": "koo-gallery", "ISV_INSTANCE_DIR": "instance"})
 

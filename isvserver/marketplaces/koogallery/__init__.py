@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from isvserver.adapters import Adapter, Mount, Simulation
+from isvserver.adapters import Adapter, DevelopmentSecret, Mount, Simulation
 from isvserver.marketplaces.koogallery import config, openapi, order_jobs
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
@@ -43,4 +43,12 @@ ADAPTER = Adapter(
     metering=METERING,
     app_info_check=app_info_check,
     simulations=(*SIMULATIONS, Simulation("v1", v1_cli.simulate_v1, flow=v1_cli.flow)),
+    development_secrets=(
+        DevelopmentSecret(
+            "ISV_LICENSE_SIGNING_KEY",
+            config.new_license_key,
+            config.license_public_key,
+            "public key that verifies the built-in licenses (give it to your product)",
+        ),
+    ),
 )

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from isvserver import licenses
 from isvserver.adapters import KeyInterface
 from isvserver.settings import Problems, SettingsError, read, read_int, read_path
 
@@ -79,6 +80,17 @@ def _dashboard_template(env: Mapping[str, str]) -> str:
         if not rendered.startswith(("https://", "http://")) or len(template) > 400:
             raise SettingsError("ISV_USAGE_DASHBOARD_URL_TEMPLATE must be an http(s) URL template")
     return template
+
+
+def new_license_key() -> str:
+    """A new Ed25519 license signing key, made in development where ISV_LICENSE_SIGNING_KEY is unset."""
+    return licenses.keygen()[0]
+
+
+def license_public_key(seed_text: str) -> str:
+    """The public key that verifies the licenses signed with this ISV_LICENSE_SIGNING_KEY value."""
+    seed = license_key({"ISV_LICENSE_SIGNING_KEY": seed_text})
+    return licenses.public_key_text(seed) if seed else ""
 
 
 def license_key(env: Mapping[str, str]) -> bytes | None:

@@ -171,9 +171,7 @@ def test_gauges_that_cannot_be_read_leave_the_rest_of_the_scrape(
         raise RuntimeError("no such table")
 
     vcloud = load("vcloud")
-    monkeypatch.setattr(
-        "isvserver.web.metrics.load_all", lambda names: (dataclasses.replace(vcloud, gauges=broken),)
-    )
+    monkeypatch.setattr("isvserver.web.metrics.load", lambda name: dataclasses.replace(vcloud, gauges=broken))
     found = samples(app)
     assert ("isv_vcloud_polls_total", ()) not in found
     assert ("isv_provisioning_queue_depth", ()) in found
