@@ -64,6 +64,9 @@ def create_app(
             if declared in adapters and mount is declared.mounts[0]:  # where its marketplace calls
                 marketplace_roots.add(prefix.rstrip("/") or "/")
     mounted.sort(key=lambda item: len(item[0]), reverse=True)  # the longest prefix owns a path
+    app.extensions["isvserver.body_limits"] = tuple(
+        (prefix, mount.max_body_bytes) for prefix, mount in mounted if mount.max_body_bytes is not None
+    )
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)

@@ -100,6 +100,9 @@ class Mount:
     error_response: Callable[[int, str], Response] | None = None
     # Where mounts share paths, the methods this one owns (None: all).
     methods: frozenset[str] | None = None
+    # The largest request body its paths take, when not ISV_MAX_BODY_BYTES (the web worker frames
+    # each request against the limit of the mount its path falls under).
+    max_body_bytes: int | None = None
 
     def owns(self, prefix: str, path: str, method: str | None) -> bool:
         """Whether a request for `method` (None: any) on `path` is this mount's, its prefix being `prefix`."""

@@ -75,6 +75,16 @@ class Limits:
     first_byte_s: float = FIRST_BYTE_TIMEOUT_S
     request_s: float = REQUEST_READ_TIMEOUT_S
     pending_per_source: int = PENDING_PER_SOURCE
+    # Paths with a body limit of their own: (prefix, bytes), longest prefix first.
+    body_limits: tuple[tuple[str, int], ...] = ()
+
+    def body_limit(self, target: bytes) -> int:
+        """The body limit of a request for `target` (its path's mount's, else the app's)."""
+        path = target.split(b"?", 1)[0].decode("ascii", "replace").rstrip("/")
+        for prefix, limit in self.body_limits:
+            if not prefix or path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.body_bytes
 
 
 def limits_of(app: Any) -> Limits:
@@ -85,6 +95,7 @@ def limits_of(app: Any) -> Limits:
         return Limits()
     return Limits(
         body_bytes=settings.max_body_bytes,
+        body_limits=tuple(getattr(app, "extensions", {}).get("isvserver.body_limits", ())),
         first_byte_s=settings.first_byte_timeout_s,
         pending_per_source=settings.pending_per_source,
     )
@@ -101,6 +112,7 @@ class Framing:
     head_bytes: int = 0  # its length
     body_bytes: int = 0
     problem: str | None = None  # TOO_LARGE or MALFORMED
+    body_limit: int = 0  # the limit of the request's path, once its head is read
     expects_continue: bool = False
 
     def __post_init__(self) -> None:
@@ -131,8 +143,9 @@ class Framing:
             if isinstance(event, h11.Request):
                 self.head = True
                 self.head_bytes = len(self.received) - len(self.parser.trailing_data[0])
+                self.body_limit = self.limits.body_limit(event.target)
                 length = _content_length(event.headers)
-                if length is not None and length > self.limits.body_bytes:
+                if length is not None and length > self.body_limit:
                     self.problem = TOO_LARGE
                     return True
                 self.expects_continue = self.parser.they_are_waiting_for_100_continue
@@ -151,7 +164,7 @@ class Framing:
     def _over_limit(self) -> bool:
         """Whether the body, with what its current chunk still announces, is past the limit."""
         announced = getattr(getattr(self.parser, "_reader", None), "_bytes_in_chunk", 0)
-        if self.body_bytes + announced > self.limits.body_bytes:
+        if self.body_bytes + announced > (self.body_limit or self.limits.body_bytes):
             self.problem = TOO_LARGE
             return True
         return False

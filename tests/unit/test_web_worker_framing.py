@@ -56,6 +56,23 @@ def test_a_body_of_exactly_the_limit_is_whole_and_one_byte_more_is_too_large() -
     assert ready == [True] and framing.problem == TOO_LARGE
 
 
+def test_a_mount_with_a_body_limit_of_its_own_takes_bodies_up_to_it_and_no_further() -> None:
+    """A path under a mount's own limit (the product API's 1 MiB) frames against it; any other path
+    against the app's ISV_MAX_BODY_BYTES, at once from the head."""
+    limits = Limits(body_bytes=1024, body_limits=(("/v1", 4096),))
+    assert [limits.body_limit(t) for t in (b"/v1/usage", b"/v1", b"/v1x", b"/saasproduce?a=1")] == [
+        4096, 4096, 1024, 1024,
+    ]  # fmt: skip
+    usage = b"POST /v1/usage HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n"
+    framing = Framing(limits)
+    assert [framing.feed(usage), framing.feed(b"x" * 4096)] == [False, True]
+    assert framing.problem is None
+    over = Framing(limits)
+    assert over.feed(usage.replace(b"4096", b"4097")) and over.problem == TOO_LARGE
+    produce = Framing(limits)
+    assert produce.feed(HEAD + b"Content-Length: 1025\r\n\r\n") and produce.problem == TOO_LARGE
+
+
 def test_a_chunked_body_is_cut_off_at_the_limit() -> None:
     """Chunks adding up to the limit are whole; one byte past it is too large at once, unread."""
     framing, ready = fed(1024, CHUNKED + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n")
