@@ -142,3 +142,55 @@ def test_pkcs1_pem_and_str_are_accepted(pair: tuple[bytes, bytes]) -> None:
         serialization.NoEncryption(),
     )
     assert load_private_key(pkcs1).key_size == 3072
+
+
+def test_each_refusal_says_what_is_wrong_word_for_word(pair: tuple[bytes, bytes]) -> None:
+    """The messages an operator reads (the call log's reason, the CLI), never holding the value."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private_pem, public_pem = pair
+    key = load_private_key(private_pem)
+    public = serialization.load_pem_public_key(public_pem)
+    cases = [
+        (lambda: decrypt_client_secret(key, "%%%"), "^clientSecret is not Base64$"),
+        (
+            lambda: decrypt_client_secret(key, base64.b64encode(b"x" * 10).decode()),
+            "^clientSecret does not have the length of a ciphertext of this key$",
+        ),
+        (
+            lambda: decrypt_client_secret(key, base64.b64encode(b"\x00" * 384).decode()),
+            "^clientSecret could not be decrypted with the Kit private key$",
+        ),
+        (
+            lambda: decrypt_client_secret(
+                key, base64.b64encode(public.encrypt(b"\xff", client_secret.ENCRYPT_PADDING)).decode()
+            ),
+            "^clientSecret does not decrypt to UTF-8 text$",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ClientSecretError, match=message):
+            call()
+    with pytest.raises(
+        PrivateKeyError, match=r"^an RSA key for the Kit clientSecret needs at least 3072 bits$"
+    ):
+        generate_key_pair(2048)
+    with pytest.raises(PrivateKeyError, match=r"^the Kit private key is not a readable PEM private key$"):
+        load_private_key(b"not a key")
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(PrivateKeyError, match=r"^the Kit private key must be an RSA key$"):
+        load_private_key(ec_pem)
+
+
+def test_a_password_protected_key_is_read_with_its_password(pair: tuple[bytes, bytes]) -> None:
+    key = load_private_key(pair[0])
+    protected = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"kit-pass"),
+    )
+    assert load_private_key(protected, password=b"kit-pass").key_size == 3072
+    with pytest.raises(PrivateKeyError, match="not a readable PEM"):
+        load_private_key(protected)
