@@ -659,7 +659,13 @@ def test_1000_replays_of_a_signed_request_change_nothing(tmp_path: Path, databas
     verdict replayed_nonce, and rejected_call_count counted each replay once."""
     # A window wide enough that the replays cannot turn stale on a slow machine: only the nonce rejects.
     env = subprocess_env(
-        base_env(tmp_path, database_url, ISV_SIGNATURE_TOLERANCE="600", ISV_REJECTED_LOG_PER_MINUTE="100000")
+        base_env(
+            tmp_path,
+            database_url,
+            ISV_SIGNATURE_TOLERANCE="600",
+            ISV_REJECTED_LOG_PER_MINUTE="100000",
+            ISV_REJECTED_LOG_TOTAL_PER_MINUTE="100000",
+        )
     )
     order_id = unique("RPL")
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=3) as server:
