@@ -337,10 +337,13 @@ def test_development_keys_differ_per_instance_dir(tmp_path):
     assert one.data_key != two.data_key
 
 
+LICENSE_KEY = "A" * 43  # an Ed25519 seed (32 bytes) as `isvserver license keygen` prints it
+
+
 def test_development_with_explicit_keys_generates_nothing(tmp_path):
     """Development with its keys given uses them and writes no keys file."""
-    env = development(tmp_path) | {"ISV_ACCESS_KEYS": ACCESS_KEY, "ISV_DATA_KEY": DATA_KEY}
-    settings = load_settings(env)
+    given = {"ISV_ACCESS_KEYS": ACCESS_KEY, "ISV_DATA_KEY": DATA_KEY, "ISV_LICENSE_SIGNING_KEY": LICENSE_KEY}
+    settings = load_settings(development(tmp_path) | given)
     assert settings.keys("basic") == (ACCESS_KEY,)
     assert settings.data_key == DATA_KEY.encode()
     assert not (tmp_path / "instance" / DEV_KEYS_FILE).exists()
