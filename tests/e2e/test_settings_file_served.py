@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from isvserver import licenses
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
 
 from support.harness import ACCESS_KEY, base_env
@@ -34,8 +35,9 @@ def settings_file(tmp_path: Path, **extra: str) -> tuple[Path, str]:
     url = f"sqlite:///{tmp_path / 'isvserver.sqlite3'}"
     pem = generate_key_pair()[0].decode("ascii")
     values = base_env(
-        tmp_path, url, ISV_MARKETPLACES="koogallery,koogallery_kit", ISV_KIT_KEYS=KIT_KEY, **extra
-    )
+        tmp_path, url, ISV_MARKETPLACES="koogallery,koogallery_kit", ISV_KIT_KEYS=KIT_KEY,
+        ISV_LICENSE_SIGNING_KEY=licenses.keygen()[0], **extra,
+    )  # fmt: skip
     lines = [f"{name}={value}" for name, value in values.items()]
     lines.append('ISV_KIT_PRIVATE_KEY="' + pem.replace("\n", "\\n") + '"')
     path = tmp_path / "isvserver.env"
