@@ -60,6 +60,11 @@ def post(
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         url, data=payload, method="POST", headers={**JSON_HEADERS, **(headers or {})}
     )
+    return exchange(request, key, timeout)
+
+
+def exchange(request: urllib.request.Request, key: str, timeout: float = 20.0) -> Answer:
+    """Send `request` (its URL's scheme checked by the caller); the reply, Body-Sign checked with `key`."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status, raw, header = response.status, response.read(), response.headers.get("Body-Sign")

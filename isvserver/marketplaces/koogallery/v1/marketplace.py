@@ -3,14 +3,13 @@ the appInfo credentials (spec §4)."""
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from isvserver.body_sign import Answer, body_sign_valid
+from isvserver.body_sign import Answer, exchange
 from isvserver.marketplaces.koogallery.credentials import decrypt_credential
 from isvserver.marketplaces.koogallery.v1.auth import TIMESTAMP, TOKEN, auth_token, format_timestamp
 
@@ -27,18 +26,7 @@ def get(url: str, key: str, query: str, timeout: float = 20.0) -> Answer:
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError("the URL must be http:// or https://")
     request = urllib.request.Request(f"{url}{'&' if '?' in url else '?'}{query}", method="GET")  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            status, raw, header = response.status, response.read(), response.headers.get("Body-Sign")
-    except urllib.error.HTTPError as error:
-        status, raw, header = error.code, error.read(), error.headers.get("Body-Sign")
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
-    return Answer(
-        status, raw, body_sign_valid(key, raw, header), parsed if isinstance(parsed, dict) else None
-    )
+    return exchange(request, key, timeout)
 
 
 def call(url: str, key: str, params: dict[str, str], timeout: float = 20.0) -> Answer:
