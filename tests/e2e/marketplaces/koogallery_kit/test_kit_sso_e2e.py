@@ -204,20 +204,27 @@ def test_a_real_browser_logs_in_and_a_revoked_user_cannot(
     server: Server, idp: IdentityProvider, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def landed(browser: Any, element_id: str) -> Any:
+        """The element once the redirects after a click have landed on its page (15 s at most)."""
+        located = expected_conditions.presence_of_element_located((By.ID, element_id))
+        return WebDriverWait(browser, 15).until(located)
 
     with chromium(tmp_path / "profile") as browser:
         browser.get(f"{server.base}/sso/{INSTANCE}/login")
         assert browser.title == "Huawei Cloud sign-in"
         browser.find_element(By.ID, "userName").send_keys("wang")
         browser.find_element(By.ID, "login").click()
-        welcome = browser.find_element(By.ID, "welcome").text
+        welcome = landed(browser, "welcome").text
         assert welcome == "Welcome 王五 (wang, admin, org d1, tenant tenant-e2e)"
         assert browser.find_element(By.ID, "instance").text == INSTANCE
         assert browser.get_cookie("isv_sso") is None  # the login's cookie is gone
 
         browser.get(f"{server.base}/sso/{INSTANCE}/login")
-        browser.find_element(By.ID, "userName").send_keys("zhao")
+        landed(browser, "userName").send_keys("zhao")
         browser.find_element(By.ID, "login").click()
-        assert browser.find_element(By.ID, "title").text == "You are not authorised for this application"
+        assert landed(browser, "title").text == "You are not authorised for this application"
         assert "was revoked" in browser.find_element(By.ID, "message").text
     assert len(idp.requests(TOKEN)) == 2
