@@ -92,14 +92,9 @@ def serve(
     if run_migrations:
         helpers.run_migrations(settings)
     host = bind if given["bind"] else f"the bind of {config_path}"
-    where = (
-        ", ".join(
-            f"http://{host}{mount.prefix(settings)}"
-            for name in settings.marketplaces
-            for mount in load(name).mounts
-        )
-        or f"http://{host}"
-    )
+    mounts = (mount for name in settings.marketplaces for mount in load(name).mounts)
+    urls = (f"http://{host}{mount.prefix(settings)}" for mount in mounts)
+    where = ", ".join(dict.fromkeys(urls)) or f"http://{host}"  # two mounts may share a prefix (V1 and V2)
     count = f"{workers} workers" if given["workers"] else f"the workers of {config_path}"
     click.echo(
         f"isvserver ({settings.env}) on {where} with {count}, "
