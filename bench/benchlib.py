@@ -280,6 +280,8 @@ def _user_name(iid: str) -> str:
 
 def _rows(start: int, stop: int, sealed_password: str) -> Iterator[tuple[Any, ...]]:
     """instance rows as isvserver writes them after provisioning (active, sealed password)."""
+    from isvserver.marketplaces.koogallery.handlers import creation_key
+
     now = datetime.now(UTC).replace(tzinfo=None)
     created = str(now - timedelta(days=30))
     expire = str((now + timedelta(days=335)).replace(microsecond=0))
@@ -305,13 +307,14 @@ def _rows(start: int, stop: int, sealed_password: str) -> Iterator[tuple[Any, ..
             created,
             created,
             None,
+            creation_key(order, line, None),
         )
 
 
 INSTANCE_COLUMNS = (
     "instance_id, marketplace, order_id, order_line_id, business_id, state, is_trial, product_id, "
     "expire_at, front_end_url, admin_url, user_name, password_encrypted, memo, created_at, updated_at, "
-    "released_at"
+    "released_at, creation_key"
 )
 # The two events isvserver records for a provisioned instance (created, provisioned), set-based.
 EVENTS_SQL = (
@@ -350,7 +353,7 @@ def _seed_sqlite(path: str, start: int, stop: int, sealed: str) -> None:
         conn.execute("BEGIN")
         after = conn.execute("SELECT COALESCE(MAX(id), 0) FROM instance").fetchone()[0]
         conn.executemany(
-            f"INSERT INTO instance ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 17)})",  # noqa: S608
+            f"INSERT INTO instance ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 18)})",  # noqa: S608
             (tuple(int(v) if isinstance(v, bool) else v for v in row) for row in _rows(start, stop, sealed)),
         )
         conn.execute(EVENTS_SQL.replace("{after}", str(int(after))))
