@@ -132,7 +132,15 @@ def run_burst(server: Server, calls: int, queries: int) -> dict[str, Any]:
     # A waiting call's row is rewritten with its delivery just after its answer was written.
     wait_until(lambda: all(row[3] != "not_sent" for row in logged_rows()), 10)
     logged = logged_rows()
-    return {"new": new_results, "queries": query_results, "logged": logged, "waits": waits(server)}
+    asked = {request_id for _, _, request_id in query_results if request_id}
+    query_ms = [row[2] for row in db_rows(server.database_url, sql, ("queryInstance",)) if row[0] in asked]
+    return {
+        "new": new_results,
+        "queries": query_results,
+        "query_ms": query_ms,
+        "logged": logged,
+        "waits": waits(server),
+    }
 
 
 def report(name: str, figures: dict[str, Any], calls: int) -> None:
@@ -155,6 +163,11 @@ def report(name: str, figures: dict[str, Any], calls: int) -> None:
     print(
         f"queryInstance x{len(query_seconds)} meanwhile: codes {codes}; "
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(query_seconds) * 1000:.0f} ms"
+    )
+    server_ms = figures["query_ms"] or [0.0]
+    print(
+        f"  their call log (from arrival): p50 {percentile(server_ms, 0.5):.0f} ms, "
+        f"p99 {percentile(server_ms, 0.99):.0f} ms, max {max(server_ms):.0f} ms"
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from isvserver import db, files, logs, usage_push
+from isvserver import db, files, lanes, logs, usage_push
 from isvserver.adapters import Mount
 from isvserver.provisioning import Provisioner
 from isvserver.settings import Settings, load_settings
@@ -80,6 +80,14 @@ def create_app(
             if mount.owns(prefix, path, None):
                 return mount
         return None
+
+    def reads(arrival: lanes.Arrival) -> bool:
+        """Whether a request only reads: its mount's word, else its method's."""
+        mount = owner(arrival.path.rstrip("/"), arrival.method)
+        judge = mount.reads if mount is not None and mount.reads is not None else lanes.safe_method
+        return judge(arrival)
+
+    app.extensions[lanes.EXTENSION] = reads
 
     def answer(status: int, message: str) -> Response:
         if request.method == "HEAD":  # no body goes out, so there is nothing to sign

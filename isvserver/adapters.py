@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from flask import Blueprint, Response
     from peewee import Field, Model
 
+    from isvserver import lanes
     from isvserver.settings import Settings
     from isvserver.usage import Metering
 
@@ -103,6 +104,8 @@ class Mount:
     # The largest request body its paths take, when not ISV_MAX_BODY_BYTES (the web worker frames
     # each request against the limit of the mount its path falls under).
     max_body_bytes: int | None = None
+    # Which of its requests only read, and go before waiting changes (isvserver/lanes.py); None: GET and HEAD.
+    reads: lanes.Judge | None = None
 
     def owns(self, prefix: str, path: str, method: str | None) -> bool:
         """Whether a request for `method` (None: any) on `path` is this mount's, its prefix being `prefix`."""

@@ -6,17 +6,60 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from peewee import Database, DatabaseProxy, SqliteDatabase
+from peewee import Database, DatabaseProxy, OperationalError, SqliteDatabase
 from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledSqliteDatabase
 
 from isvserver.files import private_sqlite
+from isvserver.sqlite_gate import Locked, WriterGate
 
 database = DatabaseProxy()
 
 SQLITE_BUSY_TIMEOUT_S = 3.0  # well under the marketplace's 5 s; a busy writer waits instead of failing
+
+
+class GatedSqliteDatabase(PooledSqliteDatabase):
+    """Pooled SQLite whose writers queue at a WriterGate before BEGIN IMMEDIATE (sqlite_gate.py)."""
+
+    def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        path = None if database in ("", ":memory:") else Path(database)
+        self.gate = WriterGate(path, SQLITE_BUSY_TIMEOUT_S)
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        """Wait for the writers before, then BEGIN."""
+        try:
+            self.gate.enter()
+        except Locked:
+            raise OperationalError("database is locked") from None
+        try:
+            super().begin(*args, **kwargs)
+        except BaseException:
+            self.gate.leave()
+            raise
+
+    def commit(self) -> None:
+        """COMMIT, and let the next writer in."""
+        try:
+            super().commit()
+        finally:
+            self.gate.leave()
+
+    def rollback(self) -> None:
+        """ROLLBACK, and let the next writer in."""
+        try:
+            super().rollback()
+        finally:
+            self.gate.leave()
+
+    def close(self) -> bool:
+        """Close, and let the next writer in (peewee refuses to close inside a transaction)."""
+        closed = super().close()
+        self.gate.leave()
+        return closed
 
 
 def make_database(url: str) -> Database:
@@ -28,7 +71,7 @@ def make_database(url: str) -> Database:
             private_sqlite(Path(path))  # 0600, and so its -wal and -shm
         # Pooled: opening the file and running the pragmas on every call costs more than the call, and
         # closing the last connection checkpoints the WAL each time.
-        return PooledSqliteDatabase(
+        return GatedSqliteDatabase(
             path,
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
             timeout=SQLITE_BUSY_TIMEOUT_S,

@@ -9,7 +9,7 @@ from pathlib import Path
 PRIVATE_UMASK = 0o077
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal", "-gate")
 
 
 def restrict_umask() -> int:

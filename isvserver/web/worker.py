@@ -18,6 +18,10 @@ What a connection may hold, per worker:
   goes to a thread at once, without its body, marked too large (the app answers 413 in its own terms);
   a chunked body is cut off at the limit the same way.
 
+A whole request waits for a thread in one of two lanes (web/lane_pool.py): reads (as the app's judge
+in app.extensions[lanes.EXTENSION] says: a queryInstance, a broker's GET) go before the changes
+waiting, so that a burst of newInstance calls does not hold queries up.
+
 A body whose framing is broken (a malformed chunk, a client that closes mid-body, bytes after the
 message: one request per connection) goes to a thread at once marked malformed (the app answers 400 in
 its own terms). The thread pool, gunicorn's parser of the head, the access log and the shutdown are
@@ -41,6 +45,8 @@ from typing import Any
 import h11
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from isvserver import lanes
+from isvserver.web.lane_pool import LanePool
 from isvserver.web.wire import ARRIVED, BODY_PROBLEM, MALFORMED, THREADS, TOO_LARGE
 
 # The marketplace sends a call of a few hundred bytes at once and waits 5 s for the answer.
@@ -114,6 +120,9 @@ class Framing:
     problem: str | None = None  # TOO_LARGE or MALFORMED
     body_limit: int = 0  # the limit of the request's path, once its head is read
     expects_continue: bool = False
+    method: str = ""
+    target: str = ""
+    peek: bytearray = field(default_factory=bytearray)  # the body's first lanes.PEEK_BYTES
 
     def __post_init__(self) -> None:
         self.parser: Any = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -142,6 +151,8 @@ class Framing:
                 return self._over_limit()
             if isinstance(event, h11.Request):
                 self.head = True
+                self.method = event.method.decode("ascii", "replace")
+                self.target = event.target.decode("ascii", "replace")
                 self.head_bytes = len(self.received) - len(self.parser.trailing_data[0])
                 self.body_limit = self.limits.body_limit(event.target)
                 length = _content_length(event.headers)
@@ -151,6 +162,8 @@ class Framing:
                 self.expects_continue = self.parser.they_are_waiting_for_100_continue
             elif isinstance(event, h11.Data):
                 self.body_bytes += len(event.data)
+                if len(self.peek) < lanes.PEEK_BYTES:
+                    self.peek += event.data[: lanes.PEEK_BYTES - len(self.peek)]
                 if self._over_limit():
                     return True
             elif isinstance(event, h11.EndOfMessage):
@@ -168,6 +181,16 @@ class Framing:
             self.problem = TOO_LARGE
             return True
         return False
+
+    def reads(self, judge: lanes.Judge | None) -> bool:
+        """Whether the whole, well-framed request only reads, as `judge` (the app's) says."""
+        if judge is None or not self.head or self.problem is not None:
+            return False
+        path, _, query = self.target.partition("?")
+        try:
+            return bool(judge(lanes.Arrival(self.method, path, query, bytes(self.peek))))
+        except Exception:  # the judge's trouble only changes the order requests are served in
+            return False
 
     def environ(self) -> dict[str, Any]:
         """What the app learns of the request's arrival and framing."""
@@ -267,6 +290,7 @@ class BufferedThreadWorker(ThreadWorker):
         """Load the app; read its limits; hand it what the event loop learnt of each request."""
         super().load_wsgi()
         self.limits = limits_of(self.wsgi)
+        self.judge = getattr(self.wsgi, "extensions", {}).get(lanes.EXTENSION)
         self.local = threading.local()
         self.wsgi = partial(_with_arrival, self.wsgi, self.local)
 
@@ -380,7 +404,17 @@ class BufferedThreadWorker(ThreadWorker):
             framing.parser = None  # its buffer is no longer needed: the raw bytes go to gunicorn's parser
             self._forget(conn)
             conn.data_ready = True
+            conn.reads = framing.reads(self.judge)
             self.enqueue_req(conn)
+
+    def get_thread_pool(self) -> LanePool:
+        """The threads, serving reads before the changes waiting (lane_pool.py)."""
+        return LanePool(self.cfg.threads)
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Hand the request to the threads, in its lane (as gthread does, with the lane)."""
+        fs = self.tpool.submit(self.handle, conn, reads=conn.__dict__.pop("reads", False))
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
 
     def _forget(self, conn: TConn) -> None:
         """Stop waiting for `conn` in the event loop."""

@@ -75,6 +75,7 @@ def test_serve_under_umask_000_creates_only_private_files(tmp_path: Path) -> Non
         "instance/isvserver.sqlite3",
         "instance/isvserver.sqlite3-wal",
         "instance/isvserver.sqlite3-shm",
+        "instance/isvserver.sqlite3-gate",
         "instance/queue.sqlite3",
         "instance/metrics",
     ):

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from isvserver import create_app, db
+from isvserver import create_app, db, lanes
 from isvserver.db import connected
 from isvserver.lifecycle import FAILED, IN_PROGRESS, SUCCEEDED, fail_provisioning
 from isvserver.models import CallLog, Delivery, Instance, Nonce
@@ -169,3 +169,22 @@ def test_a_failed_creation_is_a_failed_operation(client: FlaskClient, settings: 
             ]
         finally:
             lifecycle.provisioner.inline = True  # type: ignore[misc]
+
+
+def test_the_worker_learns_which_requests_only_read_from_their_mounts(app: Flask) -> None:
+    """KooGallery's queries (V2 body, V1 query string) read; a mount without a word: GET and HEAD read."""
+    reads = app.extensions[lanes.EXTENSION]
+    produce = "/saasproduce"
+
+    def judged(method: str, path: str, query: str = "", body: bytes = b"") -> bool:
+        return reads(lanes.Arrival(method, path, query, body))
+
+    assert judged("POST", produce, body=b'{"activity": "queryInstance", "instanceId": "i"}')
+    assert judged("POST", produce + "/", body=b'{"activity":"changeInstanceCheck"}')
+    assert not judged("POST", produce, body=b'{"activity": "newInstance", "orderId": "o"}')
+    assert not judged("POST", produce, body=b'{"activity": "queryInstance"')  # cut or broken: a change
+    assert judged("GET", produce, "activity=queryInstance&instanceId=i&authToken=t")
+    assert not judged("GET", produce, "activity=newInstance&orderId=o&authToken=t")
+    assert not judged("GET", produce, "activity=queryInstance&activity=newInstance")
+    assert judged("GET", "/probe/items/inst-1") and judged("HEAD", "/health")
+    assert not judged("PUT", "/probe/items/inst-1") and not judged("POST", "/nowhere")

@@ -233,6 +233,7 @@ class Loop:
         w.limits = limits
         w.handed: list[TConn] = []
         w.enqueue_req = w.handed.append
+        w.judge = None
         self.worker = w
         self.clients: list[socket.socket] = []
 

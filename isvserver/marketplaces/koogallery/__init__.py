@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from isvserver import lanes
 from isvserver.adapters import Adapter, DevelopmentSecret, Mount, Simulation
 from isvserver.marketplaces.koogallery import config, openapi, order_jobs
+from isvserver.marketplaces.koogallery.handlers import READ_ONLY_ACTIVITIES
 from isvserver.marketplaces.koogallery.instance_details import instance_sections
 from isvserver.marketplaces.koogallery.models import MODELS, OrderLineRecord
 from isvserver.marketplaces.koogallery.orders_cli import order
@@ -29,8 +31,14 @@ ADAPTER = Adapter(
     name="koogallery",
     # V1 (GET) and V2 (POST, and the errors of any other method) on the same production URL (spec §1).
     mounts=(
-        Mount(v1_views.bp, _produce_path, v1_views.error_answer, frozenset({"GET"})),
-        Mount(bp, _produce_path, error_answer),
+        Mount(
+            v1_views.bp,
+            _produce_path,
+            v1_views.error_answer,
+            frozenset({"GET"}),
+            reads=lanes.query_field_in("activity", v1_views.READ_ONLY),
+        ),
+        Mount(bp, _produce_path, error_answer, reads=lanes.json_field_in("activity", READ_ONLY_ACTIVITIES)),
     ),
     load_settings=config.load,
     key_interfaces=(config.BASIC, config.NOTIFY),
