@@ -46,7 +46,8 @@ def private_sqlite(path: Path) -> Path:
 
 
 def _chmod(path: Path, mode: int) -> None:
-    """Set `mode` on a path we own; leave a path another user owns as it is."""
-    with contextlib.suppress(PermissionError):
+    """Set `mode` on a path we own; leave a path another user owns, or one just removed (SQLite drops
+    its -wal when the last connection closes), as it is."""
+    with contextlib.suppress(PermissionError, FileNotFoundError):
         if (path.stat().st_mode & 0o777) != mode:
             path.chmod(mode)
