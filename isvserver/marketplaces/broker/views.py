@@ -390,56 +390,39 @@ def _check_update(endpoint: BrokerEndpoint, call: CallRecord, parsed: dict[str, 
 
 CHECKS: dict[str, Checker] = {"provision": _check_provision, "update": _check_update}
 
-ENDPOINTS = {
-    "catalog": BrokerEndpoint("catalog", handlers.catalog, read_only=True),
-    "provision": BrokerEndpoint("provision", handlers.provision),
-    "fetch": BrokerEndpoint("fetch", handlers.fetch, read_only=True),
-    "last_operation": BrokerEndpoint("last_operation", handlers.last_operation, read_only=True),
-    "update": BrokerEndpoint("update", handlers.update),
-    "deprovision": BrokerEndpoint("deprovision", handlers.deprovision),
-}
+INSTANCE = "/service_instances/<instance_id>"
+# Each call at its AppCube path (`{prefix}/…`) and its OSB path (`{prefix}/v2/…`).
+ROUTES = (
+    ("GET", "/catalog", BrokerEndpoint("catalog", handlers.catalog, read_only=True)),
+    ("PUT", INSTANCE, BrokerEndpoint("provision", handlers.provision)),
+    ("GET", INSTANCE, BrokerEndpoint("fetch", handlers.fetch, read_only=True)),
+    (
+        "GET",
+        f"{INSTANCE}/last_operation",
+        BrokerEndpoint("last_operation", handlers.last_operation, read_only=True),
+    ),
+    ("PATCH", INSTANCE, BrokerEndpoint("update", handlers.update)),
+    (
+        "DELETE",
+        INSTANCE,
+        BrokerEndpoint("deprovision", handlers.deprovision),
+    ),  # a release: nothing is deleted
+)
+ENDPOINTS = {endpoint.activity: endpoint for _, _, endpoint in ROUTES}
 
 
-@broker_bp.get("/v2/catalog")
-@broker_bp.get("/catalog")
-def catalog() -> Response:
-    """The catalog (AppCube: `{prefix}/catalog`; OSB: `{prefix}/v2/catalog`)."""
-    return calls.handle(ENDPOINTS["catalog"])
+def _register() -> None:
+    """Every route at its AppCube path and at its OSB path, both answered by its endpoint."""
+    for method, path, endpoint in ROUTES:
+
+        def view(endpoint: BrokerEndpoint = endpoint, **path_ids: str) -> Response:
+            return calls.handle(endpoint)
+
+        for osb in ("", "/v2"):
+            broker_bp.add_url_rule(osb + path, endpoint.activity, view, methods=[method])
 
 
-@broker_bp.put("/v2/service_instances/<instance_id>")
-@broker_bp.put("/service_instances/<instance_id>")
-def provision(instance_id: str) -> Response:
-    """Create a service instance."""
-    return calls.handle(ENDPOINTS["provision"])
-
-
-@broker_bp.get("/v2/service_instances/<instance_id>")
-@broker_bp.get("/service_instances/<instance_id>")
-def fetch(instance_id: str) -> Response:
-    """Read a service instance."""
-    return calls.handle(ENDPOINTS["fetch"])
-
-
-@broker_bp.get("/v2/service_instances/<instance_id>/last_operation")
-@broker_bp.get("/service_instances/<instance_id>/last_operation")
-def last_operation(instance_id: str) -> Response:
-    """Poll an operation."""
-    return calls.handle(ENDPOINTS["last_operation"])
-
-
-@broker_bp.patch("/v2/service_instances/<instance_id>")
-@broker_bp.patch("/service_instances/<instance_id>")
-def update(instance_id: str) -> Response:
-    """Change a service instance's plan or parameters."""
-    return calls.handle(ENDPOINTS["update"])
-
-
-@broker_bp.delete("/v2/service_instances/<instance_id>")
-@broker_bp.delete("/service_instances/<instance_id>")
-def deprovision(instance_id: str) -> Response:
-    """Deprovision a service instance (release: never deleted)."""
-    return calls.handle(ENDPOINTS["deprovision"])
+_register()
 
 
 def error_answer(status: int, message: str) -> Response:
