@@ -142,15 +142,20 @@ class QueryInstanceIn(RequestIn):
 
     @validates("instanceId")
     def _ids(self, value: str, data_key: str) -> None:
-        ids = split_ids(value)
-        if not ids:
-            raise ValidationError("lists no instance id")
-        if len(ids) > MAX_QUERY_IDS:
-            raise ValidationError(f"lists more than {MAX_QUERY_IDS} instance ids")
-        if any(len(i) > 64 for i in ids):
-            raise ValidationError("holds an id longer than 64 characters")
-        if not all(INSTANCE_ID.fullmatch(i) for i in ids):
-            raise ValidationError("holds an id that is not letters, digits, '.', '_' or '-' (or is . or ..)")
+        check_query_ids(value)
+
+
+def check_query_ids(value: str) -> None:
+    """queryInstance's instanceId (V1 and V2): 1 to MAX_QUERY_IDS ids, each an instance id."""
+    ids = split_ids(value)
+    if not ids:
+        raise ValidationError("lists no instance id")
+    if len(ids) > MAX_QUERY_IDS:
+        raise ValidationError(f"lists more than {MAX_QUERY_IDS} instance ids")
+    if any(len(i) > 64 for i in ids):
+        raise ValidationError("holds an id longer than 64 characters")
+    if not all(INSTANCE_ID.fullmatch(i) for i in ids):
+        raise ValidationError("holds an id that is not letters, digits, '.', '_' or '-' (or is . or ..)")
 
 
 def split_ids(value: str) -> list[str]:

@@ -15,11 +15,9 @@ from isvserver.marketplaces.koogallery.handlers import HANDLERS, READ_ONLY_ACTIV
 from isvserver.marketplaces.koogallery.replies import Reply, reply, signed_response
 from isvserver.marketplaces.koogallery.results import (
     AUTH_FAILED,
-    IN_PROGRESS,
-    INSTANCE_NOT_FOUND,
     INTERNAL_ERROR,
     INVALID_PARAMETERS,
-    SUCCESS,
+    OUTCOME_CODES,
 )
 from isvserver.marketplaces.koogallery.schemas import REQUESTS, is_test_flag
 from isvserver.marketplaces.koogallery.verify import verify
@@ -27,16 +25,6 @@ from isvserver.runtime import runtime
 
 INTERFACE = "koogallery.v2"
 NOTIFY_ACTIVITY = "orderNotify"
-CODES = {
-    Outcome.SUCCESS: SUCCESS,
-    Outcome.IN_PROGRESS: IN_PROGRESS,
-    Outcome.AUTH_FAILED: AUTH_FAILED,
-    Outcome.INVALID: INVALID_PARAMETERS,
-    Outcome.NOT_FOUND: INSTANCE_NOT_FOUND,
-    Outcome.INTERNAL: INTERNAL_ERROR,
-    Outcome.CONFLICT: INVALID_PARAMETERS,
-    Outcome.GONE: INSTANCE_NOT_FOUND,
-}
 
 bp = Blueprint("koogallery", __name__)
 
@@ -101,7 +89,7 @@ class BasicEndpoint(calls.Endpoint):
 
     def reply(self, outcome: Outcome, message: str, **fields: Any) -> Reply:
         """resultCode (spec §6) and resultMsg."""
-        return reply(CODES[outcome], message, **fields)
+        return reply(OUTCOME_CODES[outcome], message, **fields)
 
     def render(self, answer: Reply, key: str, status: int, call: CallRecord) -> Response:
         """Body-Sign over the exact bytes (spec §3)."""

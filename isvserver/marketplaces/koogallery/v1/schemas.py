@@ -13,12 +13,10 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from isvserver.calls import load_json
 from isvserver.marketplaces.koogallery.schemas import (
-    INSTANCE_ID,
-    MAX_QUERY_IDS,
     ExpireTime,
+    check_query_ids,
     ident,
     instance_ref,
-    split_ids,
     text,
 )
 
@@ -166,13 +164,7 @@ class QueryInstance(V1Request):
 
     @validates("instanceId")
     def _ids(self, value: str, data_key: str) -> None:
-        ids = split_ids(value)
-        if not ids:
-            raise ValidationError("lists no instance id")
-        if len(ids) > MAX_QUERY_IDS:
-            raise ValidationError(f"lists more than {MAX_QUERY_IDS} instance ids")
-        if not all(INSTANCE_ID.fullmatch(i) for i in ids):
-            raise ValidationError("holds an id that is not 1 to 64 letters, digits, '.', '_' or '-'")
+        check_query_ids(value)
 
 
 REQUESTS: dict[str, Schema] = {

@@ -21,12 +21,9 @@ from isvserver.calls import Handling, Outcome, Verification
 from isvserver.freshness import AUTH_FAILURES
 from isvserver.marketplaces.koogallery.config import BASIC
 from isvserver.marketplaces.koogallery.results import (
-    AUTH_FAILED,
-    IN_PROGRESS,
-    INSTANCE_NOT_FOUND,
     INTERNAL_ERROR,
     INVALID_PARAMETERS,
-    SUCCESS,
+    OUTCOME_CODES,
 )
 from isvserver.marketplaces.koogallery.v1 import auth, buyers, licenses
 from isvserver.marketplaces.koogallery.v1.handlers import (
@@ -41,14 +38,6 @@ from isvserver.runtime import runtime
 
 INTERFACE = "koogallery.v1"
 REPLAY_KEEP_WHEN_UNCHECKED_S = 86400  # with ISV_V1_CHECK_WINDOW=0 an authToken is still refused for a day
-CODES = {
-    Outcome.SUCCESS: SUCCESS,
-    Outcome.IN_PROGRESS: IN_PROGRESS,
-    Outcome.AUTH_FAILED: AUTH_FAILED,
-    Outcome.INVALID: INVALID_PARAMETERS,
-    Outcome.NOT_FOUND: INSTANCE_NOT_FOUND,
-    Outcome.INTERNAL: INTERNAL_ERROR,
-}
 ALL_HANDLERS = {**HANDLERS, **licenses.HANDLERS}
 ALL_TEST_HANDLERS = {**TEST_HANDLERS, **licenses.TEST_HANDLERS}
 READ_ONLY = READ_ONLY_ACTIVITIES | licenses.READ_ONLY_ACTIVITIES
@@ -120,7 +109,7 @@ class V1Endpoint(calls.Endpoint):
 
     def reply(self, outcome: Outcome, message: str, **fields: Any) -> Reply:
         """resultCode (spec §6) and resultMsg."""
-        return reply(CODES[outcome], message, **fields)
+        return reply(OUTCOME_CODES[outcome], message, **fields)
 
     def render(self, answer: Reply, key: str, status: int, call: CallRecord) -> Response:
         """Body-Sign over the exact bytes (spec §3, mandatory in V1)."""
