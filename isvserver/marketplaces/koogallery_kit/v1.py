@@ -20,7 +20,7 @@ from isvserver.calllog import CallRecord
 from isvserver.calls import Handling, Outcome, Verification
 from isvserver.freshness import AUTH_FAILURES, Verdict
 from isvserver.marketplaces.koogallery_kit.results import INVALID_PARAMETERS
-from isvserver.marketplaces.koogallery_kit.views import HANDLERS, KitEndpoint, Reply, bp, envelope, reply
+from isvserver.marketplaces.koogallery_kit.views import HANDLERS, KitEndpoint, Reply, bp, handled, reply
 from isvserver.runtime import runtime
 
 INTERFACE = "koogallery.kit.v1"
@@ -137,7 +137,4 @@ V1_ENDPOINTS = {activity: KitV1Endpoint(activity) for activity in HANDLERS}
 @bp.post("/<activity>")
 def sync_v1(activity: str) -> Response:
     """One V1 Kit sync call."""
-    endpoint = V1_ENDPOINTS.get(activity)
-    if endpoint is None:
-        return envelope(404, "not found")
-    return calls.handle(endpoint)
+    return handled(V1_ENDPOINTS, activity)

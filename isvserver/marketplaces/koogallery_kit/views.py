@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, Request, Response
@@ -185,10 +185,13 @@ ENDPOINTS = {activity: KitEndpoint(activity) for activity in HANDLERS}
 @bp.post("/v2/<activity>")
 def sync(activity: str) -> Response:
     """One V2 Kit sync call."""
-    endpoint = ENDPOINTS.get(activity)
-    if endpoint is None:
-        return envelope(404, "not found")
-    return calls.handle(endpoint)
+    return handled(ENDPOINTS, activity)
+
+
+def handled(endpoints: Mapping[str, calls.Endpoint], activity: str) -> Response:
+    """The call to `activity`'s endpoint; the signed 404 for an activity the Kit does not have."""
+    endpoint = endpoints.get(activity)
+    return calls.handle(endpoint) if endpoint is not None else envelope(404, "not found")
 
 
 def envelope(status: int, message: str) -> Response:
