@@ -194,9 +194,7 @@ def main() -> int:
             receiver.delay_s = args.product_delay if scenario == "slow" else 0.0
             with database(args.db, work) as url:
                 settings = {
-                    "ISV_PROVISIONER": "webhook",
-                    "ISV_WEBHOOK_URL": receiver.url,
-                    "ISV_WEBHOOK_SECRET": receiver.secret,
+                    **receiver.settings(),
                     "ISV_WEBHOOK_TIMEOUT_S": "10",
                     "ISV_SERVE_JOBS": "0" if scenario == "stopped" else "1",
                 }

@@ -53,9 +53,7 @@ def serve(tmp_path: Path, database_url: str, receiver: WebhookReceiver) -> Calla
 
     def start(**extra: str) -> Any:
         settings = {
-            "ISV_PROVISIONER": "webhook",
-            "ISV_WEBHOOK_URL": receiver.url,
-            "ISV_WEBHOOK_SECRET": receiver.secret,
+            **receiver.settings(),
             "ISV_WEBHOOK_TIMEOUT_S": "10",
             "ISV_PROVISION_BUDGET_MS": "4500",
             "ISV_ANSWER_DEADLINE_MS": str(DEADLINE_MS),

@@ -22,17 +22,15 @@ from support.harness import ACCESS_KEY, NOTIFY_KEY, base_env
 from support.receiver import WebhookReceiver, new_secret
 from support.redis import RedisServer
 from support.server import (
-    BIN_DIR,
     ISVSERVER,
     Server,
     db_rows,
     free_port,
     http_request,
-    is_listening,
     job_consumers,
     post_signed,
+    running_gunicorn,
     running_server,
-    stop_group,
     subprocess_env,
     wait_until,
 )
@@ -41,7 +39,6 @@ pytestmark = pytest.mark.e2e
 
 BUDGET_MS = 1000
 ROOMY_BUDGET_MS = "4000"  # where a test needs 000000 from a fast product even on a loaded machine
-GUNICORN = str(BIN_DIR / "gunicorn")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 OK, IN_PROGRESS, INTERNAL = "000000", "000004", "000005"
 
@@ -54,9 +51,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 def webhook_env(tmp_path: Path, database_url: str, receiver: WebhookReceiver, **extra: str) -> dict[str, str]:
     settings = {
-        "ISV_PROVISIONER": "webhook",
-        "ISV_WEBHOOK_URL": receiver.url,
-        "ISV_WEBHOOK_SECRET": receiver.secret,
+        **receiver.settings(),
         "ISV_WEBHOOK_TIMEOUT_S": "2",
         "ISV_PROVISION_BUDGET_MS": str(BUDGET_MS),
         "ISV_JOB_RETRY_BASE_S": "0.2",
@@ -346,25 +341,14 @@ def test_the_readme_example_receiver_provisions_and_follows_the_lifecycle(
 ) -> None:
     """examples/webhook_receiver.py, run under gunicorn as the README says, is a working product."""
     secret = new_secret()
-    port = free_port()
     env = {**subprocess_env(), "ISV_WEBHOOK_SECRET": secret, "TENANTS_DB": str(tmp_path / "tenants.sqlite3")}
-    with (tmp_path / "receiver.log").open("ab") as out:
-        product = subprocess.Popen(
-            [GUNICORN, "--chdir", str(EXAMPLES), "webhook_receiver:app", "--bind", f"127.0.0.1:{port}"],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    try:
-        assert wait_until(lambda: is_listening(port), 20), (tmp_path / "receiver.log").read_text()
+    with running_gunicorn("webhook_receiver:app", EXAMPLES, tmp_path / "receiver.log", env) as product:
         isv_env = subprocess_env(
             base_env(
                 tmp_path,
                 database_url,
                 ISV_PROVISIONER="webhook",
-                ISV_WEBHOOK_URL=f"http://127.0.0.1:{port}/isvserver/events",
+                ISV_WEBHOOK_URL=f"{product}/isvserver/events",
                 ISV_WEBHOOK_SECRET=secret,
                 ISV_PROVISION_BUDGET_MS=ROOMY_BUDGET_MS,
             )
@@ -384,8 +368,6 @@ def test_the_readme_example_receiver_provisions_and_follows_the_lifecycle(
                 return row[0] if row else None
 
             assert wait_until(lambda: product_state() == "frozen", 20)
-    finally:
-        stop_group(product)
 
     assert answer["resultCode"] == OK
     assert query["info"][0]["appInfo"]["frontEndUrl"] == f"https://app.example.com/t/{instance_id}"

@@ -8,9 +8,6 @@ every request waits in a lane; the app notes the order it answers them in.
 
 from __future__ import annotations
 
-import http.client
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ import pytest
 
 from isvserver.web.lane_pool import READS_IN_A_ROW
 
-from support.server import free_port, stop_group, subprocess_env, wait_until
+from support.server import http_request, running_gunicorn, subprocess_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,50 +54,35 @@ app.extensions = {"isvserver.reads": judge}
 
 
 class LaneServer:
-    """gunicorn, one worker of one thread, serving the app above."""
+    """Where the app notes what it judged and served, and the gate that holds /hold."""
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.port = free_port()
+    def __init__(self, work: Path, base: str) -> None:
         self.judged, self.served, self.gate = (work / n for n in ("judged", "served", "gate"))
+        self.base = base
 
     def lines(self, path: Path) -> list[str]:
         return path.read_text().split() if path.exists() else []
 
     def call(self, method: str, path: str) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=b"{}" if method == "POST" else None)
-            return conn.getresponse().status
-        finally:
-            conn.close()
+        return http_request(self.base, method, path, b"{}" if method == "POST" else None).status
 
 
 @pytest.fixture
 def lane_server(tmp_path: Path) -> Iterator[LaneServer]:
+    """gunicorn with the shipped worker, one worker of one thread, serving the app above."""
     (tmp_path / "lane_app.py").write_text(APP)
-    server = LaneServer(tmp_path)
-    env = subprocess_env(
-        {"LANE_JUDGED": str(server.judged), "LANE_SERVED": str(server.served), "LANE_GATE": str(server.gate)}
-    )
-    log = tmp_path / "gunicorn.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
+    notes = {f"LANE_{n.upper()}": str(tmp_path / n) for n in ("judged", "served", "gate")}
+    options = (
         "--worker-class",
         "isvserver.web.worker.BufferedThreadWorker",
-    ]
-    command += ["--workers", "1", "--threads", "1", "--bind", f"127.0.0.1:{server.port}", "lane_app:app"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=tmp_path, stdout=out, stderr=out, start_new_session=True
-        )
-    try:
-        assert wait_until(lambda: "Booting worker" in log.read_text(), 60), log.read_text()
-        yield server
-    finally:
-        stop_group(process)
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+    )
+    env = subprocess_env(notes)
+    with running_gunicorn("lane_app:app", tmp_path, tmp_path / "gunicorn.log", env, *options) as base:
+        yield LaneServer(tmp_path, base)
 
 
 def test_reads_arriving_behind_changes_are_answered_before_them(lane_server: LaneServer) -> None:

@@ -5,8 +5,7 @@ bad signature, keeps one tenant per instanceId (a repeated instance.created gets
 lets tests make it slow, fail, redirect or hold a request until they release it.
 
     with WebhookReceiver() as receiver:
-        env = {"ISV_PROVISIONER": "webhook", "ISV_WEBHOOK_URL": receiver.url,
-               "ISV_WEBHOOK_SECRET": receiver.secret, ...}
+        env = base_env(tmp_path, database_url, **receiver.settings(ISV_WEBHOOK_TIMEOUT_S="2"))
         ...  # make isvserver send an event
         assert receiver.wait_for(lambda: len(receiver.events) == 1)
 """
@@ -69,6 +68,15 @@ class WebhookReceiver:
         self._thread.start()
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/webhooks/isv"
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        """isvserver's settings for the webhook provisioner sending to this receiver (and `extra`)."""
+        return {
+            "ISV_PROVISIONER": "webhook",
+            "ISV_WEBHOOK_URL": self.url,
+            "ISV_WEBHOOK_SECRET": self.secret,
+            **extra,
+        }
 
     # --- knobs -------------------------------------------------------------------------------------
 

@@ -145,6 +145,30 @@ def stop_group(process: subprocess.Popen[Any], graceful: bool = True) -> None:
     assert not leftover, f"processes outlived their test: {leftover}"
 
 
+@contextlib.contextmanager
+def running_gunicorn(
+    app: str, chdir: Path, log: Path, env: Mapping[str, str], *options: str
+) -> Iterator[str]:
+    """`gunicorn --chdir CHDIR APP OPTIONS` (an example product, a test's own app) on a free loopback
+    port for the block, its output in `log`: its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--chdir", str(chdir), app, "--bind", f"127.0.0.1:{port}"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*command, *options],
+            env=dict(env),
+            cwd=log.parent,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        assert wait_until(lambda: is_listening(port), 20), log.read_text(errors="replace")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_group(process)
+
+
 @dataclass
 class CliResult:
     """A finished `isvserver` command."""

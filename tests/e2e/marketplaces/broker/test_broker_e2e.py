@@ -206,9 +206,7 @@ def test_async_provisioning_survives_a_kill_9_of_the_consumer(
     env = broker_env(
         tmp_path,
         database_url,
-        ISV_PROVISIONER="webhook",
-        ISV_WEBHOOK_URL=receiver.url,
-        ISV_WEBHOOK_SECRET=receiver.secret,
+        **receiver.settings(),
         ISV_WEBHOOK_TIMEOUT_S="5",
         ISV_JOB_RETRY_BASE_S="0.2",
         ISV_JOB_RETRY_MAX_S="1",
@@ -282,9 +280,7 @@ def test_twenty_concurrent_identical_creations_make_one_instance_and_one_deliver
     env = broker_env(
         tmp_path,
         database_url,
-        ISV_PROVISIONER="webhook",
-        ISV_WEBHOOK_URL=receiver.url,
-        ISV_WEBHOOK_SECRET=receiver.secret,
+        **receiver.settings(),
     )
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=3) as server:
         client_id, secret = add_client(server.env)

@@ -11,8 +11,6 @@ import html
 import json
 import re
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +29,10 @@ from support.server import (
     PRODUCE_PATH,
     Server,
     db_rows,
-    free_port,
     http_request,
-    is_listening,
+    running_gunicorn,
     running_server,
-    stop_group,
     subprocess_env,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +43,6 @@ PUBLIC_KEY = serialization.load_pem_public_key(PUBLIC_PEM)
 ASSERTION_KEY = "e2e-assertion-key-9f8e7d6c5b4a39281706"
 CLIENT_SECRET = "e2e-sso-client-secret-41d2"
 INSTANCE, TENANT = "sso-e2e-1", "tenant-e2e"
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
 
@@ -91,26 +85,13 @@ def idp(tmp_path: Path) -> Iterator[IdentityProvider]:
 @pytest.fixture
 def product(tmp_path: Path) -> Iterator[str]:
     """examples/sso_verify.py under gunicorn, as the README runs it: its base URL."""
-    port = free_port()
     env = {
         **subprocess_env(),
         "ISV_SSO_ASSERTION_KEY": ASSERTION_KEY,
         "SSO_USED_DB": str(tmp_path / "used.db"),
     }
-    with (tmp_path / "product.log").open("ab") as out:
-        process = subprocess.Popen(
-            [GUNICORN, "--chdir", str(EXAMPLES), "sso_verify:app", "--bind", f"127.0.0.1:{port}"],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    try:
-        assert wait_until(lambda: is_listening(port), 20), (tmp_path / "product.log").read_text()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_group(process)
+    with running_gunicorn("sso_verify:app", EXAMPLES, tmp_path / "product.log", env) as base:
+        yield base
 
 
 @pytest.fixture
