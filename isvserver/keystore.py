@@ -15,7 +15,7 @@ from isvserver.adapters import KeyInterface, load
 from isvserver.db import connected, database, ident, is_postgres, names, statement
 from isvserver.models import BaseModel, utcnow
 from isvserver.sealing import UnsealError, seal, unseal
-from isvserver.settings import Settings
+from isvserver.settings import MIN_PRODUCTION_KEY_LENGTH, Settings
 
 ENV, STORED = "env", "stored"
 FINGERPRINT_LENGTH = 16
@@ -153,13 +153,16 @@ def list_keys(settings: Settings) -> list[KeyInfo]:
     return infos
 
 
-def check_key(key: str) -> str:
-    """The key, stripped, when it is usable (the rules of ISV_ACCESS_KEYS); KeyStoreError otherwise."""
+def check_key(key: str, production: bool = False) -> str:
+    """The key, stripped, when it is usable (the rules of ISV_ACCESS_KEYS, the production minimum in
+    production); KeyStoreError otherwise."""
     key = key.strip()
     if len(key) < 8 or not key.isascii() or not key.isprintable():
         raise KeyStoreError("a key must be at least 8 printable ASCII characters")
     if "," in key:
         raise KeyStoreError("a key must not contain a comma (the environment lists keys comma-separated)")
+    if production and len(key) < MIN_PRODUCTION_KEY_LENGTH:
+        raise KeyStoreError(f"a key must be at least {MIN_PRODUCTION_KEY_LENGTH} characters in production")
     return key
 
 
@@ -181,7 +184,7 @@ def _check_interface(settings: Settings, interface: str) -> None:
 def add_key(settings: Settings, interface: str, key: str, note: str | None = None) -> str:
     """Store `key` for `interface`, sealed with ISV_DATA_KEY, active at once; return its fingerprint."""
     _check_interface(settings, interface)
-    key = check_key(key)
+    key = check_key(key, settings.env == "production")
     note = _check_note(note)
     fp = fingerprint(key)
     try:

@@ -442,6 +442,7 @@ def test_key_typed_at_the_prompt_is_hidden(cli: Cli, monkeypatch: pytest.MonkeyP
         ("basic", NOTIFY_KEY, f"key {fp(NOTIFY_KEY)} is already active: it is in ISV_NOTIFY_KEYS"),
         ("notify", SECOND_ACCESS_KEY, "already active: it is in ISV_ACCESS_KEYS (basic interface)"),
         ("basic", "short", "a key must be at least 8 printable ASCII characters"),
+        ("basic", "fifteen-chars-1", "a key must be at least 16 characters in production"),
         ("basic", "has,a,comma", "a key must not contain a comma"),
         ("basic", "", "no key: type it at the prompt, pipe it on standard input or use --generate"),
     ],
@@ -560,12 +561,12 @@ def test_retire_refuses_unknown_and_retired_keys(cli: Cli) -> None:
 def test_verification_keys_order_and_unreadable_keys(
     cli: Cli, settings: Settings, env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    ok(cli(admin.keys, "add", "basic", input="stored-basic-1"))
-    ok(cli(admin.keys, "add", "basic", input="stored-basic-2"))
-    ok(cli(admin.keys, "add", "notify", input="stored-notify-1"))
+    ok(cli(admin.keys, "add", "basic", input="stored-basic-key-1"))
+    ok(cli(admin.keys, "add", "basic", input="stored-basic-key-2"))
+    ok(cli(admin.keys, "add", "notify", input="stored-notify-key-1"))
     ok(cli(admin.keys, "retire", fp(ACCESS_KEY)))
     other_data_key = {**env, "ISV_DATA_KEY": "Z" * 43 + "="}
-    ok(run_cli(other_data_key, admin.keys, "add", "basic", input="sealed-elsewhere"))
+    ok(run_cli(other_data_key, admin.keys, "add", "basic", input="sealed-elsewhere-key"))
     db.bind(settings.database_url)
     logger = logging.getLogger("isvserver.keystore")  # the app's `isvserver` logger may not propagate
     logger.addHandler(caplog.handler)
@@ -578,8 +579,8 @@ def test_verification_keys_order_and_unreadable_keys(
         logger.removeHandler(caplog.handler)
         db.close_all()
 
-    assert basic_keys == (SECOND_ACCESS_KEY, "stored-basic-1", "stored-basic-2")
-    assert notify_keys == (NOTIFY_KEY, "stored-notify-1")
+    assert basic_keys == (SECOND_ACCESS_KEY, "stored-basic-key-1", "stored-basic-key-2")
+    assert notify_keys == (NOTIFY_KEY, "stored-notify-key-1")
     assert "a stored access key cannot be decrypted with ISV_DATA_KEY" in caplog.text
 
 
