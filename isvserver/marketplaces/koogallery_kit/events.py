@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from isvserver.jobs import Jobs
+from isvserver.marketplaces.koogallery_kit import sso_state
 from isvserver.marketplaces.koogallery_kit.reads import event_detail
 from isvserver.provisioning import LifecycleEvent
 
@@ -85,6 +86,11 @@ class Enricher:
         return replace(event, extra={**event.extra, "sync": sync})
 
 
+PRUNE_EVERY_S = 3600
+
+
 def init_jobs(jobs: Jobs) -> None:
-    """Register the enricher of the Kit's event types (on instances of any marketplace)."""
+    """Register the enricher of the Kit's event types (on instances of any marketplace), and the hourly
+    prune of expired single sign-on logins."""
     jobs.add_enricher(Enricher(jobs), event_types=EVENT_TYPES.values())
+    jobs.every("kit.prune_sso_states", PRUNE_EVERY_S, lambda runtime: sso_state.prune())

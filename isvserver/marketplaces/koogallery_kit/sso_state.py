@@ -14,6 +14,8 @@ from isvserver.marketplaces.koogallery_kit.pii import seal_optional, unseal_opti
 from isvserver.models import utcnow
 from isvserver.sealing import DataKeys
 
+KEEP_EXPIRED = timedelta(days=1)  # an expired login's row is kept this long (for the operator)
+
 
 class StateRefused(Exception):
     """The callback's state is unknown, used, expired or from another browser (the reason, no value)."""
@@ -83,3 +85,10 @@ def consume(state: str, browser: str | None, data_keys: DataKeys) -> Pending:
     return Pending(
         row.instance_id, row.app_id, row.redirect_uri, unseal_optional(data_keys, row.code_verifier_sealed)
     )
+
+
+def prune() -> int:
+    """Forget the logins expired more than KEEP_EXPIRED ago, used or not, as the core forgets nonces
+    (each login's outcome stays in kit_sso_login); how many. A periodic job."""
+    with database.atomic():
+        return KitSsoState.delete().where(KitSsoState.expires_at < utcnow() - KEEP_EXPIRED).execute()

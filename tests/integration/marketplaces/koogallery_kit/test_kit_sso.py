@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 
 from isvserver import db
 from isvserver.db import database
-from isvserver.marketplaces.koogallery_kit import store
+from isvserver.marketplaces.koogallery_kit import sso_state, store
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
 from isvserver.marketplaces.koogallery_kit.models import KitSsoLogin, KitSsoState, KitTenant
 from isvserver.models import Instance, utcnow
@@ -457,3 +457,23 @@ def test_without_a_product_url_sso_answers_that_it_is_not_configured(
         assert DATA_KEY not in client.get(f"/sso/{INSTANCE}/login").get_data(as_text=True)
     finally:
         db.close_all()
+
+
+@pytest.mark.usefixtures("synced")
+def test_logins_expired_a_day_ago_are_pruned_hourly_and_their_outcomes_stay(
+    app: Flask, client: FlaskClient
+) -> None:
+    for _ in range(3):
+        start(client)
+    html_page(client.get("/sso/callback?code=x&state=forged"), 400, "sign in again")
+    every = app.extensions["isvserver"].jobs.periodic["kit.prune_sso_states"]
+    with app.app_context(), database.connection_context():
+        old, recent, _fresh = (row.id for row in KitSsoState.select().order_by(KitSsoState.id))
+        day_ago, hours_ago = utcnow() - timedelta(days=1, minutes=1), utcnow() - timedelta(hours=23)
+        KitSsoState.update(expires_at=day_ago).where(KitSsoState.id == old).execute()
+        KitSsoState.update(expires_at=hours_ago).where(KitSsoState.id == recent).execute()
+        every.fn(app.extensions["isvserver"])  # what the consumer runs hourly
+        assert old not in [row.id for row in KitSsoState.select()] and KitSsoState.select().count() == 2
+        assert sso_state.prune() == 0
+    assert every.seconds == 3600
+    assert logins(app)[-1][:2] == ("refused", "the state is unknown")
