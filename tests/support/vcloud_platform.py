@@ -54,6 +54,7 @@ class VCloudPlatform(ThreadingHTTPServer):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.executescript(SCHEMA)
         self.in_flight = 0
+        self.held = 0  # order-listing requests waiting at the held page now
         self.max_in_flight_orders = 0
         self.released = threading.Event()
         self._thread: threading.Thread | None = None
@@ -474,7 +475,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_api_v1_order(self, query: dict[str, list[str]], raw: bytes) -> None:
         page = (query.get("current") or ["1"])[0]
         if self.server.knob("hold_page") == page:
-            self.server.released.wait(60)
+            with self.server.lock:
+                self.server.held += 1
+            try:
+                self.server.released.wait(60)
+            finally:
+                with self.server.lock:
+                    self.server.held -= 1
         rows = self.server.query("SELECT body FROM orders ORDER BY updated_at, seq")
         fields = {
             "id": "id",

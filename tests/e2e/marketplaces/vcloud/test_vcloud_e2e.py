@@ -57,9 +57,7 @@ def environment(
     settings = {
         **vcloud_env(platform),
         "ISV_MARKETPLACES": "vcloud",
-        "ISV_PROVISIONER": "webhook",
-        "ISV_WEBHOOK_URL": receiver.url,
-        "ISV_WEBHOOK_SECRET": receiver.secret,
+        **receiver.settings(),
         "ISV_JOB_RETRY_BASE_S": "0.2",
         "ISV_JOB_RETRY_MAX_S": "1",
         "ISV_JOB_LEASE_S": "3",
@@ -144,7 +142,8 @@ def test_kill_9_of_the_consumer_mid_page_loses_and_repeats_nothing(
     with running_server(env, tmp_path / "server.log", cwd=tmp_path, workers=1) as server:
         assert wait_until(lambda: len(job_consumers(server.pid)) == 1, 20), "serve started no job consumer"
         [victim] = job_consumers(server.pid)
-        assert wait_until(lambda: platform.in_flight == 1, WAIT_S), "the poll never reached page 2"
+        # held, not only in flight: the request for page 1 is in flight for a moment too
+        assert wait_until(lambda: platform.held == 1, WAIT_S), "the poll never reached page 2"
         assert sorted(instance_states(server.database_url)) == sorted(o["id"] for o in orders[:2])
 
         os.kill(victim, signal.SIGKILL)  # mid-sweep: page 1 followed, page 2 asked for
