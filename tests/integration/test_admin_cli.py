@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from flask.testing import FlaskClient
 
 from isvserver import create_app, db, keystore
@@ -25,6 +24,7 @@ from isvserver.models import Instance
 from isvserver.provisioning import ProvisioningError
 from isvserver.settings import Settings
 
+from support.cli import invoke_cli
 from support.harness import ACCESS_KEY, NOTIFY_KEY, SECOND_ACCESS_KEY, Answer, Marketplace, base_env
 
 # The operator's command groups, as the tests call them.
@@ -55,14 +55,7 @@ def run_cli(env: dict[str, str], group: click.Group, *args: str, input: str | No
     CliRunner only overlays `env` on os.environ, so inherited ISV_* variables are removed explicitly;
     the command binds the shared database proxy, so the test's binding is put back afterwards.
     """
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(group, list(args), env=isolated, input=input, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    return invoke_cli(env, group, *args, input=input)
 
 
 def _delete_stored_keys(url: str) -> None:

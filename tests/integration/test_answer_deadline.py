@@ -23,6 +23,7 @@ from isvserver.models import CallLog, Delivery, Instance
 from isvserver.provisioning import AppInfo
 from isvserver.settings import Settings
 
+from support.cli import invoke_cli
 from support.harness import ACCESS_KEY
 
 OK, IN_PROGRESS = "000000", "000004"
@@ -247,9 +248,6 @@ def test_an_answer_to_a_client_that_has_closed_its_side_says_the_client_had_gone
 
 
 def test_the_call_log_command_shows_an_unsent_answer(make_app, env: dict[str, str]) -> None:
-    import os
-
-    from click.testing import CliRunner
 
     from isvserver.cli.call_log import log_group
 
@@ -264,13 +262,7 @@ def test_the_call_log_command_shows_an_unsent_answer(make_app, env: dict[str, st
         )
         assert b"".join(body)  # written all the same: a client that only half-closed still reads it
         body.close()
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        result = CliRunner().invoke(log_group, ["list"], env=isolated, catch_exceptions=False)
-    finally:
-        db.database.initialize(previous)
+    result = invoke_cli(env, log_group, "list")
     assert result.exit_code == 0, result.output
     assert f"{IN_PROGRESS}/client_gone" in result.output
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +15,7 @@ from isvserver.models import Instance
 from isvserver.sealing import UnsealError, seal, sealed_with_first, unseal
 from isvserver.settings import Settings, load_settings
 
+from support.cli import invoke_cli
 from support.harness import ACCESS_KEY, DATA_KEY, Marketplace, instance_row
 
 KEY_A = DATA_KEY  # the key everything starts sealed with (the env fixture's)
@@ -59,14 +59,7 @@ KIT_COLUMNS = "".join(
 
 def run_reseal(env: dict[str, str], *args: str) -> Result:
     """`isvserver reseal ARGS` in-process with exactly `env` as its ISV_* settings."""
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(reseal.rotate_data_key, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    return invoke_cli(env, reseal.rotate_data_key, *args)
 
 
 def shown(result: Result, passwords: dict[str, str]) -> str:

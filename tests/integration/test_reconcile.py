@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +18,8 @@ from isvserver.cli import main
 from isvserver.jobs.reconcile import Overdue, auto_freeze, find_overdue, periodic
 from isvserver.models import Delivery, Instance, InstanceEvent, utcnow
 from isvserver.settings import load_settings
+
+from support.cli import invoke_cli
 
 EXPIRED = ["exp-old", "exp-new"]  # most overdue first
 FROZEN_TOO_LONG = ["frozen-old", "frozen-no-event"]
@@ -81,14 +82,7 @@ def fleet(app: Flask) -> datetime:
 
 def run_cli(env: dict[str, str], *args: str) -> Result:
     """`isvserver ARGS` in-process with exactly `env` as its ISV_* settings; the test binding is kept."""
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        result = CliRunner().invoke(main, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    result = invoke_cli(env, main, *args)
     assert result.exit_code == 0, result.output
     return result
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -21,6 +20,7 @@ from isvserver.models import UsageRecord, utcnow
 from isvserver.parts.product_api.cli import product_token
 from isvserver.parts.product_api.tokens import authenticate
 
+from support.cli import invoke_cli
 from support.harness import ACCESS_KEY, Marketplace
 from support.usage_api import UsageApi, serving
 
@@ -33,14 +33,7 @@ def wire(moment) -> str:
 
 def run(env: dict[str, str], group: click.Group, *args: str) -> Result:
     """The command in-process with exactly `env` as its ISV_* settings (the test's binding put back)."""
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(group, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    return invoke_cli(env, group, *args)
 
 
 @pytest.fixture

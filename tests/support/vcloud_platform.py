@@ -526,18 +526,8 @@ def vcloud_env(platform: VCloudPlatform, **extra: str) -> dict[str, str]:
 
 def run_cli(env: dict[str, str], *args: str):
     """`isvserver ARGS` in-process with exactly `env` as its ISV_* settings; the test binding is kept."""
-    import os
-
-    from click.testing import CliRunner
-
-    from isvserver import db
     from isvserver.cli import main
 
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(main, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    from support.cli import invoke_cli
+
+    return invoke_cli(env, main, *args)

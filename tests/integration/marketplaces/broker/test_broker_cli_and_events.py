@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import replace
@@ -12,10 +11,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import click
-from click.testing import CliRunner, Result
+from click.testing import Result
 from flask import Flask
 
-from isvserver import db
 from isvserver.cli import instances
 from isvserver.db import connected
 from isvserver.lifecycle import lifecycle_event
@@ -26,6 +24,7 @@ from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.runtime import runtime
 
 from .conftest import Platform
+from support.cli import invoke_cli
 
 CREATE = {
     "service_id": "svc-gold",
@@ -36,14 +35,7 @@ CREATE = {
 
 def run(env: dict[str, str], group: click.Group, *args: str) -> Result:
     """`isvserver GROUP ARGS` in-process with exactly `env` as its ISV_* settings."""
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(group, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        if previous is not None:
-            db.database.initialize(previous)
+    return invoke_cli(env, group, *args)
 
 
 def test_clients_are_added_listed_and_revoked(env: dict[str, str], settings: Any) -> None:

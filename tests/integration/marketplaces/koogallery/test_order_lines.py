@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from isvserver import db
 from isvserver.cli import instances, reseal
@@ -25,6 +24,7 @@ from isvserver.models import Instance, InstanceEvent, utcnow
 from isvserver.sealing import seal, sealed_with_first, unseal
 from isvserver.settings import Settings, load_settings
 
+from support.cli import invoke_cli
 from support.harness import DATA_KEY
 from support.order_api import AK, BUYER, PRODUCT, SK, WRONG_SK, OrderApi, mock_order, serving
 
@@ -338,13 +338,7 @@ def test_due_lists_only_pending_lines_whose_time_has_come(
 
 def run_cli(env: dict[str, str], command: object, *args: str) -> Result:
     """An isvserver command in-process with exactly `env` as its ISV_* settings, the test binding kept."""
-    isolated: dict[str, str | None] = {name: None for name in os.environ if name.startswith("ISV_")}
-    isolated.update(env)
-    previous = db.database.obj
-    try:
-        return CliRunner().invoke(command, list(args), env=isolated, catch_exceptions=False)
-    finally:
-        db.database.initialize(previous)
+    return invoke_cli(env, command, *args)
 
 
 def test_reseal_moves_order_details_to_the_first_key(
