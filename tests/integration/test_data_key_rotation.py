@@ -333,7 +333,11 @@ def test_reseal_does_not_say_done_when_an_adapter_of_the_database_is_not_install
             "VALUES ('retired_market', 1, 'sync', CURRENT_TIMESTAMP)"
         )
 
-    result = run_reseal(env_with(env, f"{KEY_B},{KEY_A}"))
+    try:
+        result = run_reseal(env_with(env, f"{KEY_B},{KEY_A}"))
+    finally:  # the shared PostgreSQL test database is emptied of the models' tables only
+        with serving(env), db.connected():
+            db.database.execute_sql("DELETE FROM adapter_schema_version WHERE adapter = 'retired_market'")
 
     assert result.exit_code == 1
     assert "done:" not in result.output
