@@ -109,3 +109,16 @@ def client(app: Flask) -> FlaskClient:
 def marketplace(client: FlaskClient, settings: Settings) -> Marketplace:
     """The marketplace, talking to the app through the test client."""
     return Marketplace(client, settings.of("koogallery").produce_path)
+
+
+@pytest.fixture
+def bare_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run from an empty folder with no ISV_* variable; os.environ restored whole afterwards (commands
+    and the settings file write to it)."""
+    saved = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("ISV_")]:
+        del os.environ[name]
+    monkeypatch.chdir(tmp_path)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

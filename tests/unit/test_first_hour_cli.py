@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -20,17 +19,7 @@ from isvserver.settings import SettingsError, load_settings
 
 from support.harness import DATA_KEY
 
-
-@pytest.fixture(autouse=True)
-def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """From an empty folder, no ISV_* variable but no settings file either; os.environ restored after."""
-    saved = dict(os.environ)
-    for name in [n for n in os.environ if n.startswith("ISV_")]:
-        del os.environ[name]
-    monkeypatch.chdir(tmp_path)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("bare_environ")
 
 
 def cli(*args: str, **env: str) -> Result:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,7 @@ from isvserver.settings import SettingsError, load_settings
 
 from support.harness import DATA_KEY
 
-
-@pytest.fixture(autouse=True)
-def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run from an empty folder with no ISV_* variable; os.environ restored whole afterwards (the
-    settings file is applied to it)."""
-    saved = dict(os.environ)
-    for name in [n for n in os.environ if n.startswith("ISV_")]:
-        del os.environ[name]
-    monkeypatch.chdir(tmp_path)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("bare_environ")
 
 
 def write(path: Path, text: str) -> Path:
