@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,26 @@ def stop_group(process: subprocess.Popen[Any], graceful: bool = True) -> None:
         time.sleep(0.05)
     leftover = live_group_members(pgid)
     assert not leftover, f"processes outlived their test: {leftover}"
+
+
+@contextlib.contextmanager
+def serving_in_process(env: Mapping[str, str]) -> Iterator[str]:
+    """The app of `env` on werkzeug's threaded server in this process, for the block: its produce URL
+    (the CLI's simulators measured for coverage, in-process)."""
+    from werkzeug.serving import make_server
+
+    from isvserver import create_app, db
+    from isvserver.settings import load_settings
+
+    server = make_server("127.0.0.1", 0, create_app(load_settings(dict(env))), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{PRODUCE_PATH}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        db.close_all()
 
 
 @contextlib.contextmanager

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
-from isvserver import create_app, db
 from isvserver.cli import main
 from isvserver.marketplaces.koogallery_kit.client_secret import generate_key_pair
-from isvserver.settings import load_settings
 
 from support.harness import ACCESS_KEY, base_env
+from support.server import serving_in_process
 
 KIT_KEY = "kit-key-for-the-simulator"
 
@@ -31,15 +28,8 @@ def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, dict[str, s
         ISV_KIT_KEYS=KIT_KEY,
         ISV_KIT_PRIVATE_KEY=generate_key_pair()[0].decode("ascii"),
     )
-    server = make_server("127.0.0.1", 0, create_app(load_settings(env)), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/saasproduce", env
-    finally:
-        server.shutdown()
-        thread.join(10)
-        db.close_all()
+    with serving_in_process(env) as url:
+        yield url, env
 
 
 def test_simulate_flow_runs_the_basic_and_the_kit_sequence(served: tuple[str, dict[str, str]]) -> None:
@@ -136,18 +126,10 @@ def test_simulate_kit_application_sync_works_out_of_the_box_in_development(
         "ISV_DATABASE_URL": database_url,
         "ISV_MARKETPLACES": "koogallery,koogallery_kit",
     }
-    server = make_server("127.0.0.1", 0, create_app(load_settings(env)), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}/saasproduce"
     shell = {name: None for name in os.environ if name.startswith("ISV_")} | env
-    try:
+    with serving_in_process(env) as url:
         one = CliRunner().invoke(main, ["simulate", "kit", "applicationSync", url], env=shell)
         flow = CliRunner().invoke(main, ["simulate", "flow", url], env=shell)
-    finally:
-        server.shutdown()
-        thread.join(10)
-        db.close_all()
 
     assert one.exit_code == 0, one.output
     assert "applicationSync: HTTP 200, Body-Sign valid" in one.output

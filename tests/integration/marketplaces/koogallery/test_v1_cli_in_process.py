@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
-from isvserver import create_app, db, licenses
+from isvserver import licenses
 from isvserver.cli import main
-from isvserver.settings import load_settings
 
 from support.harness import ACCESS_KEY, base_env
+from support.server import serving_in_process
 
 SEED, PUBLIC = licenses.keygen()
 
@@ -26,15 +24,8 @@ SEED, PUBLIC = licenses.keygen()
 @pytest.fixture
 def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
     env = base_env(tmp_path, database_url, ISV_LICENSE_SIGNING_KEY=SEED)
-    server = make_server("127.0.0.1", 0, create_app(load_settings(env)), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/saasproduce", env
-    finally:
-        server.shutdown()
-        thread.join(10)
-        db.close_all()
+    with serving_in_process(env) as url:
+        yield url, env
 
 
 def run(env: dict[str, str], *args: str) -> tuple[int, str]:
